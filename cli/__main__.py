@@ -1,0 +1,3 @@
+from medst.cli.app import main
+
+main()

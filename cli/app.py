@@ -1,0 +1,57 @@
+"""The Typer application: one module per command, registered here.
+
+Command modules import heavy libraries (torch, pydicom, polars) inside their functions so that
+``medst --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from medst import __version__
+
+app = typer.Typer(
+    name="medst",
+    help="Med-ST chest X-ray vision-language pre-training: archive -> timelines -> shards -> model -> benchmarks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medst {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Med-ST for chest X-rays, from raw archive to evaluated model."""
+
+
+def _register() -> None:
+    # Each module exposes `register(app)`; the order here is the order of `medst --help`.
+    import importlib
+
+    for name in ("doctor", "synth", "build_sequences", "shard", "inspect", "pretrain", "eval", "embed", "demo"):
+        try:
+            module = importlib.import_module(f"medst.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"medst.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
