@@ -1,0 +1,144 @@
+"""The DICOM intensity chain as small pure functions, and the presets that compose them.
+
+Every step has the signature ``(arr, ds) -> arr`` in the style of ``pydicom.pixels.processing``; it never
+modifies its input array. Values travel between steps as ``float64``: modality values after `modality_lut`,
+display values in ``[0, 1]`` after `voi_lut` or `min_max` (0 = black, 1 = white as the stored polarity says),
+and ``uint8`` after `to_uint8`.
+
+Presets (`apply_preset`):
+
+``voi``
+    The DICOM display chain (PS3.4 N.2.1.1): `modality_lut` (Modality LUT Sequence, else Rescale Slope/Intercept,
+    else identity) -> `voi_lut` (VOI LUT Sequence when present, preferred over Window Center/Width; else the
+    first window with its VOI LUT Function; else min-max of the modality values) -> `invert` (MONOCHROME1 or
+    Presentation LUT Shape INVERSE, applied after VOI) -> `to_uint8` (round(x * 255)).
+
+``mimic-jpg``
+    The MIMIC-CXR-JPG conversion the Med-ST authors trained on (Johnson et al. 2019, MIMIC-CXR-JPG): ignore the
+    VOI module, `modality_lut` -> `min_max` over the whole image -> `invert` (MONOCHROME1 / INVERSE) ->
+    `to_uint8` -> `equalize_histogram` (OpenCV ``equalizeHist`` over the whole 8-bit image).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydicom import Dataset
+from pydicom.pixels.processing import apply_modality_lut, apply_voi, apply_windowing
+
+Preset = Literal["mimic-jpg", "voi"]
+PRESETS: tuple[str, ...] = ("mimic-jpg", "voi")
+
+
+def modality_lut(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Stored values -> modality values (float64, same shape), via pydicom's ``apply_modality_lut``.
+
+    A Modality LUT Sequence wins over Rescale Slope/Intercept; with neither the values pass unchanged.
+    """
+    return np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+
+
+def has_voi_lut(ds: Dataset) -> bool:
+    """True when the dataset carries a usable VOI LUT Sequence (descriptor and data in its first item)."""
+    seq = ds.get("VOILUTSequence")
+    return bool(seq) and "LUTDescriptor" in seq[0] and "LUTData" in seq[0]
+
+
+def has_window(ds: Dataset) -> bool:
+    """True when the dataset carries both Window Center and Window Width."""
+    return ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+
+
+def min_max(arr: np.ndarray, ds: Dataset | None = None) -> np.ndarray:
+    """Linear rescale of the image's own range to ``[0, 1]`` (float64); a constant image becomes all zeros."""
+    out = np.asarray(arr, dtype=np.float64)
+    lo, hi = float(out.min()), float(out.max())
+    if hi <= lo:
+        return np.zeros(out.shape, dtype=np.float64)
+    return (out - lo) / (hi - lo)
+
+
+def _voi_lut_sequence(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    # A LUT indexes integers; modality values from a rescale are floats that are integral in practice.
+    as_int = np.rint(arr).astype(np.int64)
+    out = np.asarray(apply_voi(as_int, ds), dtype=np.float64)
+    # Scale by the LUT's own output range rather than its declared bit depth: many scanners declare 16 bits
+    # and fill 12, which would leave the image nearly black.
+    descriptor = ds.VOILUTSequence[0].LUTDescriptor
+    entries = int(descriptor[0]) or 2**16
+    first = int(descriptor[1])
+    full = np.asarray(apply_voi(np.arange(first, first + entries, dtype=np.int64), ds), dtype=np.float64)
+    lo, hi = float(full.min()), float(full.max())
+    if hi <= lo:
+        return np.zeros(out.shape, dtype=np.float64)
+    return np.clip((out - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _window(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    out = apply_windowing(np.asarray(arr, dtype=np.float64), ds)
+    # pydicom maps below-window to y_min and above-window to y_max (a range that depends on the bit depth and
+    # rescale); probing it with -inf/+inf recovers that range for every VOI LUT Function without re-deriving it.
+    with np.errstate(over="ignore", invalid="ignore"):
+        y_min, y_max = apply_windowing(np.array([-np.inf, np.inf]), ds)
+    if not np.isfinite([y_min, y_max]).all() or y_max == y_min:
+        raise ValueError("window produced no usable output range")
+    return np.clip((out - y_min) / (y_max - y_min), 0.0, 1.0)
+
+
+def voi_lut(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Modality values -> display values in ``[0, 1]`` (float64).
+
+    VOI LUT Sequence if present (preferred, as PS3.3 C.11.2 allows either and a LUT is the more specific), else
+    the first Window Center/Width with its VOI LUT Function (LINEAR, LINEAR_EXACT, SIGMOID), else `min_max`.
+    A window with width < 1 (invalid for LINEAR) falls back to `min_max` rather than failing the image.
+    """
+    if has_voi_lut(ds):
+        return _voi_lut_sequence(arr, ds)
+    if has_window(ds):
+        try:
+            return _window(arr, ds)
+        except ValueError:
+            return min_max(arr)
+    return min_max(arr)
+
+
+def needs_inversion(ds: Dataset) -> bool:
+    """True for MONOCHROME1 (minimum value = white) or a Presentation LUT Shape of INVERSE.
+
+    The two describe the same inversion (DX/CR files pair MONOCHROME1 with INVERSE), so it is applied once.
+    """
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    return photometric == "MONOCHROME1" or shape == "INVERSE"
+
+
+def invert(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Display values in ``[0, 1]`` -> MONOCHROME2 polarity (air dark, bone bright): ``1 - x`` when
+    `needs_inversion`, else a copy. Apply after VOI: a window is defined on the stored polarity."""
+    out = np.asarray(arr, dtype=np.float64)
+    return 1.0 - out if needs_inversion(ds) else out.copy()
+
+
+def to_uint8(arr: np.ndarray, ds: Dataset | None = None) -> np.ndarray:
+    """Display values in ``[0, 1]`` -> uint8 ``round(x * 255)`` (clipped)."""
+    return np.clip(np.rint(np.asarray(arr, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def equalize_histogram(arr: np.ndarray, ds: Dataset | None = None) -> np.ndarray:
+    """uint8 (H, W) -> uint8 (H, W) with OpenCV's global histogram equalisation (``cv2.equalizeHist``)."""
+    return cv2.equalizeHist(np.ascontiguousarray(arr, dtype=np.uint8))
+
+
+def apply_preset(arr: np.ndarray, ds: Dataset, preset: Preset = "mimic-jpg") -> np.ndarray:
+    """Stored grey values (H, W) -> uint8 (H, W) in MONOCHROME2 polarity, through the named preset.
+
+    See the module docstring for exactly what ``voi`` and ``mimic-jpg`` do.
+    """
+    values = modality_lut(arr, ds)
+    if preset == "voi":
+        return to_uint8(invert(voi_lut(values, ds), ds))
+    if preset == "mimic-jpg":
+        return equalize_histogram(to_uint8(invert(min_max(values), ds)))
+    raise ValueError(f"unknown intensity preset {preset!r}; choose one of {', '.join(PRESETS)}")

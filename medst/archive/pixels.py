@@ -1,0 +1,264 @@
+"""Reading chest X-ray pixels: DICOM (any installed transfer syntax) and JPG/PNG, to one uint8 grey image.
+
+The public entry point is `read_image`. Everything that can go wrong with one file raises
+`medst.errors.ImageDecodeError` with a machine-readable ``reason``, so callers turn a bad file into a reject
+record and carry on; no other exception type escapes for a bad file (programming errors still do).
+The intensity steps live in `medst.archive.intensity`; the decoder table in `medst.archive.decoders`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from medst.archive.decoders import DecoderInfo, decoder_info, decoder_table
+from medst.archive.intensity import PRESETS, Preset, apply_preset, equalize_histogram, min_max, to_uint8
+from medst.errors import ImageDecodeError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DecoderInfo",
+    "decoder_table",
+    "read_dicom_array",
+    "read_header",
+    "read_image",
+    "resize_longest",
+]
+
+DEFAULT_MAX_PIXELS = 100_000_000  # Rows * Columns; MIMIC's largest images are about 4k x 3k (12 MP)
+
+_GREY = ("MONOCHROME1", "MONOCHROME2")
+# Colour encodings pydicom converts to RGB (or that already are); a chest film digitised in colour is still a
+# chest film, so these are reduced to luma instead of being rejected.
+_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+# Elements larger than this are read from disk only when used, so the size checks run before pixel bytes load.
+_DEFER_SIZE = "1 MB"
+
+
+def _read_dataset(path: Path, stop_before_pixels: bool) -> Dataset:
+    """dcmread that turns every way a file can fail to be DICOM into ``not_dicom``."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=_DEFER_SIZE)
+    except InvalidDicomError:
+        pass  # no 128-byte preamble + DICM: try as a bare dataset below (some old exports lack it)
+    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise ImageDecodeError("not_dicom", f"{path.name}: not a readable DICOM file ({err})") from err
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels, defer_size=_DEFER_SIZE)
+    except Exception as err:  # pydicom raises many types on garbage; all mean the same thing here
+        raise ImageDecodeError("not_dicom", f"{path.name}: not a DICOM file ({err})") from err
+    # force=True accepts any bytes; keep the result only if it parsed into something image-like.
+    try:
+        image_like = "SOPClassUID" in ds and "Rows" in ds
+    except Exception:
+        image_like = False
+    if not image_like:
+        raise ImageDecodeError("not_dicom", f"{path.name}: no DICOM preamble and no image header")
+    return ds
+
+
+def read_header(path: str | Path) -> Dataset:
+    """The DICOM header of `path` without pixel data (``stop_before_pixels=True``).
+
+    Raises ImageDecodeError(``not_dicom``) for a missing, empty, garbage or truncated-header file. Large
+    non-pixel elements are read lazily from the file when accessed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ImageDecodeError("not_dicom", f"{p}: no such file")
+    ds = _read_dataset(p, stop_before_pixels=True)
+    try:
+        # Touch every top-level element now so a truncated header fails here, not in the caller.
+        for _elem in ds:
+            pass
+    except Exception as err:
+        raise ImageDecodeError("not_dicom", f"{p.name}: header cannot be parsed ({err})") from err
+    return ds
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is None:
+        # pydicom guessed the encoding while reading a bare dataset; that guess is uncompressed by definition.
+        implicit = ds.original_encoding[0] is not False
+        return UID(pydicom.uid.ImplicitVRLittleEndian if implicit else pydicom.uid.ExplicitVRLittleEndian)
+    return UID(ts)
+
+
+def _check_decodable(ds: Dataset, max_pixels: int) -> tuple[UID, int, int]:
+    """Header checks that must pass before any pixel byte is decoded; returns (syntax, rows, columns)."""
+    if "PixelData" not in ds:
+        other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+        what = f"only {other[0]}" if other else "no Pixel Data element"
+        raise ImageDecodeError("no_pixel_data", f"{what} in the dataset")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        photometric = str(ds.PhotometricInterpretation).strip().upper()
+    except (AttributeError, ValueError, TypeError) as err:
+        raise ImageDecodeError("decode_error", f"image header incomplete ({err})") from err
+    if rows <= 0 or cols <= 0:
+        raise ImageDecodeError("decode_error", f"image header says {rows} x {cols} pixels")
+    if rows * cols > max_pixels:
+        raise ImageDecodeError(
+            "too_large", f"{rows} x {cols} = {rows * cols:,} pixels exceeds the limit of {max_pixels:,}"
+        )
+    if frames > 1:
+        raise ImageDecodeError("multi_frame", f"{frames} frames; a radiograph has one")
+    if photometric not in _GREY and not (photometric in _COLOUR and samples == 3):
+        raise ImageDecodeError("unsupported_photometric", f"photometric interpretation {photometric!r}")
+    ts = _transfer_syntax(ds)
+    info = decoder_info(ts)
+    if not info.available:
+        why = "; ".join(info.missing) or "no decoder"
+        raise ImageDecodeError("unsupported_transfer_syntax", f"{info.name} ({ts}): {why}")
+    return ts, rows, cols
+
+
+def read_dicom_array(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The raw stored values of a single-frame image: (H, W) for grey, (H, W, 3) RGB for colour.
+
+    No modality LUT, VOI or inversion is applied (see `medst.archive.intensity`). Size, frame count,
+    photometric interpretation and decoder availability are checked from the header before decoding.
+    Raises ImageDecodeError with reason ``no_pixel_data``, ``too_large``, ``multi_frame``,
+    ``unsupported_photometric``, ``unsupported_transfer_syntax``, ``truncated_pixel_data`` or ``decode_error``.
+    """
+    ts, rows, cols = _check_decodable(ds, max_pixels)
+    try:
+        data = ds.PixelData
+    except Exception as err:  # a deferred read of a file cut short
+        raise ImageDecodeError("truncated_pixel_data", f"pixel data cannot be read ({err})") from err
+    if not ts.is_compressed:
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        expected = rows * cols * samples * int(ds.BitsAllocated) // 8
+        if len(data) < expected:
+            raise ImageDecodeError(
+                "truncated_pixel_data", f"{len(data):,} bytes of pixel data, {expected:,} expected"
+            )
+    elif len(data) == 0:
+        raise ImageDecodeError("truncated_pixel_data", "empty encapsulated pixel data")
+    try:
+        arr = ds.pixel_array
+    except MemoryError:
+        raise
+    except Exception as err:  # plugins raise RuntimeError/ValueError/their own types on corrupt streams
+        detail = " ".join(str(err).split())[:300]
+        raise ImageDecodeError("decode_error", f"{ts.name}: {detail}") from err
+    if arr.shape[:2] != (rows, cols):
+        raise ImageDecodeError(
+            "decode_error", f"decoded shape {arr.shape} differs from header {rows} x {cols}"
+        )
+    return arr
+
+
+def _dicom_to_grey(ds: Dataset, preset: Preset, max_pixels: int) -> np.ndarray:
+    arr = read_dicom_array(ds, max_pixels=max_pixels)
+    if arr.ndim == 3:
+        # Colour: luma of the RGB values pydicom returns; the grey DICOM chain (LUTs, windows) does not apply.
+        grey = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY)
+        if preset == "mimic-jpg":
+            return equalize_histogram(to_uint8(min_max(grey)))
+        nominal_max = 2 ** int(ds.get("BitsStored") or 8) - 1
+        return to_uint8(np.asarray(grey, dtype=np.float64) / nominal_max)
+    try:
+        return apply_preset(arr, ds, preset)
+    except (ValueError, NotImplementedError, AttributeError, KeyError, IndexError, TypeError) as err:
+        # Malformed LUT or window elements: the file's display metadata is broken, not our code.
+        raise ImageDecodeError("decode_error", f"intensity chain failed ({err})") from err
+
+
+def _read_raster(path: Path, max_pixels: int) -> np.ndarray:
+    """JPG/PNG (grey, RGB, RGBA, 8 or 16 bit) -> uint8 (H, W), decoded as it is (no equalisation).
+
+    16-bit images are min-max scaled to 8 bit: their stored range rarely spans 16 bits (12-bit detectors), so a
+    fixed shift would leave them nearly black.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as probe:  # reads the header only
+            width, height = probe.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ImageDecodeError("unreadable_image", f"{path.name}: not a readable image ({err})") from err
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            "too_large", f"{height} x {width} = {width * height:,} pixels exceeds the limit of {max_pixels:,}"
+        )
+    raw = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageDecodeError("unreadable_image", f"{path.name}: OpenCV cannot decode it")
+    if img.ndim == 3:
+        code = {3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}.get(img.shape[2])
+        if code is None:
+            raise ImageDecodeError("unreadable_image", f"{path.name}: {img.shape[2]} channels")
+        img = cv2.cvtColor(img, code)
+    if img.dtype != np.uint8:
+        img = to_uint8(min_max(img))
+    return np.ascontiguousarray(img)
+
+
+def _is_raster(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if head[128:132] == b"DICM":
+        return False
+    return head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC)
+
+
+def read_image(
+    path: str | Path, preset: Preset = "mimic-jpg", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode one chest X-ray file to a uint8 grey image of shape (H, W), air dark and bone bright.
+
+    DICOM (recognised by content, any transfer syntax with an installed decoder): stored values through the
+    intensity `preset` (``mimic-jpg``: modality values, min-max to 8 bit, MONOCHROME1 inverted, histogram
+    equalised, like MIMIC-CXR-JPG; ``voi``: modality LUT, VOI LUT or window, inversion, 8 bit; see
+    `medst.archive.intensity`). Colour DICOMs are reduced to luma.
+    JPG/PNG: decoded as it is (they already went through someone's display chain): RGB/RGBA -> luma, 16 bit
+    -> min-max 8 bit; the preset is ignored.
+
+    Images with more than `max_pixels` pixels (Rows * Columns) are refused from the header, before decoding.
+    Raises ImageDecodeError with a ``reason`` for any file it cannot decode.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown intensity preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = Path(path)
+    try:
+        if not p.is_file():
+            raise ImageDecodeError("unreadable_image", f"{p}: no such file")
+        raster = _is_raster(p)
+    except OSError as err:
+        raise ImageDecodeError("unreadable_image", f"{p}: {err}") from err
+    if raster:
+        return _read_raster(p, max_pixels)
+    ds = _read_dataset(p, stop_before_pixels=False)
+    return _dicom_to_grey(ds, preset, max_pixels)
+
+
+def resize_longest(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the longest side is `size` pixels, keeping the aspect ratio (``cv2.INTER_AREA``).
+
+    Works for (H, W) and (H, W, C) arrays of any OpenCV dtype; the shorter side is rounded and at least 1.
+    Returns the input unchanged when its longest side already is `size`.
+    """
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    h, w = img.shape[:2]
+    longest = max(h, w)
+    if longest == size:
+        return img
+    scale = size / longest
+    new_w = size if w == longest else max(1, round(w * scale))
+    new_h = size if h == longest else max(1, round(h * scale))
+    return cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)
