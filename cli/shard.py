@@ -1,0 +1,64 @@
+"""`medst shard SEQ -o OUT`: write patient timelines as deterministic, resumable WebDataset shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("shard")
+    def shard(
+        seq: Path = typer.Argument(
+            ..., help="build-sequences output folder (studies.parquet, build_report.json)"
+        ),
+        out: Path = typer.Option(..., "-o", "--out", help="output folder for the shards"),
+        image_size: int = typer.Option(512, "--image-size", help="longest side of stored images (pixels)"),
+        preset: str = typer.Option("mimic-jpg", "--preset", help="DICOM intensity preset: mimic-jpg or voi"),
+        fmt: str = typer.Option("jpg", "--format", help="stored image format: jpg or png"),
+        samples_per_shard: int = typer.Option(256, "--samples-per-shard", help="patient timelines per shard"),
+        workers: int = typer.Option(1, "--workers", help="worker processes"),
+        part: str = typer.Option(
+            "0/1", "--part", help="i/n: build only part i (0-based) of n disjoint parts"
+        ),
+        force: bool = typer.Option(False, "--force", help="rebuild complete shards too"),
+        image_root: Path | None = typer.Option(
+            None, "--image-root", help="override build_report.json image_root"
+        ),
+        key_salt: str | None = typer.Option(None, "--key-salt", help="salt of the pseudonymous keys"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    ) -> None:
+        """Decode, resize and write patient timelines as WebDataset tars with an index and a summary."""
+        from medst.schemas.shards import DEFAULT_KEY_SALT, ShardConfig
+        from pydantic import ValidationError
+
+        from medst.errors import UserInputError
+        from medst.shards.assign import parse_part
+        from medst.shards.writer import write_shards
+
+        try:
+            config = ShardConfig(
+                seq=seq,
+                out=out,
+                image_root=image_root,
+                image_size=image_size,
+                preset=preset,  # type: ignore[arg-type]
+                format=fmt,  # type: ignore[arg-type]
+                samples_per_shard=samples_per_shard,
+                workers=workers,
+                part=parse_part(part),
+                force=force,
+                key_salt=key_salt or DEFAULT_KEY_SALT,
+            )
+            summary = write_shards(config, progress=not quiet)
+        except (UserInputError, ValueError, ValidationError) as err:
+            msg = str(err).splitlines()
+            typer.echo(f"error: {' '.join(m.strip() for m in msg[:3])}", err=True)
+            raise typer.Exit(2) from err
+        totals = {k: sum(s[k] for s in summary.splits.values()) for k in ("samples", "studies", "images")}
+        typer.echo(
+            f"{summary.complete_shards}/{summary.expected_shards} shards complete "
+            f"({summary.built_now} built, {summary.skipped_now} kept); {totals['samples']} timelines, "
+            f"{totals['studies']} studies, {totals['images']} images; {summary.rejects} rejects -> {out}"
+        )

@@ -1,0 +1,139 @@
+"""The shard index: one JSON per complete shard (`index/{name}.json`), a dataset summary and its plot.
+
+An index entry is written (atomically) only after its tar has been renamed into place, so "the entry exists and
+its tar has the recorded size" is the definition of a complete shard, for the writer's resume and for the loader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from medst.errors import UserInputError
+from medst.schemas.shards import ShardIndexEntry, ShardSummary
+
+INDEX_DIR = "index"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary sibling, fsync, rename: readers see all or nothing."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def entry_path(out: Path, name: str) -> Path:
+    return out / INDEX_DIR / f"{name}.json"
+
+
+def write_entry(out: Path, entry: ShardIndexEntry) -> None:
+    (out / INDEX_DIR).mkdir(parents=True, exist_ok=True)
+    data = json.dumps(entry.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+    atomic_write_bytes(entry_path(out, Path(entry.shard).stem), data)
+
+
+def read_entry(out: Path, name: str) -> ShardIndexEntry | None:
+    """The index entry of shard `name` when the shard is complete (entry present, tar of the recorded size)."""
+    path = entry_path(out, name)
+    if not path.is_file():
+        return None
+    try:
+        entry = ShardIndexEntry.model_validate_json(path.read_bytes())
+    except ValueError:
+        return None
+    tar = out / entry.shard
+    if not tar.is_file() or tar.stat().st_size != entry.bytes:
+        return None
+    return entry
+
+
+def list_entries(shards: Path, split: str | None = None) -> list[ShardIndexEntry]:
+    """Every complete shard in `shards` (optionally of one split), sorted by name."""
+    folder = shards / INDEX_DIR
+    if not folder.is_dir():
+        raise UserInputError(
+            f"{shards} is not a shard folder (no {INDEX_DIR}/ inside); run `medst shard` first"
+        )
+    entries = []
+    for path in sorted(folder.glob("*.json")):
+        if split is not None and not path.name.startswith(f"{split}-"):
+            continue
+        entry = read_entry(shards, path.stem)
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+def summarise(
+    out: Path,
+    options: dict[str, object],
+    medst_version: str,
+    expected: list[str],
+    built_now: int,
+    skipped_now: int,
+    rejects: int,
+) -> ShardSummary:
+    """Totals over every complete shard in `out`; `expected` is the full plan (all parts)."""
+    entries = [e for e in (read_entry(out, name) for name in expected) if e is not None]
+    splits: dict[str, dict[str, int]] = {}
+    with_lateral = frontal_only = 0
+    for e in entries:
+        s = splits.setdefault(
+            e.split,
+            {"shards": 0, "samples": 0, "studies": 0, "images": 0, "frontal": 0, "lateral": 0, "bytes": 0},
+        )
+        s["shards"] += 1
+        for k in ("samples", "studies", "images", "frontal", "lateral", "bytes"):
+            s[k] += getattr(e, k)
+        with_lateral += e.lateral
+        frontal_only += e.studies - e.lateral
+    return ShardSummary(
+        medst_version=medst_version,
+        options=options,
+        expected_shards=len(expected),
+        complete_shards=len(entries),
+        complete=len(entries) == len(expected),
+        built_now=built_now,
+        skipped_now=skipped_now,
+        rejects=rejects,
+        splits=splits,
+        studies_with_lateral=with_lateral,
+        studies_frontal_only=frontal_only,
+    )
+
+
+def write_summary(out: Path, summary: ShardSummary) -> None:
+    data = json.dumps(summary.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+    atomic_write_bytes(out / "summary.json", data)
+
+
+def plot_summary(out: Path, entries: list[ShardIndexEntry], path: Path) -> None:
+    """PNG: shard sizes (MB) per shard, and studies with / without a lateral image per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    names = [Path(e.shard).stem for e in entries]
+    ax1.bar(range(len(entries)), [e.bytes / 1e6 for e in entries], color="tab:blue")
+    ax1.set_xlabel("shard")
+    ax1.set_ylabel("MB")
+    ax1.set_title(f"shard sizes ({len(entries)} shards)")
+    if len(names) <= 12:
+        ax1.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    splits = sorted({e.split for e in entries})
+    both = [sum(e.lateral for e in entries if e.split == s) for s in splits]
+    only = [sum(e.studies - e.lateral for e in entries if e.split == s) for s in splits]
+    ax2.bar(splits, both, label="frontal + lateral", color="tab:green")
+    ax2.bar(splits, only, bottom=both, label="frontal only", color="tab:orange")
+    ax2.set_ylabel("studies")
+    ax2.set_title("view availability")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,209 @@
+"""One patient timeline -> one shard sample: the `json` member and the encoded images, nothing else.
+
+Only the fields of `TimelineSample` / `TimelineStudy` are written: pseudonymous keys, day offsets, report text,
+view flags and labels. Raw subject/study/dicom ids, paths and DICOM headers never enter a sample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from medst.errors import ImageDecodeError
+from medst.schemas.records import RejectRecord, TimelineSample, TimelineStudy
+
+from .assign import pseudonym
+
+STAGE = "shard"
+
+
+def _fallback_read_image(path: str | Path, preset: str = "mimic-jpg") -> np.ndarray:
+    """Minimal decoder used only when `medst.archive.pixels` is not installed: JPG/PNG via OpenCV, DICOM min-max."""
+    p = Path(path)
+    with open(p, "rb") as fh:
+        head = fh.read(132)
+    if head[128:132] == b"DICM":
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(p)
+            arr = ds.pixel_array.astype(np.float64)
+        except Exception as err:
+            raise ImageDecodeError("decode_error", f"{p.name}: {err}") from err
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = arr.round().astype(np.uint8)
+        if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
+            img = 255 - img
+        return img
+    raster: np.ndarray | None = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+    if raster is None:
+        raise ImageDecodeError("unreadable_image", f"{p.name}: OpenCV cannot decode it")
+    return raster
+
+
+def _fallback_resize_longest(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    if scale == 1:
+        return img
+    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+try:  # the archive stage's intensity chain; the fallback keeps this stage usable on its own
+    from medst.archive.pixels import read_image, resize_longest
+except ImportError:  # pragma: no cover - only before medst.archive.pixels exists
+    read_image = _fallback_read_image  # type: ignore[assignment]
+    resize_longest = _fallback_resize_longest
+
+
+def encode_image(img: np.ndarray, fmt: str, jpeg_quality: int = 95) -> bytes:
+    """Encode a uint8 grey image as JPEG (fixed quality, baseline) or PNG (fixed compression): same pixels, same bytes."""
+    if fmt == "jpg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality, cv2.IMWRITE_JPEG_OPTIMIZE, 0]
+        ok, buf = cv2.imencode(".jpg", img, params)
+    elif fmt == "png":
+        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    else:
+        raise ValueError(f"unknown image format {fmt!r}")
+    if not ok:
+        raise ImageDecodeError("decode_error", "OpenCV could not encode the image")
+    return buf.tobytes()
+
+
+@dataclass
+class SampleOptions:
+    """What a sample's bytes depend on (besides the input files)."""
+
+    image_root: Path
+    image_size: int
+    preset: str
+    fmt: str
+    jpeg_quality: int
+    key_salt: str
+    medst_version: str
+    read: Callable[[Path, str], np.ndarray] = field(default=read_image)  # type: ignore[assignment]
+
+
+@dataclass
+class BuiltSample:
+    """One written sample: its tar members in order (name suffix -> bytes), counts and rejects."""
+
+    key: str
+    members: list[tuple[str, bytes]]
+    studies: int
+    frontal: int
+    lateral: int
+    rejects: list[RejectRecord]
+
+
+def _clean_labels(raw: Any) -> dict[str, float | None]:
+    """Labels as a plain dict sorted by name, whatever way the parquet stored them (struct, map, JSON text)."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        raw = json.loads(raw) if raw.strip() else {}
+    if isinstance(raw, list):  # a parquet map comes back as [{"key": k, "value": v}, ...] or [(k, v), ...]
+        raw = dict((item["key"], item["value"]) if isinstance(item, dict) else item for item in raw)
+    out: dict[str, float | None] = {}
+    for name in sorted(raw):
+        value = raw[name]
+        out[str(name)] = (
+            None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        )
+    return out
+
+
+def _decode(opts: SampleOptions, rel: str) -> bytes:
+    path = opts.image_root / rel
+    img = opts.read(path, opts.preset)
+    img = resize_longest(img, opts.image_size) if max(img.shape[:2]) > opts.image_size else img
+    return encode_image(np.ascontiguousarray(img), opts.fmt, opts.jpeg_quality)
+
+
+def _reject(item: str, reason: str, message: str) -> RejectRecord:
+    return RejectRecord(item=item, item_kind="image", stage=STAGE, reason=reason, message=message)
+
+
+def build_sample(
+    key: str, split: str, studies: Sequence[dict[str, Any]], opts: SampleOptions
+) -> BuiltSample | None:
+    """Decode and encode one patient's studies (rows of studies.parquet) into a sample, in time order.
+
+    Studies are ordered by (day_offset, study_datetime, study_key). A study whose frontal fails to decode is dropped
+    (reject ``frontal_<reason>``); a failed lateral leaves a frontal-only study (reject ``lateral_<reason>``).
+    Returns None when no study survives. Reject items are dicom ids, never paths (paths can hold subject ids).
+    """
+    ordered = sorted(
+        studies,
+        key=lambda r: (
+            float(r["day_offset"]),
+            r["study_datetime"].isoformat() if r.get("study_datetime") is not None else "",
+            pseudonym(opts.key_salt, "study", str(r["study_id"])),
+        ),
+    )
+    ext = opts.fmt
+    rejects: list[RejectRecord] = []
+    kept: list[TimelineStudy] = []
+    images: list[tuple[str, bytes]] = []
+    n_lateral = 0
+    for row in ordered:
+        study_key = pseudonym(opts.key_salt, "study", str(row["study_id"]))
+        try:
+            frontal = _decode(opts, row["frontal_path"])
+        except ImageDecodeError as err:
+            rejects.append(
+                _reject(
+                    str(row["frontal_dicom_id"]),
+                    f"frontal_{err.reason}",
+                    f"frontal image of study {row['study_id']} did not decode ({err.reason}); study dropped",
+                )
+            )
+            continue
+        lateral: bytes | None = None
+        if row.get("lateral_path"):
+            try:
+                lateral = _decode(opts, row["lateral_path"])
+            except ImageDecodeError as err:
+                rejects.append(
+                    _reject(
+                        str(row["lateral_dicom_id"]),
+                        f"lateral_{err.reason}",
+                        f"lateral image of study {row['study_id']} did not decode ({err.reason}); kept frontal only",
+                    )
+                )
+        idx = len(kept)
+        kept.append(
+            TimelineStudy(
+                index=idx,
+                study_key=study_key,
+                day_offset=float(row["day_offset"]),
+                text=str(row["text"] or ""),
+                has_frontal=True,
+                has_lateral=lateral is not None,
+                labels=_clean_labels(row.get("labels")),
+            )
+        )
+        images.append((f"s{idx:02d}.frontal.{ext}", frontal))
+        if lateral is not None:
+            images.append((f"s{idx:02d}.lateral.{ext}", lateral))
+            n_lateral += 1
+    if not kept:
+        return None
+    sample = TimelineSample(key=key, split=split, studies=kept, medst_version=opts.medst_version)  # type: ignore[arg-type]
+    payload = json.dumps(sample.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+    return BuiltSample(
+        key=key,
+        members=[("json", payload), *images],
+        studies=len(kept),
+        frontal=len(kept),
+        lateral=n_lateral,
+        rejects=rejects,
+    )

@@ -1,0 +1,257 @@
+"""`medst shard`: patient timelines -> deterministic WebDataset tars, in parallel, resumable, atomic.
+
+Per shard: samples built (decode, resize, encode) into a temporary tar `.{name}.tar.tmp-PID`, fsync, rename to
+`{name}.tar`, then reject file and index entry. A shard counts as complete only once its index entry exists, so a
+killed run leaves at worst a temporary file (deleted on the next run) or a tar without an entry (rebuilt).
+Tar members are written in a fixed order with mtime 0, uid/gid 0, empty owner names and mode 0o644: the same inputs
+and options always give byte-identical tars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from medst import __version__
+from medst.errors import UserInputError
+from medst.schemas.records import RejectRecord
+from medst.schemas.shards import ShardConfig, ShardIndexEntry, ShardSummary
+
+from . import index as shard_index
+from .assign import PatientWork, ShardJob, assign_shards, pseudonym, select_part
+from .samples import SampleOptions, build_sample
+
+REQUIRED_COLUMNS = (
+    "subject_id",
+    "study_id",
+    "day_offset",
+    "split",
+    "frontal_dicom_id",
+    "frontal_path",
+    "text",
+)
+REJECT_DIR = "rejects"
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _load_studies(config: ShardConfig) -> tuple[list[dict[str, Any]], Path]:
+    """Rows of SEQ/studies.parquet and the image root; UserInputError naming what to fix."""
+    import polars as pl
+
+    seq = config.seq
+    studies_path = seq / "studies.parquet"
+    if not studies_path.is_file():
+        raise UserInputError(
+            f"{studies_path} not found: point SEQ at a `medst build-sequences` output folder"
+        )
+    image_root = config.image_root
+    if image_root is None:
+        report_path = seq / "build_report.json"
+        if not report_path.is_file():
+            raise UserInputError(f"{report_path} not found and no --image-root given")
+        root = json.loads(report_path.read_text()).get("image_root")
+        if not root:
+            raise UserInputError(f"{report_path} has no 'image_root'; pass --image-root")
+        image_root = Path(root) if Path(root).is_absolute() else (seq / root)
+    if not image_root.is_dir():
+        raise UserInputError(f"image root {image_root} is not a folder; pass --image-root")
+    df = pl.read_parquet(studies_path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserInputError(f"{studies_path} lacks column(s) {', '.join(missing)}")
+    return df.to_dicts(), image_root
+
+
+def plan_jobs(
+    rows: list[dict[str, Any]], config: ShardConfig
+) -> tuple[list[ShardJob], dict[str, list[dict[str, Any]]]]:
+    """All shard jobs of the dataset (every part) and each patient key's study rows."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((str(row["split"]), str(row["subject_id"])), []).append(row)
+    splits_of: dict[str, int] = {}
+    for _split, subject in groups:
+        splits_of[subject] = splits_of.get(subject, 0) + 1
+    patients: list[PatientWork] = []
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for (split, subject), study_rows in groups.items():
+        raw = subject if splits_of[subject] == 1 else f"{subject}\x1f{split}"
+        key = pseudonym(config.key_salt, "patient", raw)
+        images = sum(1 + bool(r.get("lateral_path")) for r in study_rows)
+        patients.append(PatientWork(key, subject, split, images))
+        by_key[key] = study_rows
+    return assign_shards(patients, config.samples_per_shard), by_key
+
+
+def _write_one(
+    args: tuple[ShardJob, dict[str, list[dict[str, Any]]], SampleOptions, Path, dict[str, object]],
+) -> tuple[ShardIndexEntry, int]:
+    """Build and write one shard (tar, rejects, index entry, in that order). Runs in a worker process."""
+    job, rows_by_key, opts, out, options = args
+    name = job.name
+    tmp = out / f".{name}.tar.tmp-{os.getpid()}"
+    lengths: list[int] = []
+    rejects: list[RejectRecord] = []
+    studies = frontal = lateral = 0
+    with open(tmp, "wb") as fh:
+        with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for patient in job.patients:
+                sample = build_sample(patient.key, job.split, rows_by_key[patient.key], opts)
+                if sample is None:
+                    rejects.append(
+                        RejectRecord(
+                            item=patient.key,
+                            item_kind="patient",
+                            stage="shard",
+                            reason="no_decodable_study",
+                            message="no study of this patient had a decodable frontal image",
+                        )
+                    )
+                    continue
+                rejects.extend(sample.rejects)
+                for suffix, data in sample.members:
+                    _tar_member(tar, f"{sample.key}.{suffix}", data)
+                lengths.append(sample.studies)
+                studies += sample.studies
+                frontal += sample.frontal
+                lateral += sample.lateral
+        fh.flush()
+        os.fsync(fh.fileno())
+    digest = hashlib.sha256()
+    with open(tmp, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    size = tmp.stat().st_size
+    os.replace(tmp, out / f"{name}.tar")
+    _write_rejects(out / REJECT_DIR / f"{name}.parquet", rejects)
+    entry = ShardIndexEntry(
+        shard=f"{name}.tar",
+        split=job.split,
+        index=job.index,
+        samples=len(lengths),
+        studies=studies,
+        images=frontal + lateral,
+        frontal=frontal,
+        lateral=lateral,
+        bytes=size,
+        sha256=digest.hexdigest(),
+        timeline_lengths=lengths,
+        medst_version=opts.medst_version,
+        options=options,
+    )
+    shard_index.write_entry(out, entry)
+    return entry, len(rejects)
+
+
+def _reject_frame(rejects: list[RejectRecord]):  # type: ignore[no-untyped-def]
+    import polars as pl
+
+    cols = list(RejectRecord.model_fields)
+    return pl.DataFrame([r.model_dump() for r in rejects], schema=dict.fromkeys(cols, pl.String))
+
+
+def _write_rejects(path: Path, rejects: list[RejectRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    _reject_frame(rejects).write_parquet(buf)
+    shard_index.atomic_write_bytes(path, buf.getvalue())
+
+
+def _merge_rejects(out: Path, names: list[str]) -> int:
+    import polars as pl
+
+    frames = [pl.read_parquet(p) for n in names if (p := out / REJECT_DIR / f"{n}.parquet").is_file()]
+    merged = pl.concat(frames) if frames else _reject_frame([])
+    buf = io.BytesIO()
+    merged.write_parquet(buf)
+    shard_index.atomic_write_bytes(out / "rejects.parquet", buf.getvalue())
+    return merged.height
+
+
+def _discard_partial(out: Path, name: str) -> None:
+    """Delete temporary tars of shard `name` left by a killed run, and a tar without an index entry."""
+    for tmp in out.glob(f".{name}.tar.tmp-*"):
+        tmp.unlink(missing_ok=True)
+    for tmp in (out / shard_index.INDEX_DIR).glob(f".{name}.json.tmp-*"):
+        tmp.unlink(missing_ok=True)
+    (out / f"{name}.tar").unlink(missing_ok=True)
+
+
+def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
+    """Write the shards of part `config.part` of the dataset in `config.seq` into `config.out`.
+
+    Complete shards built with the same options are kept (unless `force`); partial ones are discarded and rebuilt.
+    Writes `index/`, `rejects/`, `rejects.parquet`, `summary.json` and `summary.png`; returns the summary.
+    """
+    from tqdm import tqdm
+
+    rows, image_root = _load_studies(config)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / shard_index.INDEX_DIR).mkdir(exist_ok=True)
+    options = config.options()
+    jobs, rows_by_key = plan_jobs(rows, config)
+    mine = select_part(jobs, config.part)
+    todo: list[ShardJob] = []
+    for job in mine:
+        entry = None if config.force else shard_index.read_entry(out, job.name)
+        if entry is not None and entry.options == options:
+            continue
+        if entry is not None or config.force:
+            shard_index.entry_path(out, job.name).unlink(missing_ok=True)
+        _discard_partial(out, job.name)
+        todo.append(job)
+    opts = SampleOptions(
+        image_root=image_root,
+        image_size=config.image_size,
+        preset=config.preset,
+        fmt=config.format,
+        jpeg_quality=config.jpeg_quality,
+        key_salt=config.key_salt,
+        medst_version=__version__,
+    )
+    # Biggest shards first so the last worker is not left alone with a big one.
+    todo.sort(key=lambda j: (-j.images, j.split, j.index))
+    tasks = [(job, {p.key: rows_by_key[p.key] for p in job.patients}, opts, out, options) for job in todo]
+    bar = tqdm(total=len(tasks), desc="shards", unit="shard", disable=not progress)
+    if config.workers == 1 or len(tasks) <= 1:
+        for task in tasks:
+            _write_one(task)
+            bar.update()
+    else:
+        # spawn: forking a process that holds polars/OpenCV thread pools can deadlock.
+        with mp.get_context("spawn").Pool(min(config.workers, len(tasks))) as pool:
+            for _ in pool.imap_unordered(_write_one, tasks, chunksize=1):
+                bar.update()
+    bar.close()
+    names = [j.name for j in jobs]
+    n_rejects = _merge_rejects(out, names)
+    summary = shard_index.summarise(
+        out,
+        options,
+        __version__,
+        names,
+        built_now=len(todo),
+        skipped_now=len(mine) - len(todo),
+        rejects=n_rejects,
+    )
+    shard_index.write_summary(out, summary)
+    entries = [e for e in (shard_index.read_entry(out, n) for n in names) if e is not None]
+    shard_index.plot_summary(out, entries, out / "summary.png")
+    return summary

@@ -1,0 +1,129 @@
+"""Configs of the shard stage (`medst shard`) and of the streaming loader, and the shard index records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_KEY_SALT = "medst-v1"
+
+
+class ShardConfig(BaseModel):
+    """Everything `write_shards` needs; the CLI builds one from its options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: Path = Field(description="build-sequences output folder (studies.parquet + build_report.json)")
+    out: Path = Field(description="output folder for shards, index/, summary.json, rejects.parquet")
+    image_root: Path | None = Field(
+        default=None,
+        description="folder that frontal_path/lateral_path are relative to; default from build_report.json",
+    )
+    image_size: int = Field(default=512, ge=16, le=8192, description="longest side of stored images, pixels")
+    preset: Literal["mimic-jpg", "voi"] = "mimic-jpg"
+    format: Literal["jpg", "png"] = "jpg"
+    jpeg_quality: int = Field(default=95, ge=50, le=100)
+    samples_per_shard: int = Field(default=256, ge=1, description="patient timelines per shard (at most)")
+    workers: int = Field(default=1, ge=1)
+    part: tuple[int, int] = Field(default=(0, 1), description="(i, n): build only shards j with j % n == i")
+    force: bool = False
+    key_salt: str = Field(default=DEFAULT_KEY_SALT, description="salt of the pseudonymous patient/study keys")
+
+    @field_validator("part")
+    @classmethod
+    def _part_in_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        i, n = value
+        if n < 1 or not 0 <= i < n:
+            raise ValueError(f"part must be i/n with 0 <= i < n, got {i}/{n}")
+        return value
+
+    def options(self) -> dict[str, object]:
+        """The options that change shard bytes (recorded in every index entry and in summary.json)."""
+        return {
+            "image_size": self.image_size,
+            "preset": self.preset,
+            "format": self.format,
+            "jpeg_quality": self.jpeg_quality,
+            "samples_per_shard": self.samples_per_shard,
+            "key_salt": self.key_salt,
+        }
+
+
+class ShardIndexEntry(BaseModel):
+    """`index/{split}-{index:06d}.json`: written after the tar is renamed into place; the shard's completion mark."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shard: str = Field(description="tar file name, relative to the shard folder")
+    split: str
+    index: int
+    samples: int
+    studies: int
+    images: int
+    frontal: int
+    lateral: int
+    bytes: int
+    sha256: str
+    timeline_lengths: list[int] = Field(
+        description="studies per sample, in tar order (the loader plans windows from it)"
+    )
+    medst_version: str
+    options: dict[str, object]
+
+
+class ShardSummary(BaseModel):
+    """`summary.json`: dataset-level totals over every complete shard in the folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    medst_version: str
+    options: dict[str, object]
+    expected_shards: int
+    complete_shards: int
+    complete: bool
+    built_now: int = Field(description="shards written by the run that wrote this summary")
+    skipped_now: int = Field(description="complete shards the run found and kept")
+    rejects: int
+    splits: dict[str, dict[str, int]] = Field(
+        description="split -> shards, samples, studies, images, frontal, lateral, bytes"
+    )
+    studies_with_lateral: int
+    studies_frontal_only: int
+
+
+class LoaderConfig(BaseModel):
+    """The streaming loader: which shards, how timelines become windows, image and text sizes, determinism."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shards: Path
+    split: str = "train"
+    seq_len: int = Field(default=4, ge=1)
+    stride: int | None = Field(
+        default=None, ge=1, description="None = seq_len (the paper's non-overlapping chunks)"
+    )
+    random_offset: bool = False
+    min_len: int = Field(default=1, ge=1)
+    windows_per_batch: int = Field(default=10, ge=1)
+    letterbox: int = Field(default=256, ge=8)
+    crop: int = Field(default=224, ge=8)
+    train: bool = True
+    max_tokens: int = Field(default=112, ge=3)
+    seed: int = 0
+    num_workers: int = Field(default=0, ge=0)
+    shuffle: bool = True
+    drop_last: bool = True
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> LoaderConfig:
+        if self.crop > self.letterbox:
+            raise ValueError(f"crop ({self.crop}) must not exceed letterbox ({self.letterbox})")
+        if self.min_len > self.seq_len:
+            raise ValueError(f"min_len ({self.min_len}) must not exceed seq_len ({self.seq_len})")
+        return self
+
+    @property
+    def effective_stride(self) -> int:
+        return self.stride if self.stride is not None else self.seq_len
