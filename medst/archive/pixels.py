@@ -66,10 +66,11 @@ def _read_dataset(path: Path, stop_before_pixels: bool) -> Dataset:
 
 
 def read_header(path: str | Path) -> Dataset:
-    """The DICOM header of `path` without pixel data (``stop_before_pixels=True``).
+    """The DICOM header of an image file without its pixel data (``stop_before_pixels=True``).
 
-    Raises ImageDecodeError(``not_dicom``) for a missing, empty, garbage or truncated-header file. Large
-    non-pixel elements are read lazily from the file when accessed.
+    Raises ImageDecodeError(``not_dicom``) for a missing, empty or garbage file, and for one whose header lacks
+    Rows/Columns (cut short before the image pixel module, or not an image). Files without the 128-byte preamble
+    are accepted when they parse into an image header. Large non-pixel elements are read lazily when accessed.
     """
     p = Path(path)
     if not p.is_file():
@@ -81,6 +82,12 @@ def read_header(path: str | Path) -> Dataset:
             pass
     except Exception as err:
         raise ImageDecodeError("not_dicom", f"{p.name}: header cannot be parsed ({err})") from err
+    # pydicom stops quietly at end of file, so a file cut inside its header parses into a partial dataset;
+    # the image pixel module (group 0028) comes after the acquisition tags, so its absence means cut short.
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageDecodeError(
+            "not_dicom", f"{p.name}: no image header (Rows/Columns missing: file cut short or not an image)"
+        )
     return ds
 
 
