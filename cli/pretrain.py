@@ -1,0 +1,99 @@
+"""`medst pretrain SHARDS -o RUN`: pre-train Med-ST on shards (one CPU, one GPU, or `torchrun` for many)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("pretrain")
+    def pretrain_command(
+        shards: Path = typer.Argument(..., help="shard folder written by `medst shard`"),
+        out: Path = typer.Option(..., "-o", "--out", help="run folder (config, checkpoints, logs, export)"),
+        config: str = typer.Option("paper", "--config", help="preset name (paper, demo) or a YAML file"),
+        steps: int | None = typer.Option(None, "--steps", help="optimizer steps (instead of epochs)"),
+        epochs: float | None = typer.Option(None, "--epochs", help="passes over the training split"),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="windows per batch per process"),
+        seq_len: int | None = typer.Option(None, "--seq-len", help="studies per window (T)"),
+        text_model: Path | None = typer.Option(None, "--text-model", help="local Hugging Face BERT folder"),
+        init_image: Path | None = typer.Option(None, "--init-image", help="timm/DeiT or MGCA checkpoint"),
+        lateral_init: str | None = typer.Option(None, "--lateral-init", help="random | copy"),
+        precision: str | None = typer.Option(None, "--precision", help="bf16 | fp32 (default: bf16 on CUDA)"),
+        grad_checkpointing: bool | None = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing"),
+        accumulate: int | None = typer.Option(None, "--accumulate", help="micro-batches per optimizer step"),
+        resume: str | None = typer.Option(None, "--resume", help="latest | a checkpoint folder"),
+        compat: str | None = typer.Option(None, "--compat", help="clean | reference"),
+        lambda1: float | None = typer.Option(None, "--lambda1", help="weight of the local loss"),
+        lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),
+        lr: float | None = typer.Option(None, "--lr", help="peak learning rate"),
+        seed: int | None = typer.Option(None, "--seed"),
+        device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
+        num_workers: int | None = typer.Option(None, "--num-workers", help="loader worker processes"),
+        val_every: int | None = typer.Option(None, "--val-every", help="validate every N steps"),
+        ckpt_every: int | None = typer.Option(None, "--ckpt-every", help="checkpoint every N steps"),
+        gather_negatives: bool | None = typer.Option(None, "--gather-negatives/--no-gather-negatives"),
+        compile_model: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile"),
+        max_steps_this_invocation: int | None = typer.Option(
+            None,
+            "--max-steps-this-invocation",
+            help="stop after this many steps (checkpointed; resume later)",
+        ),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar"),
+    ) -> None:
+        """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, TensorBoard, curves.png, export/."""
+        from medst.schemas.train import resolve_config
+
+        from medst.errors import MedstError
+
+        overrides = {
+            "shards": shards,
+            "out": out,
+            "steps": steps,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "text_model": text_model,
+            "init_image": init_image,
+            "lateral_init": lateral_init,
+            "precision": precision,
+            "grad_checkpointing": grad_checkpointing,
+            "accumulate": accumulate,
+            "resume": resume,
+            "compat": compat,
+            "lambda1": lambda1,
+            "lambda2": lambda2,
+            "lr": lr,
+            "seed": seed,
+            "device": device,
+            "num_workers": num_workers,
+            "val_every": val_every,
+            "ckpt_every": ckpt_every,
+            "gather_negatives": gather_negatives,
+            "compile": compile_model,
+            "max_steps_this_invocation": max_steps_this_invocation,
+            "progress": progress,
+        }
+        try:
+            cfg = resolve_config(config, overrides)
+            if not cfg.shards.is_dir():
+                raise typer.BadParameter(f"{cfg.shards} is not a folder")
+            from medst.train.loop import pretrain
+
+            summary = pretrain(cfg)
+        except MedstError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+        import os
+
+        if os.environ.get("RANK", "0") != "0":
+            return
+        val = ", ".join(f"{k}={v:.3f}" for k, v in sorted(summary.val.items()) if "loss" not in k)
+        typer.echo(
+            f"{'stopped' if summary.stopped_early else 'done'}: {summary.steps}/{summary.total_steps} steps, "
+            f"loss {summary.first_loss} -> {summary.last_loss}, {summary.studies_per_s:.1f} studies/s, "
+            f"{summary.wall_s:.0f} s" + (f"; validation: {val}" if val else "")
+        )
+        if summary.export_dir is not None:
+            typer.echo(f"exported to {summary.export_dir}")

@@ -1,0 +1,186 @@
+"""Turning a `PretrainConfig` into the pieces a run needs: text model folder, model, tokenizer, loaders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medst.errors import UserInputError
+from medst.schemas.train import PretrainConfig
+from medst.train.distributed import DistInfo, barrier
+
+if TYPE_CHECKING:
+    from medst.model import MedST
+    from medst.model.config import ModelConfig
+    from medst.shards.loader import TimelineLoader
+
+
+def shard_files(shards: Path, split: str) -> list[Path]:
+    """The complete tar shards of ``split`` (those with an index entry), in index order."""
+    index = shards / "index"
+    if not index.is_dir():
+        raise UserInputError(
+            f"{shards} is not a shard folder (no index/ inside); build it with `medst shard`"
+        )
+    tars = []
+    for entry in sorted(index.glob(f"{split}-*.json")):
+        tar = shards / json.loads(entry.read_text())["shard"]
+        if tar.is_file():
+            tars.append(tar)
+    return tars
+
+
+def training_texts(shards: Path, split: str = "train") -> list[str]:
+    """Every study's report text of ``split``, read from the ``json`` members of the shards, in shard order."""
+    texts: list[str] = []
+    for tar_path in shard_files(shards, split):
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                if member.isfile() and member.name.endswith(".json"):
+                    handle = tar.extractfile(member)
+                    if handle is None:
+                        continue
+                    sample = json.loads(handle.read())
+                    texts.extend(study["text"] for study in sample.get("studies", []) if study.get("text"))
+    return texts
+
+
+def prepare_text_model(config: PretrainConfig, run_dir: Path, info: DistInfo) -> Path:
+    """The local Hugging Face folder of the text encoder.
+
+    ``--text-model`` wins; otherwise, when the config asks for it (demo preset), rank 0 trains a WordPiece
+    tokenizer and a random tiny BERT on the training texts into ``RUN/text_model`` once (a resumed run reuses it),
+    so the run needs nothing from the internet. Neither is a `UserInputError`.
+    """
+    if config.text_model is not None:
+        if not config.text_model.is_dir():
+            raise UserInputError(
+                f"--text-model {config.text_model}: not a folder (give a local Hugging Face model)"
+            )
+        return config.text_model
+    if not config.build_demo_text_model:
+        raise UserInputError(
+            "no text model: pass --text-model PATH (a local Hugging Face BERT folder such as Bio_ClinicalBERT), "
+            "or use --config demo, which builds a small one from the shards"
+        )
+    target = run_dir / "text_model"
+    if info.is_main and not (target / "config.json").is_file():
+        from medst.model.config import ModelConfig
+        from medst.model.text import build_demo_text_model
+
+        texts = training_texts(config.shards, config.train_split)
+        if not texts:
+            raise UserInputError(f"{config.shards}: no report texts in the {config.train_split!r} split")
+        text_cfg = ModelConfig.preset(config.model_preset).text
+        staging = run_dir / ".text_model.partial"
+        if staging.exists():
+            shutil.rmtree(staging)
+        build_demo_text_model(
+            texts,
+            staging,
+            vocab_size=text_cfg.vocab_size,
+            hidden=text_cfg.hidden,
+            layers=text_cfg.layers,
+            heads=text_cfg.heads,
+            max_length=text_cfg.max_length,
+            seed=config.seed,
+        )
+        staging.rename(target)
+    barrier(info)
+    return target
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def model_config_for(config: PretrainConfig, text_path: Path | None) -> ModelConfig:
+    """The `ModelConfig` of a run: the named model preset, then the run's loss/compat options, then
+    ``model_overrides`` (dotted keys such as ``text.num_layers``)."""
+    from medst.model.config import ModelConfig
+
+    base = ModelConfig.preset(config.model_preset).model_dump(by_alias=True)
+    base.update(
+        lambda1=config.lambda1,
+        lambda2=config.lambda2,
+        compat=config.compat,
+        lateral_init=config.lateral_init,
+        grad_checkpointing=config.grad_checkpointing,
+        seq_len=max(2, config.seq_len),
+    )
+    base["text"]["path"] = str(text_path) if text_path is not None else None
+    for key, value in config.model_overrides.items():
+        _set_dotted(base, key, value)
+    try:
+        return ModelConfig.model_validate(base)
+    except ValueError as err:
+        raise UserInputError(f"invalid model settings: {err}") from err
+
+
+def build_model(config: PretrainConfig, text_path: Path | None) -> MedST:
+    """A freshly initialised `MedST` for the run (optionally with image weights from ``--init-image``)."""
+    from medst.model import MedST
+
+    model = MedST(model_config_for(config, text_path))
+    if config.init_image is not None:
+        from medst.model.weights import load_vit_state_dict
+
+        if not config.init_image.is_file():
+            raise UserInputError(f"--init-image {config.init_image}: file not found")
+        load_vit_state_dict(model, config.init_image)
+    return model
+
+
+def load_tokenizer(text_path: Path) -> Any:
+    """The tokenizer saved in a local Hugging Face folder (offline)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(text_path), local_files_only=True)
+
+
+def build_loaders(
+    config: PretrainConfig, model_config: ModelConfig, tokenizer: Any, info: DistInfo
+) -> tuple[TimelineLoader, TimelineLoader | None]:
+    """Training loader (random crops, shuffled, every rank the same number of batches) and, when the shards hold
+    a validation split, a validation loader (centre crops, in order)."""
+    from medst.schemas.shards import LoaderConfig
+    from medst.shards.loader import TimelineLoader
+
+    if not shard_files(config.shards, config.train_split):
+        raise UserInputError(f"{config.shards}: no complete {config.train_split!r} shards")
+    crop = model_config.image_size
+    # The paper letterboxes to 256 and crops 224; keep that ratio for other image sizes.
+    letterbox = max(crop, round(crop * 256 / 224))
+    common: dict[str, Any] = {
+        "shards": config.shards,
+        "seq_len": config.seq_len,
+        "windows_per_batch": config.batch_size,
+        "letterbox": letterbox,
+        "crop": crop,
+        "max_tokens": model_config.text.max_length,
+        "seed": config.seed,
+        "num_workers": config.num_workers,
+    }
+    train = TimelineLoader(
+        LoaderConfig(split=config.train_split, random_offset=config.random_offset, train=True, **common),
+        tokenizer,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    val = None
+    if shard_files(config.shards, config.val_split):
+        val_loader = TimelineLoader(
+            LoaderConfig(split=config.val_split, train=False, shuffle=False, drop_last=True, **common),
+            tokenizer,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        val = val_loader if val_loader.batches_per_epoch > 0 else None
+    return train, val

@@ -1,0 +1,93 @@
+"""The final export of a run: weights, model config, tokenizer and a short model card in ``RUN/export``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from medst import __version__
+from medst.schemas.train import PretrainConfig
+
+if TYPE_CHECKING:
+    from medst.train.loop import RunSummary
+
+
+def _data_summary(shards: Path) -> dict[str, Any]:
+    summary = shards / "summary.json"
+    if not summary.is_file():
+        return {}
+    data = json.loads(summary.read_text())
+    return {"splits": data.get("splits", {}), "options": data.get("options", {})}
+
+
+def model_card(config: PretrainConfig, summary: RunSummary, data: dict[str, Any]) -> str:
+    """A short README: what the model is, what it was trained on, the recipe, and how training went."""
+    splits = data.get("splits", {})
+    data_lines = [
+        f"- `{name}`: {s.get('samples', '?')} patient timelines, {s.get('studies', '?')} studies, "
+        f"{s.get('images', '?')} images"
+        for name, s in sorted(splits.items())
+    ] or ["- (no summary.json found next to the shards)"]
+    val_lines = [f"- {k}: {v:.4g}" for k, v in sorted(summary.val.items())] or ["- (no validation split)"]
+    length = f"{config.steps} steps" if config.steps is not None else f"{config.epochs} epochs"
+    return "\n".join(
+        [
+            "# Med-ST model (medst export)",
+            "",
+            "Spatial and temporal vision-language pre-training on chest X-rays (Yang et al., ICML 2024): a MoVE ViT",
+            "image encoder (frontal + lateral views) and a BERT text encoder with global, local and temporal",
+            f"alignment heads. Trained with medst {__version__}, preset `{config.preset}`, model preset "
+            f"`{config.model_preset}`, compat `{config.compat}`.",
+            "",
+            "## Data",
+            f"Shards: `{config.shards.name}` (sequence length T = {config.seq_len}).",
+            *data_lines,
+            "",
+            "## Recipe",
+            f"- AdamW lr {config.lr:g}, betas {tuple(config.betas)}, weight decay {config.weight_decay:g} "
+            f"(no decay on biases, norms, position embeddings); cosine schedule with {config.warmup_fraction:.0%} "
+            f"linear warm-up, min lr {config.min_lr:g}",
+            f"- {length} ({summary.steps} optimizer steps done), {config.batch_size} windows per batch per process, "
+            f"{summary.world_size} process(es), gradient accumulation {config.accumulate}, "
+            f"clip {config.max_grad_norm}, precision {config.precision}",
+            f"- loss = global + {config.lambda1:g} x local + {config.lambda2:g} x temporal; seed {config.seed}",
+            "",
+            "## Training",
+            f"- loss: first logged {summary.first_loss}, last logged {summary.last_loss}",
+            f"- throughput: {summary.studies_per_s:.1f} studies/s; wall time {summary.wall_s:.0f} s",
+            "",
+            "## Validation (last)",
+            *val_lines,
+            "",
+            "Load with `medst.model.io.load_model(folder)`. Not a medical device; research use only.",
+            "",
+        ]
+    )
+
+
+def export_run(
+    model: nn.Module, tokenizer: Any, config: PretrainConfig, summary: RunSummary, out_dir: Path
+) -> Path:
+    """Write ``out_dir`` atomically (staged next to it, then renamed): safetensors weights, model config JSON and
+    tokenizer (via `medst.model.io.save_model`), ``training.json`` (run config + summary) and ``README.md``."""
+    from medst.model.io import save_model
+
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    extra = {
+        "medst_version": __version__,
+        "pretrain_config": config.model_dump(mode="json"),
+        "summary": summary.model_dump(mode="json"),
+    }
+    save_model(model, staging, tokenizer=tokenizer, extra=extra)
+    (staging / "training.json").write_text(json.dumps(extra, indent=1))
+    (staging / "README.md").write_text(model_card(config, summary, _data_summary(config.shards)))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    return out_dir

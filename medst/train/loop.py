@@ -1,0 +1,356 @@
+"""`pretrain(config)`: the training loop (one process or one rank of a torchrun job).
+
+Determinism: the model is initialised from ``seed`` (the same on every rank), then each rank seeds its own
+stream with ``seed + rank`` (dropout differs per rank, as with independent GPUs). Data iterators are created and
+validation runs inside `torch.random.fork_rng`, so the training random stream depends only on the optimizer
+steps taken; together with the saved RNG states and data position this makes a resumed run bitwise identical to
+an uninterrupted one on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from medst.batch import Batch
+from medst.errors import UserInputError
+from medst.schemas.train import PretrainConfig, config_differences, config_to_yaml, resolve_config
+from medst.train import checkpoint as ckpt
+from medst.train.components import (
+    build_loaders,
+    build_model,
+    load_tokenizer,
+    model_config_for,
+    prepare_text_model,
+)
+from medst.train.distributed import (
+    DistInfo,
+    all_gather_with_grad,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+    shutdown,
+)
+from medst.train.logging import RunLogger, plot_curves
+from medst.train.optim import WarmupCosineSchedule, build_optimizer
+
+
+class RunSummary(BaseModel):
+    """What a finished (or deliberately stopped) run reports."""
+
+    run_dir: Path
+    steps: int = 0
+    total_steps: int = 0
+    epochs: float = 0.0
+    world_size: int = 1
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    studies_per_s: float = 0.0
+    first_loss: float | None = None
+    last_loss: float | None = None
+    val: dict[str, float] = {}
+    last_checkpoint: Path | None = None
+    export_dir: Path | None = None
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _autocast(config: PretrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+class _DataStream:
+    """Endless batches across epochs; knows its epoch and hands the loader's position to checkpoints."""
+
+    def __init__(self, loader: Any, epoch: int) -> None:
+        self.loader = loader
+        self.epoch = epoch
+        self._it: Iterator[Batch] | None = None
+
+    def next(self) -> Batch:
+        for _ in range(3):
+            if self._it is None:
+                with torch.random.fork_rng(devices=[]):
+                    self._it = iter(self.loader)
+            try:
+                return next(self._it)
+            except StopIteration:
+                self._it = None
+                self.epoch += 1
+                self.loader.set_epoch(self.epoch)
+        raise RuntimeError("the training loader yields no batches")
+
+
+def total_steps_for(config: PretrainConfig, batches_per_epoch: int) -> int:
+    """Optimizer steps of the whole run (``steps``, or ``epochs`` worth of batches / ``accumulate``)."""
+    if config.steps is not None:
+        return config.steps
+    assert config.epochs is not None
+    return max(1, math.floor(config.epochs * batches_per_epoch / config.accumulate))
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: Any, config: PretrainConfig, info: DistInfo) -> dict[str, float]:
+    """Mean loss, loss terms and model metrics (in-batch retrieval accuracy) over the validation split, averaged
+    over ranks; ``chance_top1`` is the retrieval accuracy of guessing (mean of 1 / studies per batch)."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    batches = 0
+    with torch.random.fork_rng(devices=[]):
+        loader.set_epoch(0)
+        for batch in loader:
+            batch = batch.to(info.device, non_blocking=True)
+            with _autocast(config, info.device):
+                out = model(batch)
+            values = {"loss": float(out.loss), **{f"loss_{k}": float(v) for k, v in out.terms.items()}}
+            values.update({k: float(v) for k, v in out.metrics.items()})
+            values["chance_top1"] = 1.0 / batch.num_studies
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            batches += 1
+            if config.val_batches is not None and batches >= config.val_batches:
+                break
+    model.train(was_training)
+    means = {k: v / max(1, batches) for k, v in sums.items()}
+    return all_reduce_mean(means, info)
+
+
+def pretrain(config: PretrainConfig) -> RunSummary:
+    """Train Med-ST as ``config`` says; returns the run summary (throughput and export are filled on rank 0).
+
+    Writes ``RUN/config.yaml``, ``RUN/checkpoints/step-N/``, ``RUN/metrics.jsonl``, ``RUN/tensorboard/``,
+    ``RUN/curves.png`` and ``RUN/export/`` (rank 0). With ``resume`` it continues from a checkpoint.
+    """
+    info = init_distributed(config.device)
+    try:
+        return _run(config, info)
+    finally:
+        shutdown(info)
+
+
+def _check_resume_config(path: Path, config: PretrainConfig) -> None:
+    saved = resolve_config(path / "config.yaml")
+    differing = config_differences(saved, config)
+    if differing:
+        raise UserInputError(
+            f"cannot resume from {path}: the run was started with different {', '.join(differing)}; "
+            "resume with the original options (see RUN/config.yaml)"
+        )
+
+
+def _run(config: PretrainConfig, info: DistInfo) -> RunSummary:
+    started = time.perf_counter()
+    run_dir = config.out
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    resume_from = ckpt.resolve_resume(config.resume, run_dir)
+    if resume_from is not None:
+        _check_resume_config(resume_from, config)
+
+    text_path = prepare_text_model(config, run_dir, info)
+    model_cfg = model_config_for(config, text_path)
+    seed_everything(config.seed)  # identical initial weights on every rank
+    model = build_model(config, text_path).to(info.device)
+    seed_everything(config.seed + info.rank)
+    tokenizer = load_tokenizer(text_path)
+    train_loader, val_loader = build_loaders(config, model_cfg, tokenizer, info)
+    if train_loader.batches_per_epoch < config.accumulate:
+        raise UserInputError(
+            f"{config.shards}: only {train_loader.batches_per_epoch} training batches per epoch per rank; "
+            "lower --batch-size or --seq-len, or use fewer processes"
+        )
+    total_steps = total_steps_for(config, train_loader.batches_per_epoch)
+
+    optimizer = build_optimizer(model, config.lr, config.weight_decay, config.betas, config.eps)
+    schedule = WarmupCosineSchedule(optimizer, total_steps, config.lr, config.warmup_fraction, config.min_lr)
+    step, epoch, studies_seen = 0, 0, 0
+    if resume_from is not None:
+        loaded = ckpt.load_checkpoint(resume_from, model, optimizer, info.rank)
+        step, epoch = int(loaded.trainer["step"]), int(loaded.trainer["epoch"])
+        studies_seen = int(loaded.trainer.get("studies_seen", 0))
+        schedule.load_state_dict(loaded.trainer["schedule"])
+        train_loader.load_state_dict(loaded.data_state)
+    else:
+        train_loader.set_epoch(0)
+    config_yaml = config_to_yaml(config)
+    if info.is_main:
+        (run_dir / "config.yaml").write_text(config_yaml)
+
+    if config.gather_negatives and info.distributed:
+        # The model owns the global loss; it takes the gather function if it supports global negatives.
+        setter = getattr(model, "set_negatives_gather", None)
+        if setter is None:
+            raise UserInputError(
+                "--gather-negatives: this model does not support gathering negatives across ranks"
+            )
+        setter(all_gather_with_grad)
+
+    train_module: nn.Module = model
+    ddp: nn.parallel.DistributedDataParallel | None = None
+    if info.distributed:
+        ddp = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=config.find_unused_parameters,
+        )
+        train_module = ddp
+    if config.compile:
+        train_module = torch.compile(train_module)  # type: ignore[assignment]
+
+    logger = RunLogger(run_dir, total_steps, step, info.is_main, config.progress, config.tensorboard)
+    if resume_from is not None:
+        logger.message(f"resumed from {resume_from} at step {step}")
+    stream = _DataStream(train_loader, epoch)
+    summary = RunSummary(run_dir=run_dir, total_steps=total_steps, world_size=info.world_size)
+    stop_at = total_steps
+    if config.max_steps_this_invocation is not None:
+        stop_at = min(total_steps, step + config.max_steps_this_invocation)
+
+    model.train()
+    train_time = 0.0
+    window_studies, window_time, window_steps = 0, 0.0, 0
+    window_sums: dict[str, Any] = {}
+    params = [p for p in model.parameters() if p.requires_grad]
+    while step < stop_at:
+        t0 = time.perf_counter()
+        lr = schedule.lr()
+        step_sums: dict[str, torch.Tensor] = {}
+        step_metrics: dict[str, float] = {}
+        for micro in range(config.accumulate):
+            batch = stream.next().to(info.device, non_blocking=True)
+            sync = (
+                ddp.no_sync()
+                if ddp is not None and micro < config.accumulate - 1
+                else contextlib.nullcontext()
+            )
+            with sync:
+                with _autocast(config, info.device):
+                    out = train_module(batch)
+                (out.loss / config.accumulate).backward()
+            for key, value in {"loss": out.loss, **{f"loss_{k}": v for k, v in out.terms.items()}}.items():
+                step_sums[key] = step_sums.get(key, 0) + value.detach().float() / config.accumulate
+            for key, fvalue in out.metrics.items():
+                step_metrics[key] = step_metrics.get(key, 0.0) + float(fvalue) / config.accumulate
+            window_studies += batch.num_studies
+            studies_seen += batch.num_studies * info.world_size
+        if config.max_grad_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            step_sums["grad_norm"] = grad_norm.detach().float()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        step += 1
+        logger.advance()
+        for key, tensor in step_sums.items():
+            window_sums[key] = window_sums.get(key, 0) + tensor
+        for key, fvalue in step_metrics.items():
+            window_sums[key] = window_sums.get(key, 0) + fvalue
+        window_steps += 1
+        elapsed = time.perf_counter() - t0
+        window_time += elapsed
+        train_time += elapsed
+
+        if step % config.log_every == 0 or step == stop_at:
+            values = {k: float(v) / window_steps for k, v in window_sums.items()}
+            values = all_reduce_mean(values, info)
+            values["lr"] = lr
+            values["epoch"] = stream.epoch
+            values["studies_per_s"] = window_studies * info.world_size / max(window_time, 1e-9)
+            logger.log("train", step, values)
+            summary.first_loss = values["loss"] if summary.first_loss is None else summary.first_loss
+            summary.last_loss = values["loss"]
+            window_studies, window_time, window_sums, window_steps = 0, 0.0, {}, 0
+
+        if (
+            val_loader is not None
+            and config.val_every is not None
+            and (step % config.val_every == 0 or step == total_steps)
+        ):
+            summary.val = validate(model, val_loader, config, info)
+            logger.log("val", step, summary.val)
+
+        if (config.ckpt_every is not None and step % config.ckpt_every == 0) or step == stop_at:
+            trainer_state = {
+                "step": step,
+                "epoch": stream.epoch,
+                "total_steps": total_steps,
+                "studies_seen": studies_seen,
+                "schedule": schedule.state_dict(),
+                "scaler": None,  # bf16 autocast needs no loss scaling
+                "world_size": info.world_size,
+                "last_loss": summary.last_loss,
+            }
+            summary.last_checkpoint = _save_checkpoint(
+                run_dir, step, model, optimizer, trainer_state, config, config_yaml, train_loader, info
+            )
+
+    summary.steps = step
+    summary.epochs = step * config.accumulate / train_loader.batches_per_epoch
+    summary.train_s = train_time
+    summary.stopped_early = step < total_steps
+    summary.studies_per_s = _mean_throughput(run_dir) if info.is_main else 0.0
+    logger.close()
+    if info.is_main:
+        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        if not summary.stopped_early and config.export:
+            from medst.train.export import export_run
+
+            summary.wall_s = time.perf_counter() - started
+            summary.export_dir = export_run(model, tokenizer, config, summary, run_dir / "export")
+    summary.wall_s = time.perf_counter() - started
+    barrier(info)
+    return summary
+
+
+def _save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    config: PretrainConfig,
+    config_yaml: str,
+    train_loader: Any,
+    info: DistInfo,
+) -> Path:
+    if info.is_main:
+        stage = ckpt.begin_checkpoint(run_dir, step)
+    barrier(info)
+    stage = ckpt.staging_dir(run_dir, step)
+    ckpt.write_rank_state(stage, info.rank, train_loader.state_dict())
+    if info.is_main:
+        ckpt.write_main_state(stage, model, optimizer, trainer_state, config_yaml)
+    barrier(info)
+    if info.is_main:
+        ckpt.commit_checkpoint(run_dir, step, config.keep_checkpoints)
+    barrier(info)
+    return ckpt.checkpoint_dir(run_dir, step)
+
+
+def _mean_throughput(run_dir: Path) -> float:
+    from medst.train.logging import read_metrics
+
+    rates = [r["studies_per_s"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    # The first window includes warm-up (allocations, compilation); leave it out when there is more.
+    rates = rates[1:] if len(rates) > 1 else rates
+    return float(np.mean(rates)) if rates else 0.0

@@ -1,0 +1,209 @@
+"""Configuration of `medst pretrain`: one Pydantic model, two named presets, YAML files and CLI overrides.
+
+One source of truth: the field defaults of `PretrainConfig` *are* the paper recipe (SPEC section 4), and
+`PRESETS["demo"]` lists only what the demo changes. A run resolves, in order: field defaults -> named preset ->
+YAML file (which may name its own ``preset:``) -> command-line overrides. The result is written to ``RUN/config.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medst.errors import UserInputError
+
+Precision = Literal["auto", "bf16", "fp32"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+class PretrainConfig(BaseModel):
+    """Every option of a pre-training run. Defaults are the authors' recipe (SPEC section 4)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # What and where.
+    shards: Path = Field(default=Path("shards"), description="folder written by `medst shard`")
+    out: Path = Field(default=Path("run"), description="run folder: config, checkpoints, logs, export")
+    preset: str = Field(default="paper", description="name of the preset this config started from")
+
+    # Model.
+    model_preset: Literal["paper", "tiny"] = Field(default="paper", description="ModelConfig preset")
+    model_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="field overrides applied to the ModelConfig preset (dotted keys)"
+    )
+    text_model: Path | None = Field(
+        default=None,
+        description="local Hugging Face BERT folder; None with the demo preset builds a demo BERT",
+    )
+    build_demo_text_model: bool = Field(
+        default=False,
+        description="without --text-model, train a WordPiece tokenizer + tiny BERT on the shards",
+    )
+    init_image: Path | None = Field(
+        default=None, description="timm/DeiT or MGCA checkpoint for the image encoder"
+    )
+    lateral_init: Literal["random", "copy"] = "random"
+    compat: Literal["clean", "reference"] = "clean"
+    lambda1: float = Field(default=1.0, ge=0, description="weight of the local alignment loss")
+    lambda2: float = Field(default=1.0, ge=0, description="weight of the temporal loss")
+    grad_checkpointing: bool = False
+    gather_negatives: bool = Field(
+        default=False,
+        description="gather embeddings across ranks so the global loss sees every rank's negatives",
+    )
+
+    # Data.
+    seq_len: int = Field(default=4, ge=1, description="studies per window (T)")
+    batch_size: int = Field(default=10, ge=1, description="windows per batch per rank")
+    random_offset: bool = Field(default=False, description="random window starts instead of fixed chunks")
+    num_workers: int = Field(default=4, ge=0)
+    train_split: str = "train"
+    val_split: str = "validate"
+    val_batches: int | None = Field(default=None, ge=1, description="cap on validation batches; None = all")
+
+    # Length of training: exactly one of steps / epochs.
+    steps: int | None = Field(default=None, ge=1, description="optimizer steps")
+    epochs: float | None = Field(default=8.0, gt=0, description="passes over the training split")
+
+    # Optimisation.
+    lr: float = Field(default=4e-5, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = Field(default=0.05, ge=0)
+    warmup_fraction: float = Field(default=0.4, ge=0, le=1)
+    min_lr: float = Field(default=1e-8, ge=0)
+    max_grad_norm: float | None = Field(default=None, gt=0, description="clip the gradient norm; None = off")
+    accumulate: int = Field(default=1, ge=1, description="micro-batches per optimizer step")
+
+    # Execution.
+    precision: Precision = Field(default="auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    device: DeviceName = "auto"
+    compile: bool = False
+    seed: int = 0
+    find_unused_parameters: bool = Field(
+        default=False, description="DDP: allow parameters without a gradient (MedST uses all of them)"
+    )
+
+    # Bookkeeping.
+    log_every: int = Field(default=10, ge=1)
+    val_every: int | None = Field(default=500, ge=1, description="validate every N steps (and at the end)")
+    ckpt_every: int | None = Field(
+        default=1000, ge=1, description="checkpoint every N steps (and at the end)"
+    )
+    keep_checkpoints: int | None = Field(default=3, ge=1, description="newest checkpoints kept; None = all")
+    resume: str | None = Field(default=None, description="'latest' or a checkpoint folder")
+    max_steps_this_invocation: int | None = Field(
+        default=None, ge=1, description="stop (after checkpointing) once this many steps ran in this process"
+    )
+    progress: bool = True
+    tensorboard: bool = True
+    export: bool = True
+
+    @model_validator(mode="after")
+    def _one_length(self) -> PretrainConfig:
+        if self.steps is None and self.epochs is None:
+            raise ValueError("set either steps or epochs")
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("set only one of steps and epochs")
+        return self
+
+
+# Fields that may change between a run and its resumption without changing the result.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "resume", "max_steps_this_invocation", "progress", "tensorboard", "num_workers", "device", "out",
+        "shards", "log_every", "val_every", "ckpt_every", "keep_checkpoints", "export", "compile",
+        "val_batches",
+    }
+)  # fmt: skip
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # Tiny ViT + tiny BERT that learn on the synthetic archive in a few CPU minutes.
+    "demo": {
+        "model_preset": "tiny",
+        "build_demo_text_model": True,
+        "batch_size": 8,
+        "num_workers": 1,
+        "steps": 300,
+        "epochs": None,
+        "lr": 1e-3,
+        "weight_decay": 0.01,
+        "warmup_fraction": 0.1,
+        "max_grad_norm": 1.0,
+        "precision": "fp32",
+        "log_every": 10,
+        "val_every": 100,
+        "ckpt_every": 100,
+        "val_batches": 8,
+    },
+}
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise UserInputError(
+            f"config file not found: {path} (give a preset name {sorted(PRESETS)} or a YAML file)"
+        )
+    with path.open() as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def resolve_config(
+    config: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> PretrainConfig:
+    """Resolve a run's config: defaults -> preset -> YAML file -> overrides (``None`` values are ignored).
+
+    ``config`` is a preset name (``paper``, ``demo``) or a YAML file of `PretrainConfig` fields, which may name a
+    base with ``preset: NAME``. Setting ``steps`` in a later layer clears ``epochs`` and the other way round.
+    Raises `UserInputError` naming the bad option.
+    """
+    layers: list[dict[str, Any]] = []
+    name = "paper" if config is None else str(config)
+    if name in PRESETS:
+        layers.append({"preset": name, **PRESETS[name]})
+    else:
+        data = _load_yaml(Path(name))
+        base = str(data.get("preset", "paper"))
+        if base not in PRESETS:
+            raise UserInputError(f"{name}: unknown preset {base!r}; known presets: {sorted(PRESETS)}")
+        layers.append({"preset": base, **PRESETS[base]})
+        layers.append(data)
+    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
+
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if "steps" in layer and layer["steps"] is not None:
+            merged["epochs"] = None
+        if "epochs" in layer and layer["epochs"] is not None:
+            merged["steps"] = None
+        if "model_overrides" in layer:
+            layer = {
+                **layer,
+                "model_overrides": {**merged.get("model_overrides", {}), **layer["model_overrides"]},
+            }
+        merged.update(layer)
+    try:
+        return PretrainConfig(**merged)
+    except ValueError as err:  # pydantic.ValidationError is a ValueError
+        raise UserInputError(f"invalid pretrain config: {err}") from err
+
+
+def config_to_yaml(config: PretrainConfig) -> str:
+    """The config as YAML text (paths as strings), loadable again with `resolve_config`."""
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def config_differences(old: PretrainConfig, new: PretrainConfig) -> list[str]:
+    """Names of fields that differ between two configs and would change a resumed run's result."""
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    return sorted(k for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k))

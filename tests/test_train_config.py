@@ -1,0 +1,74 @@
+"""Pretrain config: presets, YAML files, CLI overrides, the written config, and the resume check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from medst.schemas.train import PRESETS, PretrainConfig, config_differences, config_to_yaml, resolve_config
+
+from medst.errors import UserInputError
+
+
+def test_paper_preset_is_the_authors_recipe() -> None:
+    cfg = resolve_config("paper")
+    assert cfg.preset == "paper" and cfg.model_preset == "paper"
+    assert cfg.lr == 4e-5 and cfg.betas == (0.9, 0.999) and cfg.weight_decay == 0.05
+    assert cfg.warmup_fraction == 0.4 and cfg.min_lr == 1e-8
+    assert cfg.epochs == 8 and cfg.steps is None
+    assert cfg.batch_size == 10 and cfg.seq_len == 4
+    assert cfg.precision == "auto"  # bf16 autocast on CUDA, fp32 on CPU
+
+
+def test_demo_preset_and_cli_overrides() -> None:
+    cfg = resolve_config("demo", {"steps": 7, "lr": 2e-4, "seed": None, "out": Path("r")})
+    assert cfg.model_preset == "tiny" and cfg.build_demo_text_model
+    assert cfg.steps == 7 and cfg.epochs is None
+    assert cfg.lr == 2e-4
+    assert cfg.seed == 0  # None means "not given on the command line"
+    assert cfg.out == Path("r")
+    # --epochs replaces the preset's step count instead of clashing with it
+    by_epochs = resolve_config("demo", {"epochs": 2})
+    assert by_epochs.epochs == 2 and by_epochs.steps is None
+
+
+def test_yaml_file_names_its_base_preset_and_cli_wins(tmp_path: Path) -> None:
+    file = tmp_path / "mine.yaml"
+    file.write_text("preset: demo\nbatch_size: 3\nlr: 0.01\nmodel_overrides:\n  text.max_length: 32\n")
+    cfg = resolve_config(file, {"lr": 0.5, "model_overrides": {"depth": 1}})
+    assert cfg.preset == "demo" and cfg.model_preset == "tiny"
+    assert cfg.batch_size == 3
+    assert cfg.lr == 0.5
+    assert cfg.model_overrides == {"text.max_length": 32, "depth": 1}
+
+
+def test_written_config_round_trips(tmp_path: Path) -> None:
+    cfg = resolve_config("demo", {"steps": 11, "text_model": tmp_path})
+    file = tmp_path / "config.yaml"
+    file.write_text(config_to_yaml(cfg))
+    again = resolve_config(file)
+    assert again == cfg
+
+
+def test_bad_inputs_are_one_line_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="not found"):
+        resolve_config(tmp_path / "missing.yaml")
+    with pytest.raises(UserInputError, match="lr"):
+        resolve_config("demo", {"lr": -1.0})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: nope\n")
+    with pytest.raises(UserInputError, match="unknown preset"):
+        resolve_config(bad)
+    with pytest.raises(UserInputError, match="no_such_option"):
+        resolve_config("demo", {"no_such_option": 1})
+
+
+def test_resume_check_ignores_bookkeeping_but_not_the_recipe() -> None:
+    base = resolve_config("demo")
+    assert config_differences(base, base.model_copy(update={"num_workers": 3, "resume": "latest"})) == []
+    assert config_differences(base, base.model_copy(update={"lr": 1.0, "seed": 5})) == ["lr", "seed"]
+
+
+def test_every_preset_validates() -> None:
+    for name in PRESETS:
+        assert isinstance(resolve_config(name), PretrainConfig)
