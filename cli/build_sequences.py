@@ -1,0 +1,99 @@
+"""`medst build-sequences`: raw archive -> validated patient timelines and temporal sequences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _parse_columns(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise typer.BadParameter(f"--columns item {part!r} is not KEY=NAME", param_hint="--columns")
+        key, name = part.split("=", 1)
+        out[key.strip()] = name.strip()
+    return out
+
+
+def build_sequences_command(
+    archive: Path = typer.Argument(
+        ..., help="Archive root: a MIMIC-CXR (DICOM or JPG) release or a generic archive."
+    ),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (written atomically)."),
+    reports: Path | None = typer.Option(
+        None, help="Reports: folder of sNNN.txt, mimic-cxr-reports.zip, or sectioned CSV."
+    ),
+    table: Path | None = typer.Option(None, help="Generic archive: CSV/Parquet, one row per image."),
+    columns: str | None = typer.Option(
+        None,
+        help="Generic table mapping KEY=NAME,...: patient, image, time|day_offset, view, report|report_path, "
+        "study, split.",
+    ),
+    image_root: Path | None = typer.Option(
+        None, help="Generic table: folder the image paths are relative to."
+    ),
+    seq_len: int = typer.Option(4, help="Studies per sequence window (the paper's T)."),
+    stride: int = typer.Option(4, help="Studies between window starts."),
+    min_len: int = typer.Option(1, help="Shortest remainder window kept."),
+    compat: str = typer.Option(
+        "clean", help="clean (default) or reference (the authors' frontal-image rows)."
+    ),
+    split_file: Path | None = typer.Option(None, help="CSV with split per dicom_id, study_id or subject_id."),
+    workers: int = typer.Option(1, help="Processes for header reading and report parsing."),
+    keep_non_chest: bool = typer.Option(False, help="Keep images whose BodyPartExamined is not chest."),
+    read_headers: str = typer.Option("auto", help="auto | always | never: read DICOM headers."),
+    check_files: str = typer.Option(
+        "auto", help="auto | always | never: reconcile tables with files on disk."
+    ),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Scan ARCHIVE, group views, parse reports, order studies in time and write the manifests to OUT."""
+    from medst.schemas.build import BuildConfig
+    from pydantic import ValidationError
+
+    from medst.errors import UserInputError
+    from medst.sequences.build import build_sequences
+
+    try:
+        config = BuildConfig(
+            archive=archive,
+            out=out,
+            reports=reports,
+            table=table,
+            columns=_parse_columns(columns),
+            image_root=image_root,
+            seq_len=seq_len,
+            stride=stride,
+            min_len=min_len,
+            compat=compat,  # type: ignore[arg-type]
+            split_file=split_file,
+            workers=workers,
+            keep_non_chest=keep_non_chest,
+            read_headers=read_headers,
+            check_files=check_files,  # type: ignore[arg-type]
+        )
+        summary = build_sequences(config, progress=progress)
+    except ValidationError as err:
+        first = err.errors()[0]
+        typer.echo(f"error: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}", err=True)
+        raise typer.Exit(2) from err
+    except UserInputError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(
+        f"{summary.patients} patients, {summary.studies} studies, {summary.sequences} sequences -> {summary.out}\n"
+        f"images: {summary.images.inputs} in = {summary.images.accepted} accepted + {summary.images.rejected} rejected; "
+        f"reports: {summary.reports.inputs} in = {summary.reports.accepted} accepted + {summary.reports.rejected} rejected"
+    )
+    for w in summary.warnings:
+        typer.echo(f"warning: {w}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build-sequences")(build_sequences_command)

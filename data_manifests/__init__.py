@@ -1,0 +1,1 @@
+"""Versioned descriptions of the archives medst knows (YAML, read with importlib.resources)."""

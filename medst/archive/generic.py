@@ -1,0 +1,157 @@
+"""Reader for any archive described by a table with one row per image (``--table`` + ``--columns``).
+
+Keys of ``--columns``: ``patient`` (required), ``image`` (required; a path relative to ``--image-root``, or to
+ARCHIVE), ``time`` (a datetime) or ``day_offset`` (days, may be negative; one is required), ``view``,
+``report`` (text) or ``report_path`` (a file relative to ARCHIVE), ``study`` and ``split`` (optional).
+Without a ``study`` column, one patient at one time (or day offset) is one study, named
+``<patient>@<time>``. Rows with no patient, no image path or no time, images missing on disk, and image files
+shared by several patients (a curation error that would leak one image across patients and splits; all rows of
+such an image are rejected with ``image_shared_between_patients``) become rejects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from medst.archive.source import REPORT_COLUMNS, SourceData, conform, reject_frame
+from medst.archive.tables import ROW_INDEX, blank_to_null, read_table
+from medst.errors import UserInputError
+from medst.schemas.build import BuildConfig
+
+
+def _row_item(table: Path) -> pl.Expr:
+    return pl.lit(f"{table.name} row ") + pl.col(ROW_INDEX).cast(pl.String)
+
+
+def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
+    """Read the archive described by ``config.table`` and ``config.columns``."""
+    assert config.table is not None
+    root = config.archive
+    if not root.is_dir():
+        raise UserInputError(f"archive folder {root} not found (check ARCHIVE)")
+    table = config.table if config.table.is_absolute() or config.table.exists() else root / config.table
+    cols = dict(config.columns)
+    for key in ("patient", "image"):
+        if key not in cols:
+            raise UserInputError(f"--columns needs {key}=<column of {table.name}> for a --table archive")
+    if "time" not in cols and "day_offset" not in cols:
+        raise UserInputError(f"--columns needs time=<column> or day_offset=<column> for {table.name}")
+    df = read_table(table, list(cols.values()), "--table")
+    image_root = config.image_root if config.image_root is not None else root
+    if not image_root.is_absolute() and not image_root.exists():
+        image_root = root / image_root
+    if not image_root.is_dir():
+        raise UserInputError(f"image root {image_root} not found (check --image-root)")
+
+    df = df.select(
+        pl.col(ROW_INDEX),
+        *[pl.col(name).alias(key) for key, name in cols.items()],
+    )
+    df = blank_to_null(df, [k for k in cols if k not in ("report",)])
+    rejects: list[pl.DataFrame] = []
+    image_inputs = df.height
+
+    def drop(mask: pl.Expr | pl.Series, reason: str, message: pl.Expr | str, kind: str = "image") -> None:
+        nonlocal df
+        bad = df.filter(mask)
+        rejects.append(reject_frame(bad, _row_item(table), kind, reason, message))
+        df = df.filter(~mask.fill_null(False))
+
+    drop(pl.col("patient").is_null(), "missing_patient", "row has no patient id")
+    drop(pl.col("image").is_null(), "missing_image", "row has no image path")
+    if "day_offset" in cols:
+        df = df.with_columns(pl.col("day_offset").cast(pl.Float64, strict=False).alias("day_offset_in"))
+        drop(
+            pl.col("day_offset_in").is_null(),
+            "missing_time",
+            pl.lit("day offset is empty or not a number: ") + pl.col("day_offset").fill_null(""),
+        )
+        time_key = pl.col("day_offset_in").round(6).cast(pl.String)
+        time_kind = "day_offset"
+    else:
+        df = df.with_columns(
+            pl.col("time").str.to_datetime(strict=False, time_unit="us").alias("study_datetime")
+        )
+        drop(
+            pl.col("study_datetime").is_null(),
+            "missing_time",
+            pl.lit("time is empty or not a datetime: ") + pl.col("time").fill_null(""),
+        )
+        time_key = pl.col("study_datetime").dt.strftime("%Y%m%dT%H%M%S%.f")
+        time_kind = "datetime"
+
+    # One image file shared by several patients: keep none of its rows (which patient is right is unknowable).
+    shared = df.group_by("image").agg(pl.col("patient").n_unique().alias("_np")).filter(pl.col("_np") > 1)
+    drop(
+        pl.col("image").is_in(shared.get_column("image").implode()),
+        "image_shared_between_patients",
+        pl.lit("image file listed for more than one patient: ") + pl.col("image"),
+    )
+    drop(
+        pl.col("image").is_duplicated() & (pl.int_range(pl.len()).over("image") > 0),
+        "duplicate_row",
+        pl.lit("image listed twice for the same patient; the first row is kept: ") + pl.col("image"),
+    )
+
+    exists = [(image_root / p).is_file() for p in df.get_column("image").to_list()]
+    drop(
+        pl.Series(exists, dtype=pl.Boolean).not_(),
+        "missing_file",
+        pl.lit("image file not found under the image root: ") + pl.col("image"),
+    )
+
+    study = pl.col("study") if "study" in cols else pl.col("patient") + pl.lit("@") + time_key
+    df = df.with_columns(
+        pl.col("patient").alias("subject_id"),
+        pl.coalesce(study, pl.col("patient") + pl.lit("@") + time_key).alias("study_id"),
+        pl.col("image").alias("dicom_id"),
+        pl.col("image").alias("path"),
+        pl.col(ROW_INDEX).cast(pl.Int64).alias("input_order"),
+        (pl.col("view") if "view" in cols else pl.lit(None, pl.String)).alias("view_position"),
+    )
+
+    reports = None
+    if "report" in cols or "report_path" in cols:
+        if "report" in cols:
+            text = pl.col("report")
+        else:
+            paths = df.get_column("report_path").to_list()
+            texts = [_read_text(root / p) if p else None for p in paths]
+            df = df.with_columns(pl.Series("_report_text", texts, dtype=pl.String))
+            text = pl.col("_report_text")
+        # One report per study: the first non-empty text of its rows (table order).
+        reports = (
+            df.sort(ROW_INDEX)
+            .filter(text.str.strip_chars().str.len_chars() > 0)
+            .group_by("study_id", maintain_order=True)
+            .agg(text.first().alias("raw"))
+            .select(pl.col("study_id"), pl.col("study_id").alias("report_item"), pl.col("raw"))
+        )
+        reports = reports.select([pl.col(k).cast(v) for k, v in REPORT_COLUMNS.items()])
+    splits = None
+    if "split" in cols:
+        splits = df.select("dicom_id", pl.col("split").str.to_lowercase()).filter(
+            pl.col("split").is_not_null()
+        )
+    return SourceData(
+        kind="table",
+        image_root=image_root.resolve(),
+        images=conform(df),
+        rejects=rejects,
+        reports=reports,
+        splits=splits,
+        time_kind=time_kind,
+        view_from_table=True,
+        image_inputs=image_inputs,
+        report_inputs=reports.height if reports is not None else 0,
+        checked_files=True,
+    )
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None

@@ -1,0 +1,138 @@
+"""Parallel DICOM header scan: the few fields an ImageRecord needs, never pixels, never PHI.
+
+Each file is read header-only (``stop_before_pixels``) in a process pool of ``workers`` processes, in chunks,
+with a progress bar. Only the fields in `HEADER_COLUMNS` leave the worker: patient names, birth dates,
+institutions and accession numbers are never copied. A file whose header cannot be read comes back with an
+``error`` reason code instead (it becomes a reject; the scan goes on).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+HEADER_COLUMNS: dict[str, Any] = {
+    "file": pl.String,
+    "error": pl.String,
+    "error_message": pl.String,
+    "patient_id": pl.String,
+    "study_uid": pl.String,
+    "sop_uid": pl.String,
+    "view_position": pl.String,
+    "view_code_meaning": pl.String,
+    "procedure_description": pl.String,
+    "series_description": pl.String,
+    "body_part": pl.String,
+    "rows": pl.Int64,
+    "columns": pl.Int64,
+    "photometric_interpretation": pl.String,
+    "transfer_syntax": pl.String,
+    "study_date": pl.String,
+    "study_time": pl.String,
+}
+"""Columns of the frame `scan_headers` returns (``file`` is the path as given)."""
+
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def _read(path: str) -> Any:
+    from medst.archive.pixels import read_header  # the shared safe reader (raises ImageDecodeError)
+
+    return read_header(path)
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    s = str(value).strip()
+    return s or None
+
+
+def read_one(path: str) -> dict[str, Any]:
+    """Header fields of one file as a dict with the keys of `HEADER_COLUMNS` (never raises)."""
+    row: dict[str, Any] = dict.fromkeys(HEADER_COLUMNS)
+    row["file"] = path
+    try:
+        ds = _read(path)
+        meta = getattr(ds, "file_meta", None)
+        syntax = (
+            str(meta.get("TransferSyntaxUID")) if meta is not None and "TransferSyntaxUID" in meta else None
+        )
+        vcs = ds.get("ViewCodeSequence")
+        code = None
+        if vcs:
+            code = _text(vcs[0], "CodeMeaning")
+        rows = ds.get("Rows")
+        cols = ds.get("Columns")
+        row.update(
+            patient_id=_text(ds, "PatientID"),
+            study_uid=_text(ds, "StudyInstanceUID"),
+            sop_uid=_text(ds, "SOPInstanceUID"),
+            view_position=_text(ds, "ViewPosition"),
+            view_code_meaning=code,
+            procedure_description=_text(ds, "PerformedProcedureStepDescription"),
+            series_description=_text(ds, "SeriesDescription"),
+            body_part=_text(ds, "BodyPartExamined"),
+            rows=int(rows) if rows is not None else None,
+            columns=int(cols) if cols is not None else None,
+            photometric_interpretation=_text(ds, "PhotometricInterpretation"),
+            transfer_syntax=syntax,
+            study_date=_text(ds, "StudyDate"),
+            study_time=_text(ds, "StudyTime"),
+        )
+        if rows is None or cols is None:
+            row["error"], row["error_message"] = (
+                "no_pixel_data",
+                f"{Path(path).name}: no Rows/Columns in header",
+            )
+        elif syntax in _NATIVE_SYNTAXES:
+            # Uncompressed pixels have a known size: a file shorter than that was cut off.
+            bits = int(ds.get("BitsAllocated") or 8)
+            spp = int(ds.get("SamplesPerPixel") or 1)
+            frames = int(ds.get("NumberOfFrames") or 1)
+            need = int(rows) * int(cols) * spp * frames * bits // 8
+            if os.path.getsize(path) < need:
+                row["error"] = "truncated_pixel_data"
+                row["error_message"] = f"{Path(path).name}: file shorter than its {need} bytes of pixels"
+    except Exception as err:  # any failure is this file's problem, never the build's
+        reason = getattr(err, "reason", None) or "unreadable_header"
+        message = getattr(err, "message", None) or f"{Path(path).name}: {type(err).__name__}: {err}"
+        row = dict.fromkeys(HEADER_COLUMNS)
+        row.update(file=path, error=reason, error_message=str(message).splitlines()[0][:300])
+    return row
+
+
+def _read_chunk(paths: Sequence[str]) -> list[dict[str, Any]]:
+    return [read_one(p) for p in paths]
+
+
+def scan_headers(
+    paths: Sequence[str], workers: int = 1, progress: bool = True, chunk: int = 64
+) -> pl.DataFrame:
+    """Read the headers of `paths` (absolute or relative to the cwd) with `workers` processes.
+
+    Returns one row per path, in the order given, with the columns of `HEADER_COLUMNS`.
+    """
+    from tqdm import tqdm
+
+    rows: list[dict[str, Any]] = []
+    pieces = [list(paths[i : i + chunk]) for i in range(0, len(paths), chunk)]
+    bar = tqdm(total=len(paths), disable=not progress, desc="headers", unit="file")
+    if workers > 1 and len(pieces) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(_read_chunk, pieces):
+                rows.extend(result)
+                bar.update(len(result))
+    else:
+        for piece in pieces:
+            result = _read_chunk(piece)
+            rows.extend(result)
+            bar.update(len(result))
+    bar.close()
+    return pl.DataFrame(rows, schema=HEADER_COLUMNS) if rows else pl.DataFrame(schema=HEADER_COLUMNS)

@@ -1,0 +1,252 @@
+"""MIMIC-CXR report sectioning and the training-text cleaning of SPEC section 1.
+
+MIMIC-CXR reports are semi-structured: section headers are upper-case words followed by a colon at the start of
+a line (after a newline and usually one space), e.g. `` FINDINGS:`` / `` IMPRESSION:``. Radiologists edit the
+template freely, so headers come with variants and misspellings (``IMPRESSIONS``, ``FINDNGS``, ``FINDINGS AND
+IMPRESSION``, ``CONCLUSION``). Addenda sit at the top, separated from the original report by a line of
+underscores. Reports without any impression or findings fall back to their last paragraph (the convention of the
+dataset publishers' own sectioning script).
+
+Everything here is pure string work on one report; `parse_reports` maps it over many (optionally in a process
+pool) and returns a polars frame.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+# A header: at the start of a line (after optional spaces), 2-40 upper-case letters / spaces / a few punctuation
+# marks, then a colon. Lower-case words never start a header, which keeps "Note: ..." inside its section.
+_HEADER = re.compile(r"(?m)^[ \t]*([A-Z][A-Z /&,()\-]{1,40}?)[ \t]*:")
+# A line made only of underscores (at least 8): the addendum separator. De-identification placeholders are
+# exactly three underscores inside text, so they never match.
+_ADDENDUM_SEP = re.compile(r"(?m)^[ \t]*_{8,}[ \t]*$")
+_PARAGRAPH_SEP = re.compile(r"\n[ \t]*\n")
+_NUMBERED = re.compile(r"[0-9]+\.")
+_WORD = re.compile(r"\w+")
+_SPACES = re.compile(r"\s+")
+
+# Canonical names for the header spellings we know; anything else is matched fuzzily against the two
+# sections that matter for training (impression, findings) and otherwise kept under its own lower-case name.
+_KNOWN: dict[str, str] = {
+    "IMPRESSION": "impression",
+    "IMPRESSIONS": "impression",
+    "CONCLUSION": "impression",
+    "CONCLUSIONS": "impression",
+    "SUMMARY": "impression",
+    "OPINION": "impression",
+    "FINDINGS AND IMPRESSION": "impression",
+    "FINDINGS AND IMPRESSIONS": "impression",
+    "FINDINGS/IMPRESSION": "impression",
+    "FINDINGS / IMPRESSION": "impression",
+    "IMPRESSION AND FINDINGS": "impression",
+    "IMPRESSION/FINDINGS": "impression",
+    "FINDINGS": "findings",
+    "FINDING": "findings",
+    "REPORT": "findings",
+    "INDICATION": "indication",
+    "INDICATIONS": "indication",
+    "CLINICAL INDICATION": "indication",
+    "REASON FOR EXAMINATION": "indication",
+    "REASON FOR EXAM": "indication",
+    "CLINICAL INFORMATION": "indication",
+    "HISTORY": "history",
+    "CLINICAL HISTORY": "history",
+    "COMPARISON": "comparison",
+    "COMPARISONS": "comparison",
+    "TECHNIQUE": "technique",
+    "EXAMINATION": "examination",
+    "EXAM": "examination",
+    "WET READ": "wet_read",
+    "FINAL REPORT": "final_report",
+    "NOTIFICATION": "notification",
+    "RECOMMENDATION": "recommendation",
+    "RECOMMENDATIONS": "recommendation",
+    "RECOMMENDATION(S)": "recommendation",
+}
+
+SECTION_USED = ("impression+findings", "impression", "findings", "last_paragraph")
+"""Values of `section_used` (None when the report gave no usable text)."""
+
+
+def _edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+@lru_cache(maxsize=4096)
+def canonical_section(header: str) -> str:
+    """Map a raw header (e.g. ``'FINDNGS'``) to its canonical lower-case section name (``'findings'``)."""
+    name = _SPACES.sub(" ", header.strip().upper())
+    if name in _KNOWN:
+        return _KNOWN[name]
+    squeezed = name.replace(" ", "")
+    if "FINDING" in squeezed and "IMPRESSION" in squeezed:
+        return "impression"
+    # Misspellings: at most two edits from a training section name (FINDNGS, FIDNINGS, IMPRESION, IMPRRESSION).
+    if _edit_distance(squeezed, "IMPRESSION") <= 2 or _edit_distance(squeezed, "IMPRESSIONS") <= 2:
+        return "impression"
+    if _edit_distance(squeezed, "FINDINGS") <= 2:
+        return "findings"
+    return name.lower().replace(" ", "_")
+
+
+@dataclass(frozen=True)
+class ParsedReport:
+    """One report, sectioned. `text` is the SPEC section 1 training text ('' when the report is dropped)."""
+
+    sections: dict[str, str] = field(default_factory=dict)
+    section_used: str | None = None
+    text: str = ""
+    n_tokens: int = 0
+    is_empty: bool = False
+    has_addendum: bool = False
+
+
+def _split_sections(body: str) -> tuple[dict[str, str], str]:
+    """Sections of one report body, and the text before the first header (the preamble)."""
+    sections: dict[str, str] = {}
+    matches = list(_HEADER.finditer(body))
+    preamble = body[: matches[0].start()] if matches else body
+    for k, m in enumerate(matches):
+        end = matches[k + 1].start() if k + 1 < len(matches) else len(body)
+        name = canonical_section(m.group(1))
+        content = body[m.end() : end].strip()
+        if sections.get(name):
+            # Repeated headers (e.g. two IMPRESSION blocks) are concatenated in reading order.
+            if content:
+                sections[name] = sections[name] + "\n" + content
+        else:
+            sections[name] = content
+    return sections, preamble
+
+
+def _last_paragraph(body: str) -> str:
+    paragraphs = [p.strip() for p in _PARAGRAPH_SEP.split(body) if p.strip()]
+    for p in reversed(paragraphs):
+        # A paragraph that is only a header ("FINAL REPORT") carries no text.
+        stripped = _HEADER.sub("", p).strip()
+        if stripped and any(c.isalpha() for c in stripped):
+            return p
+    return ""
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """SPEC section 1 cleaning: sentences on numbered markers and '.', lower case, ASCII ``\\w+`` tokens, drop
+    one-token sentences, join with single spaces. Returns (text, number of tokens)."""
+    out: list[str] = []
+    n = 0
+    for point in _NUMBERED.split(text.replace("\n", " ")):
+        for sentence in point.split("."):
+            tokens = _WORD.findall(sentence.lower())
+            if len(tokens) <= 1:
+                continue
+            ascii_tokens = [t for t in (tok.encode("ascii", "ignore").decode("ascii") for tok in tokens) if t]
+            if not ascii_tokens:
+                continue
+            out.append(" ".join(ascii_tokens))
+            n += len(ascii_tokens)
+    return " ".join(out), n
+
+
+def parse_report(raw: str | None, min_tokens: int = 3) -> ParsedReport:
+    """Section one report and build its training text.
+
+    The training text is IMPRESSION then FINDINGS (either may be missing); with neither, the last paragraph.
+    A result with fewer than `min_tokens` tokens gives ``text == ''`` (the caller drops the study).
+    """
+    if raw is None or not raw.strip():
+        return ParsedReport(is_empty=True)
+    body = raw.replace("\r\n", "\n").replace("\r", "\n")
+    parts = _ADDENDUM_SEP.split(body)
+    has_addendum = len(parts) > 1
+    # Addenda come first; the original report is the last block. Its sections win; an addendum fills only
+    # what the original lacks.
+    sections: dict[str, str] = {}
+    main_sections, _ = _split_sections(parts[-1])
+    sections.update(main_sections)
+    if has_addendum:
+        addendum = "\n".join(p.strip() for p in parts[:-1] if p.strip())
+        if addendum:
+            sections["addendum"] = addendum
+        for part in parts[:-1]:
+            add_sections, _ = _split_sections(part)
+            for name in ("impression", "findings"):
+                if not sections.get(name) and add_sections.get(name):
+                    sections[name] = add_sections[name]
+    impression = sections.get("impression", "")
+    findings = sections.get("findings", "")
+    if impression and findings:
+        used: str | None = "impression+findings"
+        source = impression + " " + findings
+    elif impression:
+        used, source = "impression", impression
+    elif findings:
+        used, source = "findings", findings
+    else:
+        last = _last_paragraph(parts[-1]) or _last_paragraph(body)
+        if last:
+            sections["last_paragraph"] = last
+            used, source = "last_paragraph", _HEADER.sub(" ", last)
+        else:
+            used, source = None, ""
+    text, n = clean_text(source)
+    if n < min_tokens:
+        text = ""
+    return ParsedReport(
+        sections=sections,
+        section_used=used,
+        text=text,
+        n_tokens=n,
+        is_empty=False,
+        has_addendum=has_addendum,
+    )
+
+
+def _parse_chunk(args: tuple[list[str | None], int]) -> list[tuple[str | None, str, int, bool, bool]]:
+    texts, min_tokens = args
+    out = []
+    for raw in texts:
+        p = parse_report(raw, min_tokens)
+        out.append((p.section_used, p.text, p.n_tokens, p.is_empty, p.has_addendum))
+    return out
+
+
+def parse_reports(texts: list[str | None], min_tokens: int = 3, workers: int = 1, progress: bool = False):  # type: ignore[no-untyped-def]
+    """Parse many reports; returns a polars frame with one row per input, in input order, with columns
+    ``section_used, text, n_tokens, is_empty, has_addendum``. Uses a process pool when ``workers > 1`` and the
+    input is large enough to pay for it."""
+    import polars as pl
+    from tqdm import tqdm
+
+    chunk = 5000
+    pieces = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
+    rows: list[tuple[str | None, str, int, bool, bool]] = []
+    if workers > 1 and len(texts) > 4 * chunk:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(_parse_chunk, [(p, min_tokens) for p in pieces])
+            for r in tqdm(results, total=len(pieces), disable=not progress, desc="reports", unit="chunk"):
+                rows.extend(r)
+    else:
+        for p in tqdm(pieces, disable=not progress, desc="reports", unit="chunk"):
+            rows.extend(_parse_chunk((p, min_tokens)))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "section_used": pl.String,
+            "text": pl.String,
+            "n_tokens": pl.Int64,
+            "is_empty": pl.Boolean,
+            "has_addendum": pl.Boolean,
+        },
+        orient="row",
+    )

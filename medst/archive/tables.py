@@ -1,0 +1,101 @@
+"""Reading tables: the MIMIC-CXR CSVs (plain or gzipped) and any user CSV/Parquet.
+
+Every table is read with all columns as strings, so that one malformed value never makes a whole file
+unreadable; callers cast with ``strict=False`` and turn the rows that fail into rejects. A file that cannot be
+read at all, or lacks a required column, is a user error (`UserInputError`) naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+
+from medst.errors import UserInputError
+
+ROW_INDEX = "__row"
+"""Name of the 1-based data-row number column added by `read_table` (for reject messages)."""
+
+
+def find_table(root: Path, stem: str) -> Path | None:
+    """The file ``stem`` (e.g. ``mimic-cxr-2.0.0-metadata.csv``) under `root`, as ``.csv.gz`` or ``.csv``."""
+    for name in (stem + ".gz", stem):
+        p = root / name
+        if p.is_file():
+            return p
+    return None
+
+
+def read_table(
+    path: Path,
+    required: Iterable[str] = (),
+    what: str = "table",
+    encodings: tuple[str, ...] = ("utf8", "latin-1"),
+) -> pl.DataFrame:
+    """Read a CSV (optionally .gz) or Parquet file with every column as a string, plus `ROW_INDEX`.
+
+    CSV text is decoded as UTF-8 and, failing that, Latin-1 (the covid-chestxray metadata is Latin-1).
+    Raises `UserInputError` when the file is missing, unreadable or lacks a column of `required`.
+    """
+    if not path.is_file():
+        raise UserInputError(f"{what} not found: {path} (check the path)")
+    try:
+        if path.suffix == ".parquet":
+            df = pl.read_parquet(path)
+            df = df.with_columns(pl.all().cast(pl.String, strict=False))
+        else:
+            df = _read_csv(path, encodings)
+    except UserInputError:
+        raise
+    except Exception as err:  # any parser failure means the file itself is unusable
+        raise UserInputError(
+            f"cannot read {what} {path}: {type(err).__name__}: {err}".splitlines()[0]
+        ) from err
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise UserInputError(
+            f"{what} {path} lacks required column(s) {', '.join(missing)}; it has: {', '.join(df.columns[:20])}"
+        )
+    return df.with_row_index(ROW_INDEX, offset=1)
+
+
+def _read_csv(path: Path, encodings: tuple[str, ...]) -> pl.DataFrame:
+    raw = path.read_bytes()
+    if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+        import gzip
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise UserInputError(f"cannot read {path}: not a valid gzip file ({err})") from err
+    last: Exception | None = None
+    for enc in encodings:
+        try:
+            text = raw.decode(enc)
+        except UnicodeDecodeError as err:
+            last = err
+            continue
+        return pl.read_csv(
+            text.encode("utf8"),
+            infer_schema=False,
+            truncate_ragged_lines=True,
+        )
+    raise UserInputError(f"cannot decode {path} as {' or '.join(encodings)}: {last}")
+
+
+def blank_to_null(df: pl.DataFrame, columns: Iterable[str]) -> pl.DataFrame:
+    """Strip the given string columns and turn empty strings into nulls."""
+    exprs = []
+    for c in columns:
+        s = pl.col(c).str.strip_chars()
+        exprs.append(pl.when(s == "").then(None).otherwise(s).alias(c))
+    return df.with_columns(exprs) if exprs else df
+
+
+def int_id(column: str) -> pl.Expr:
+    """A MIMIC numeric id column as a canonical string ('10000032', also accepting '10000032.0' and 'p10000032');
+    null when it is not a number."""
+    s = pl.col(column).str.strip_chars().str.strip_chars_start("psPS")
+    as_int = s.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
+    return as_int.cast(pl.String).alias(column)

@@ -1,0 +1,245 @@
+"""`build_sequences`: archive -> images / studies / sequences / rejects manifests and a build report.
+
+Pipeline (all polars frame operations; per-row Python only for report parsing and header reading):
+read the source -> normalise views -> drop non-chest and undated images -> parse reports -> keep studies with a
+frontal image and a usable report -> choose images per study -> order in time, day offsets -> patient splits ->
+windows. Every input image and report ends in exactly one of accepted (a kept study) or rejected (a reject row
+with its reason); the report states that identity. Output is written to a temporary folder next to OUT and
+renamed into place; the same inputs and options give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from medst.archive.generic import read_generic
+from medst.archive.mimic import is_mimic_archive, read_mimic
+from medst.archive.reports import parse_reports
+from medst.archive.source import REJECT_COLUMNS, SourceData, reject_frame
+from medst.errors import UserInputError
+from medst.schemas.build import BuildConfig, BuildSummary
+from medst.schemas.records import FINDINGS
+from medst.sequences.build_output import write_outputs
+from medst.sequences.splits import patient_splits, read_split_file
+from medst.sequences.studies import choose_views
+from medst.sequences.timeline import order_studies, windows
+from medst.sequences.views import add_views, non_chest_mask
+
+
+def read_source(config: BuildConfig, progress: bool = True) -> SourceData:
+    """Pick the reader for ``config`` (a generic table when ``--table`` is given, else a MIMIC release)."""
+    if not config.archive.is_dir():
+        raise UserInputError(f"archive folder {config.archive} not found (check ARCHIVE)")
+    if config.table is not None:
+        return read_generic(config, progress)
+    if is_mimic_archive(config.archive):
+        return read_mimic(config, progress)
+    raise UserInputError(
+        f"{config.archive} is not a MIMIC-CXR release (no cxr-record-list / metadata CSV / files/ tree); "
+        "describe another archive with --table FILE --columns patient=...,image=...,time=..."
+    )
+
+
+def _exclude(
+    images: pl.DataFrame,
+    mask: pl.Expr | pl.Series,
+    reason: str,
+    message: pl.Expr | str,
+    rejects: list[pl.DataFrame],
+) -> pl.DataFrame:
+    bad = images.filter(mask)
+    rejects.append(reject_frame(bad, pl.col("dicom_id"), "image", reason, message))
+    return images.filter(~mask)
+
+
+def _reports_per_study(
+    src: SourceData, config: BuildConfig, rejects: list[pl.DataFrame], progress: bool
+) -> pl.DataFrame:
+    """Parsed reports, one per study id (``study_id, report_item, text, section_used, ...``)."""
+    schema = {
+        "study_id": pl.String,
+        "report_item": pl.String,
+        "text": pl.String,
+        "section_used": pl.String,
+        "n_tokens": pl.Int64,
+        "is_empty": pl.Boolean,
+        "has_addendum": pl.Boolean,
+    }
+    if src.reports is None or src.reports.height == 0:
+        return pl.DataFrame(schema=schema)
+    reports = src.reports
+    dup = reports.select(pl.int_range(pl.len()).over("study_id") > 0).to_series()
+    rejects.append(
+        reject_frame(
+            reports.filter(dup),
+            pl.col("report_item"),
+            "report",
+            "duplicate_report",
+            pl.lit("a second report for study ") + pl.col("study_id") + pl.lit("; the first is kept"),
+        )
+    )
+    reports = reports.filter(~dup)
+    parsed = parse_reports(reports.get_column("raw").to_list(), config.min_tokens, config.workers, progress)
+    return pl.concat([reports.select("study_id", "report_item"), parsed], how="horizontal")
+
+
+def _report_reason() -> pl.Expr:
+    return (
+        pl.when(pl.col("is_empty"))
+        .then(pl.lit("empty_report"))
+        .when(pl.col("section_used").is_null())
+        .then(pl.lit("no_report_text"))
+        .otherwise(pl.lit("short_report"))
+    )
+
+
+def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
+    """Build the manifests of ``config.archive`` into ``config.out`` (see the module docstring)."""
+    src = read_source(config, progress)
+    rejects: list[pl.DataFrame] = list(src.rejects)
+    warnings = list(src.warnings)
+
+    images = add_views(src.images, table_source=src.view_from_table)
+    if not config.keep_non_chest:
+        images = _exclude(
+            images,
+            non_chest_mask(images),
+            "non_chest",
+            pl.lit("BodyPartExamined is not chest: ") + pl.col("body_part").fill_null(""),
+            rejects,
+        )
+    if src.time_kind == "datetime":
+        images = _exclude(
+            images,
+            pl.col("study_datetime").is_null(),
+            "missing_study_date",
+            "no valid StudyDate for this image",
+            rejects,
+        )
+
+    # Reports: parse, then decide per study.
+    reports = _reports_per_study(src, config, rejects, progress)
+    study_ids = images.select("study_id").unique()
+    orphan = reports.join(study_ids, on="study_id", how="anti")
+    rejects.append(
+        reject_frame(
+            orphan,
+            pl.col("report_item"),
+            "report",
+            "report_without_images",
+            pl.lit("no usable image of study ") + pl.col("study_id") + pl.lit(" remains"),
+        )
+    )
+    reports = reports.join(study_ids, on="study_id", how="semi")
+
+    has_frontal = images.group_by("study_id").agg((pl.col("view") == "frontal").any().alias("_has_frontal"))
+    status = has_frontal.join(reports, on="study_id", how="left")
+    no_frontal = status.filter(~pl.col("_has_frontal"))
+    rejects.append(
+        reject_frame(
+            no_frontal.filter(pl.col("report_item").is_not_null()),
+            pl.col("report_item"),
+            "report",
+            "study_without_frontal",
+            pl.lit("study ") + pl.col("study_id") + pl.lit(" has no frontal image"),
+        )
+    )
+    images = _exclude(
+        images,
+        pl.col("study_id").is_in(no_frontal.get_column("study_id").implode()),
+        "study_without_frontal",
+        pl.lit("study ") + pl.col("study_id") + pl.lit(" has no frontal image"),
+        rejects,
+    )
+    status = status.filter(pl.col("_has_frontal"))
+    no_report = status.filter(pl.col("report_item").is_null()).get_column("study_id")
+    images = _exclude(
+        images,
+        pl.col("study_id").is_in(no_report.implode()),
+        "study_without_report",
+        pl.lit("no report found for study ") + pl.col("study_id"),
+        rejects,
+    )
+    dropped = status.filter(pl.col("report_item").is_not_null() & (pl.col("text") == ""))
+    rejects.append(
+        reject_frame(
+            dropped.with_columns(_report_reason().alias("_r")),
+            pl.col("report_item"),
+            "report",
+            "",
+            pl.lit("report of study ")
+            + pl.col("study_id")
+            + pl.lit(" gives fewer than ")
+            + pl.lit(str(config.min_tokens))
+            + pl.lit(" tokens of impression/findings text"),
+        ).with_columns(dropped.with_columns(_report_reason().alias("reason")).get_column("reason"))
+    )
+    images = _exclude(
+        images,
+        pl.col("study_id").is_in(dropped.get_column("study_id").implode()),
+        "study_report_dropped",
+        pl.lit("the report of study ") + pl.col("study_id") + pl.lit(" has no usable text"),
+        rejects,
+    )
+    kept_reports = status.filter(pl.col("text") != "").select(
+        "study_id", "text", "section_used", "has_addendum"
+    )
+
+    # Studies -> time steps, order, splits, windows.
+    steps = choose_views(images, config.compat)
+    steps = steps.join(kept_reports, left_on="base_study_id", right_on="study_id", how="inner")
+    time = "study_datetime" if src.time_kind == "datetime" else "study_day"
+    # Ties (same instant): table order for reference rows, then the frontal's dicom_id; never the study id.
+    steps = order_studies(steps, time, ["tiebreak_order", "frontal_dicom_id"])
+
+    split_key, split_table = None, None
+    if config.split_file is not None:
+        split_key, split_table = read_split_file(config.split_file)
+    elif src.splits is not None:
+        split_key, split_table = "dicom_id", src.splits
+    kept_images = images.join(
+        steps.select(pl.col("base_study_id").alias("study_id")).unique(), on="study_id", how="semi"
+    )
+    splits, split_warnings = patient_splits(kept_images, split_key, split_table, config.split_fractions)
+    warnings += split_warnings
+    steps = steps.join(splits, on="subject_id", how="left")
+    steps = _add_labels(steps, src.labels)
+    seqs = windows(steps, config.seq_len, config.stride, config.min_len).join(
+        splits, on="subject_id", how="left"
+    )
+
+    reject_df = pl.concat(
+        [r.select(list(REJECT_COLUMNS)) for r in rejects if r.height] or [pl.DataFrame(schema=REJECT_COLUMNS)]
+    )
+    return write_outputs(config, src, kept_images, steps, seqs, reject_df, warnings)
+
+
+def _add_labels(steps: pl.DataFrame, labels: pl.DataFrame | None) -> pl.DataFrame:
+    """``labels``: a struct of the 14 CheXpert findings (1.0 / 0.0 / -1.0 / null) joined by study."""
+    if labels is not None:
+        steps = steps.join(labels, left_on="base_study_id", right_on="study_id", how="left")
+    fields = [
+        (
+            pl.col(f).cast(pl.Float64)
+            if labels is not None and f in labels.columns
+            else pl.lit(None, pl.Float64)
+        ).alias(f)
+        for f in FINDINGS
+    ]
+    steps = steps.with_columns(pl.struct(fields).alias("labels"))
+    return steps.drop([f for f in FINDINGS if f in steps.columns])
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished folder `tmp` to `out`, replacing an older `out` (never leaving a half-written `out`)."""
+    old = out.with_name(f".{out.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)

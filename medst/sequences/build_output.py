@@ -1,0 +1,178 @@
+"""Writing a build: the four manifests, build_report.json and build_report.md (+ PNG plots), atomically.
+
+Manifests (Parquet, zstd, rows in a fixed order so a re-run gives identical bytes):
+- ``images.parquet``: `ImageRecord` columns, the accepted images (those of kept studies).
+- ``studies.parquet``: `StudyRecord` columns, one row per time step in (subject_id, time) order. ``labels`` is a
+  struct of the 14 CheXpert findings (1.0 / 0.0 / -1.0 / null; all null when the archive has no labels). In
+  ``--compat reference`` mode a row is one frontal image and its ``study_id`` is ``<study_id>#<k>``.
+- ``sequences.parquet``: `SequenceRecord` columns; ``sequence_id`` is ``<subject_id>-<window:04d>``.
+- ``rejects.parquet``: `RejectRecord` columns, sorted.
+``build_report.json`` holds ``image_root`` (the absolute folder that ``frontal_path``/``lateral_path`` and
+``images.parquet`` paths are relative to), ``medst_version``, ``options``, counts and the accounting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import polars as pl
+
+from medst import __version__
+from medst.archive.manifests import check_archive, detect_manifest, load_manifest
+from medst.archive.source import SourceData
+from medst.schemas.build import Accounting, BuildConfig, BuildSummary
+from medst.schemas.records import ImageRecord, RejectRecord, SequenceRecord, StudyRecord
+
+_STUDY_COLUMNS = list(StudyRecord.model_fields)
+_IMAGE_COLUMNS = list(ImageRecord.model_fields)
+
+
+def _counts(df: pl.DataFrame, column: str) -> dict[str, int]:
+    if df.height == 0:
+        return {}
+    rows = df.group_by(column).len().sort(column).iter_rows()
+    return {str(k): int(n) for k, n in rows}
+
+
+def _options(config: BuildConfig) -> dict[str, Any]:
+    return json.loads(config.model_dump_json())
+
+
+def _validate_sample(df: pl.DataFrame, model: type, n: int = 200) -> None:
+    """Every row type-checks against its schema; checking a deterministic sample keeps big builds fast."""
+    if df.height == 0:
+        return
+    step = max(1, df.height // n)
+    for row in df.gather_every(step).iter_rows(named=True):
+        model(**row)
+
+
+def write_outputs(
+    config: BuildConfig,
+    src: SourceData,
+    images: pl.DataFrame,
+    steps: pl.DataFrame,
+    seqs: pl.DataFrame,
+    rejects: pl.DataFrame,
+    warnings: list[str],
+) -> BuildSummary:
+    """Write everything into a temporary folder next to ``config.out``, then rename it into place."""
+    from medst.sequences.build import replace_dir
+    from medst.sequences.report import write_markdown
+
+    out = config.out.resolve()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
+    images_out = images.sort(["subject_id", "study_id", "dicom_id"]).select(_IMAGE_COLUMNS)
+    studies_out = steps.sort(["subject_id", "order"]).select(_STUDY_COLUMNS)
+    seq_out = seqs.sort(["subject_id", "window"]).select(
+        (pl.col("subject_id") + pl.lit("-") + pl.col("window").cast(pl.String).str.zfill(4)).alias(
+            "sequence_id"
+        ),
+        "subject_id",
+        "split",
+        "study_ids",
+        "day_offsets",
+    )
+    rejects_out = rejects.unique(maintain_order=True).sort(["item_kind", "reason", "item", "message"])
+    for df, model in (
+        (images_out, ImageRecord),
+        (studies_out, StudyRecord),
+        (seq_out, SequenceRecord),
+        (rejects_out, RejectRecord),
+    ):
+        _validate_sample(df, model)
+    for name, df in (
+        ("images", images_out),
+        ("studies", studies_out),
+        ("sequences", seq_out),
+        ("rejects", rejects_out),
+    ):
+        df.write_parquet(tmp / f"{name}.parquet", compression="zstd", statistics=False)
+
+    rej_images = rejects_out.filter(pl.col("item_kind") == "image").height
+    rej_reports = rejects_out.filter(pl.col("item_kind") == "report").height
+    reports_used = steps.select("base_study_id").n_unique() if steps.height else 0
+    image_acc = Accounting(inputs=src.image_inputs, accepted=images_out.height, rejected=rej_images)
+    report_acc = Accounting(inputs=src.report_inputs, accepted=reports_used, rejected=rej_reports)
+    for what, acc in (("images", image_acc), ("reports", report_acc)):
+        if acc.inputs != acc.accepted + acc.rejected:
+            warnings.append(
+                f"accounting_mismatch: {what} inputs {acc.inputs} != accepted {acc.accepted} "
+                f"+ rejected {acc.rejected}"
+            )
+
+    found = {
+        "images": src.image_inputs,
+        "studies": src.images.select("study_id").n_unique(),
+        "patients": src.images.select("subject_id").n_unique(),
+        "reports": src.report_inputs,
+    }
+    manifest_name = config.manifest or detect_manifest(config.archive, src.kind)
+    manifest_diffs: list[str] = []
+    if manifest_name is not None:
+        try:
+            manifest_diffs = check_archive(config.archive, load_manifest(manifest_name), src.images, found)
+        except KeyError as err:
+            warnings.append(str(err))
+    lateral = pl.col("lateral_dicom_id").is_not_null()
+    view_availability = {
+        "frontal+lateral": studies_out.filter(lateral).height,
+        "frontal only": studies_out.filter(~lateral).height,
+        # Studies dropped because they had only laterals (no frontal): the third bar of the plot.
+        "lateral only (dropped)": rejects_out.filter(
+            (pl.col("reason") == "study_without_frontal") & (pl.col("item_kind") == "image")
+        )
+        .select(pl.col("message"))
+        .n_unique(),
+    }
+    report: dict[str, Any] = {
+        "medst_version": __version__,
+        "image_root": str(src.image_root),
+        "source": src.kind,
+        "options": _options(config),
+        "files_checked": src.checked_files,
+        "counts": {
+            "patients": studies_out.select("subject_id").n_unique(),
+            "studies": studies_out.height,
+            "sequences": seq_out.height,
+            "images": images_out.height,
+            "full_length_sequences": seq_out.filter(pl.col("study_ids").list.len() == config.seq_len).height,
+        },
+        "accounting": {
+            "images": image_acc.model_dump(),
+            "reports": report_acc.model_dump(),
+            "table_rows_rejected": rejects_out.filter(pl.col("item_kind") == "row").height,
+        },
+        "rejects_by_reason": _counts(rejects_out, "reason"),
+        "section_used": _counts(studies_out, "section_used"),
+        "view_availability": view_availability,
+        "view_source": _counts(images_out, "view_source"),
+        "splits_patients": _counts(studies_out.unique("subject_id"), "split"),
+        "splits_studies": _counts(studies_out, "split"),
+        "studies_per_patient": _counts(studies_out.group_by("subject_id").len().rename({"len": "n"}), "n"),
+        "sequence_lengths": _counts(seq_out.with_columns(pl.col("study_ids").list.len().alias("n")), "n"),
+        "manifest": manifest_name,
+        "manifest_differences": manifest_diffs,
+        "warnings": warnings,
+    }
+    (tmp / "build_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_markdown(tmp, report)
+    replace_dir(tmp, out)
+    return BuildSummary(
+        out=out,
+        source=src.kind,
+        images=image_acc,
+        reports=report_acc,
+        patients=report["counts"]["patients"],
+        studies=studies_out.height,
+        sequences=seq_out.height,
+        rejects_by_reason=report["rejects_by_reason"],
+        warnings=warnings,
+    )

@@ -1,0 +1,82 @@
+"""The human build report: ``build_report.md`` with five PNG bar charts, made from build_report.json's dict.
+
+Plots: studies per patient, sequence lengths, view availability, report section used, rejects by reason.
+PNGs carry no timestamp or software metadata, so a re-run writes identical bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_PLOTS = (
+    ("studies_per_patient", "Studies per patient", "studies", "patients"),
+    ("sequence_lengths", "Sequence lengths", "studies in the sequence", "sequences"),
+    ("view_availability", "View availability per study", "", "studies"),
+    ("section_used", "Report section used", "", "studies"),
+    ("rejects_by_reason", "Rejects by reason", "", "items"),
+)
+
+
+def _bar(path: Path, data: dict[str, int], title: str, xlabel: str, ylabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    keys = list(data)
+    ax.bar(range(len(keys)), [data[k] for k in keys], color="#4a7ab0")
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels(
+        keys,
+        rotation=30 if max((len(k) for k in keys), default=0) > 6 else 0,
+        ha="right" if max((len(k) for k in keys), default=0) > 6 else "center",
+        fontsize=8,
+    )
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_markdown(folder: Path, report: dict[str, Any]) -> None:
+    """Write ``build_report.md`` and its PNGs into `folder`."""
+    acc = report["accounting"]
+    lines = [
+        "# medst build-sequences report",
+        "",
+        f"- medst {report['medst_version']}, source `{report['source']}`, compat `{report['options']['compat']}`",
+        f"- image root: `{report['image_root']}`",
+        f"- patients {report['counts']['patients']}, studies {report['counts']['studies']}, "
+        f"sequences {report['counts']['sequences']} ({report['counts']['full_length_sequences']} of full length), "
+        f"images {report['counts']['images']}",
+        "",
+        "## Accounting (every input is accepted or rejected)",
+        "",
+        "| item | inputs | accepted | rejected |",
+        "|---|---|---|---|",
+    ]
+    for what in ("images", "reports"):
+        a = acc[what]
+        ok = "" if a["inputs"] == a["accepted"] + a["rejected"] else " **MISMATCH**"
+        lines.append(f"| {what} | {a['inputs']} | {a['accepted']} | {a['rejected']}{ok} |")
+    lines += ["", f"Table rows rejected (malformed or duplicate rows): {acc['table_rows_rejected']}", ""]
+    lines += ["## Rejects by reason", "", "| reason | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["rejects_by_reason"].items()]
+    lines += ["", "## Splits (patients)", ""]
+    lines += [f"- {k}: {v}" for k, v in report["splits_patients"].items()]
+    if report.get("manifest"):
+        lines += ["", f"## Check against data manifest `{report['manifest']}`", ""]
+        lines += [f"- {d}" for d in report["manifest_differences"]] or ["- no differences"]
+    if report["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
+    lines += ["", "## Plots", ""]
+    for key, title, xlabel, ylabel in _PLOTS:
+        data = report.get(key) or {}
+        name = f"{key}.png"
+        _bar(folder / name, data, title, xlabel, ylabel)
+        lines.append(f"![{title}]({name})")
+    (folder / "build_report.md").write_text("\n".join(lines) + "\n")

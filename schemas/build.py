@@ -1,0 +1,91 @@
+"""Configuration and summary of `medst build-sequences` (archive -> manifests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+COLUMN_KEYS = ("patient", "study", "time", "day_offset", "view", "image", "report", "report_path", "split")
+"""Keys accepted by ``--columns`` for a generic table."""
+
+
+class BuildConfig(BaseModel):
+    """Everything `build_sequences` needs; the CLI builds one from its options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    archive: Path = Field(
+        description="archive root (MIMIC-CXR DICOM or JPG release, or the root of a generic table)"
+    )
+    out: Path = Field(description="output folder, written atomically")
+    reports: Path | None = Field(
+        default=None,
+        description="reports: a folder tree of sXXXXXXXX.txt, mimic-cxr-reports.zip, or a sectioned CSV",
+    )
+    table: Path | None = Field(
+        default=None, description="generic archive: CSV/Parquet with one row per image"
+    )
+    columns: dict[str, str] = Field(default_factory=dict, description="generic table: key -> column name")
+    image_root: Path | None = Field(
+        default=None, description="generic table: image paths are relative to this"
+    )
+    seq_len: int = Field(default=4, ge=1, description="studies per window (the paper's T)")
+    stride: int = Field(default=4, ge=1, description="studies between window starts")
+    min_len: int = Field(default=1, ge=1, description="shortest window kept")
+    compat: Literal["clean", "reference"] = "clean"
+    split_file: Path | None = Field(
+        default=None, description="CSV with split per dicom_id, study_id or subject_id"
+    )
+    split_fractions: tuple[float, float, float] = Field(
+        default=(0.9, 0.05, 0.05),
+        description="train/validate/test fractions of the hash split (no split file)",
+    )
+    workers: int = Field(default=1, ge=1, description="processes for header reading and report parsing")
+    keep_non_chest: bool = False
+    read_headers: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="auto: read DICOM headers only for images the metadata CSV does not describe",
+    )
+    check_files: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="auto: reconcile tables with the files on disk when the image tree exists",
+    )
+    min_tokens: int = Field(default=3, ge=0, description="reports with fewer cleaned tokens are dropped")
+    manifest: str | None = Field(
+        default=None, description="data manifest name to check against (auto-detected)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BuildConfig:
+        unknown = sorted(set(self.columns) - set(COLUMN_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown --columns key(s) {', '.join(unknown)}; allowed: {', '.join(COLUMN_KEYS)}"
+            )
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6:
+            raise ValueError("split_fractions must sum to 1")
+        return self
+
+
+class Accounting(BaseModel):
+    """inputs = accepted + rejected, for one kind of item."""
+
+    inputs: int
+    accepted: int
+    rejected: int
+
+
+class BuildSummary(BaseModel):
+    """What `build_sequences` returns (also the core of build_report.json)."""
+
+    out: Path
+    source: str
+    images: Accounting
+    reports: Accounting
+    patients: int
+    studies: int
+    sequences: int
+    rejects_by_reason: dict[str, int]
+    warnings: list[str] = Field(default_factory=list)
