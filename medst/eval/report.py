@@ -1,0 +1,138 @@
+"""Writing evaluation results: ``results.json``, a ``results.md`` table and plots (PNG)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from medst.eval.output import TaskOutput
+from medst.schemas.eval import MetricResult, Results
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.3f}"
+
+
+def _ci(m: MetricResult) -> str:
+    if m.ci_low is None or m.ci_high is None or math.isnan(m.ci_low) or math.isnan(m.ci_high):
+        return "-"
+    return f"[{m.ci_low:.3f}, {m.ci_high:.3f}]"
+
+
+def markdown_table(metrics: list[MetricResult], with_protocol: bool = True) -> str:
+    """A Markdown table: task, metric, variant, value (± std over seeds), 95% CI, chance, n (, protocol)."""
+    head = ["task", "metric", "variant", "value", "95% CI", "chance", "n"] + (
+        ["protocol"] if with_protocol else []
+    )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in metrics:
+        value = _fmt(m.value) + (f" ± {m.std:.3f}" if m.std is not None else "")
+        cells = [m.task, m.metric, m.variant, value, _ci(m), _fmt(m.chance), str(m.n)]
+        if with_protocol:
+            cells.append(m.protocol.replace("|", "/"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(results: Results, path: Path) -> None:
+    """results.json: NaN written as null so any JSON reader accepts it."""
+
+    def clean(x: object) -> object:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    path.write_text(json.dumps(clean(results.model_dump(mode="json")), indent=2) + "\n", encoding="utf-8")
+
+
+def write_markdown(results: Results, outputs: list[TaskOutput], path: Path) -> None:
+    parts = [
+        f"# medst eval: {results.run}",
+        "",
+        f"model fingerprint `{results.model_fingerprint[:16]}`, medst {results.medst_version}; "
+        "95% CI = percentile bootstrap over rows; 'reference' = the authors' protocol, 'clean' = corrected, "
+        "'both' = the same number under both.",
+        "",
+        markdown_table(results.metrics),
+        "",
+    ]
+    for o in outputs:
+        s = o.summary
+        extra = [*s.notes]
+        if s.n_rejected:
+            extra.append(f"{s.n_rejected} row(s) rejected, e.g. {'; '.join(s.rejects[:3])}")
+        if extra:
+            parts.append(f"**{s.task}** ({s.n_rows} rows): " + " / ".join(extra))
+            parts.append("")
+    if results.plots:
+        parts.append("Plots: " + ", ".join(f"`{p}`" for p in results.plots))
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+
+
+def write_plots(outputs: list[TaskOutput], folder: Path) -> list[Path]:
+    """One PNG per confusion matrix, ROC figure and bar chart; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for o in outputs:
+        for name, (matrix, classes) in o.confusions.items():
+            fig, ax = plt.subplots(figsize=(3.6, 3.2))
+            ax.imshow(matrix, cmap="Blues")
+            ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right", fontsize=8)
+            ax.set_yticks(range(len(classes)), classes, fontsize=8)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            vmax = matrix.max() if matrix.size else 0
+            for (i, j), v in np.ndenumerate(matrix):
+                ax.text(
+                    j,
+                    i,
+                    str(int(v)),
+                    ha="center",
+                    va="center",
+                    color="white" if v > vmax / 2 else "black",
+                    fontsize=8,
+                )
+            ax.set_title(name.replace("_", " "), fontsize=9)
+            written.append(_save(fig, folder / f"{name}.png"))
+        for name, curves in o.rocs.items():
+            fig, ax = plt.subplots(figsize=(3.6, 3.4))
+            for label, fpr, tpr, auc in curves:
+                ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})", drawstyle="steps-post")
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+            ax.legend(fontsize=7, loc="lower right")
+            ax.set_title(name.replace("_", " "), fontsize=9)
+            written.append(_save(fig, folder / f"{name}.png"))
+        for name, values in o.bars.items():
+            fig, ax = plt.subplots(figsize=(4.2, 3.0))
+            ax.bar(list(values), list(values.values()), color="tab:blue")
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("accuracy")
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+            ax.set_title(name.replace("_", " "), fontsize=9)
+            written.append(_save(fig, folder / f"{name}.png"))
+    return written
+
+
+def _save(fig: object, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()  # type: ignore[attr-defined]
+    fig.savefig(path, dpi=110)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return path
