@@ -183,3 +183,42 @@ def test_presets_compose_the_steps(rg1: tuple[Dataset, np.ndarray]) -> None:
     assert not np.array_equal(voi, mimic)
     with pytest.raises(ValueError, match="preset"):
         it.apply_preset(arr, ds, "nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("preset", ["mimic-jpg", "voi"])
+@pytest.mark.parametrize("variant", ["as_is", "rescale", "negative_slope", "sigmoid", "voi_lut", "no_window"])
+def test_tabulated_preset_equals_full_image_chain(
+    rg1: tuple[Dataset, np.ndarray], variant: str, preset: str
+) -> None:
+    # apply_preset runs the chain once per stored value and looks pixels up; it must equal the step-by-step
+    # chain on every pixel.
+    ds, arr = rg1
+    if variant == "rescale":
+        ds.RescaleSlope, ds.RescaleIntercept = 0.5, -300
+    elif variant == "negative_slope":
+        ds.RescaleSlope, ds.RescaleIntercept = -1, 32767
+    elif variant == "sigmoid":
+        ds.VOILUTFunction = "SIGMOID"
+    elif variant == "voi_lut":
+        _add_decreasing_voi_lut(ds, 15)
+    elif variant == "no_window":
+        del ds.WindowCenter, ds.WindowWidth
+    full = it._chain(arr, ds, preset)  # type: ignore[arg-type]
+    if preset == "mimic-jpg":
+        full = it.equalize_histogram(full)
+    np.testing.assert_array_equal(it.apply_preset(arr, ds, preset), full)  # type: ignore[arg-type]
+
+
+def test_tabulated_preset_on_signed_ct() -> None:
+    # Signed 16-bit stored values with rescale (CT): the lookup must index from the negative minimum.
+    ds = pydicom.dcmread(wheel_file("CT_small.dcm"))
+    assert ds.pixel_array.dtype == np.int16 and ds.PixelRepresentation == 1
+    # Shift the stored values below zero (and the intercept to match) so the minimum is negative.
+    arr = (ds.pixel_array - 1500).astype(np.int16)
+    ds.RescaleIntercept = float(ds.RescaleIntercept) + 1500
+    assert arr.min() < 0
+    for preset in ("mimic-jpg", "voi"):
+        full = it._chain(arr, ds, preset)  # type: ignore[arg-type]
+        if preset == "mimic-jpg":
+            full = it.equalize_histogram(full)
+        np.testing.assert_array_equal(it.apply_preset(arr, ds, preset), full)  # type: ignore[arg-type]

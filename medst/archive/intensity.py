@@ -131,14 +131,44 @@ def equalize_histogram(arr: np.ndarray, ds: Dataset | None = None) -> np.ndarray
     return cv2.equalizeHist(np.ascontiguousarray(arr, dtype=np.uint8))
 
 
-def apply_preset(arr: np.ndarray, ds: Dataset, preset: Preset = "mimic-jpg") -> np.ndarray:
-    """Stored grey values (H, W) -> uint8 (H, W) in MONOCHROME2 polarity, through the named preset.
-
-    See the module docstring for exactly what ``voi`` and ``mimic-jpg`` do.
-    """
+def _chain(arr: np.ndarray, ds: Dataset, preset: Preset) -> np.ndarray:
+    """The pointwise part of a preset (everything before histogram equalisation): stored -> uint8."""
     values = modality_lut(arr, ds)
     if preset == "voi":
         return to_uint8(invert(voi_lut(values, ds), ds))
-    if preset == "mimic-jpg":
-        return equalize_histogram(to_uint8(invert(min_max(values), ds)))
-    raise ValueError(f"unknown intensity preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return to_uint8(invert(min_max(values), ds))
+
+
+# Tabulate the chain when the stored range is at most this many values (16-bit images always are).
+_MAX_TABLE = 2**20
+
+
+def apply_preset(arr: np.ndarray, ds: Dataset, preset: Preset = "mimic-jpg") -> np.ndarray:
+    """Stored grey values (H, W) -> uint8 (H, W) in MONOCHROME2 polarity, through the named preset.
+
+    See the module docstring for exactly what ``voi`` and ``mimic-jpg`` do. For integer images the pointwise
+    chain runs once per distinct stored value in ``[min, max]`` and is then looked up per pixel, which gives the
+    same result as running it on the full image (every step is a function of the pixel value alone, and `min_max`
+    sees the same extremes because rescale is monotone) at a fraction of the cost. A Modality LUT Sequence may be
+    non-monotone, so such images take the full-image path.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown intensity preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    out = _tabulated(arr, ds, preset)
+    if out is None:
+        out = _chain(arr, ds, preset)
+    return equalize_histogram(out) if preset == "mimic-jpg" else out
+
+
+def _tabulated(arr: np.ndarray, ds: Dataset, preset: Preset) -> np.ndarray | None:
+    if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer) or ds.get("ModalityLUTSequence"):
+        return None
+    lo, hi = int(arr.min()), int(arr.max())
+    if hi - lo >= _MAX_TABLE:
+        return None
+    table = _chain(np.arange(lo, hi + 1, dtype=np.int64), ds, preset)
+    if np.issubdtype(arr.dtype, np.unsignedinteger) and arr.dtype.itemsize <= 2:
+        index = arr - arr.dtype.type(lo)  # cannot wrap: every pixel is >= lo
+    else:
+        index = np.subtract(arr, lo, dtype=np.int64)
+    return np.take(table, index)
