@@ -14,11 +14,13 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pydicom
 from pydicom.data import get_testdata_file
 
+from medst.archive.intensity import Preset
 from medst.archive.pixels import read_image
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "dicom" / "chest"
@@ -30,6 +32,10 @@ def _files() -> list[Path]:
     if REALDATA.is_dir():
         found += sorted(REALDATA.glob("*.dcm"))
     return found
+
+
+def _decode_only(path: Path) -> object:
+    return pydicom.dcmread(path).pixel_array
 
 
 def _best_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -51,11 +57,11 @@ def main() -> None:
     print(
         f"{'file':<22} {'syntax':<34} {'floor ms':>9} {'mimic ms':>9} {'voi ms':>8} {'ratio mimic':>12} {'ratio voi':>10}"
     )
-    ratios: dict[str, list[float]] = {"mimic-jpg": [], "voi": []}
+    ratios: dict[Preset, list[float]] = {"mimic-jpg": [], "voi": []}
     for path in files:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        floor = _best_ms(lambda p=path: pydicom.dcmread(p).pixel_array, args.repeat)
-        ms = {preset: _best_ms(lambda p=path, s=preset: read_image(p, s), args.repeat) for preset in ratios}
+        floor = _best_ms(partial(_decode_only, path), args.repeat)
+        ms = {preset: _best_ms(partial(read_image, path, preset), args.repeat) for preset in ratios}
         for preset in ratios:
             ratios[preset].append(floor / ms[preset])
         print(
