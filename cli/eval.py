@@ -1,0 +1,115 @@
+"""`medst eval RUN --task ... --data PATH`: the paper's benchmarks (reference and clean protocols) with 95% CIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+TASK_CHOICES = ("mscxrt-image", "mscxrt-sentence", "rsna-zeroshot", "covidx-probe", "retrieval", "all")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_(
+        run: Path = typer.Argument(
+            ..., help="training run folder (its export/ is used) or an exported model folder"
+        ),
+        task: list[str] = typer.Option(
+            ["all"],
+            "--task",
+            "-t",
+            help="mscxrt-image | mscxrt-sentence | rsna-zeroshot | covidx-probe | retrieval | all",
+        ),
+        data: Path | None = typer.Option(
+            None, "--data", help="folder holding the benchmark files (e.g. synth's OUT/benchmarks or OUT)"
+        ),
+        shards: Path | None = typer.Option(None, "--shards", help="built shards folder (retrieval)"),
+        out: Path = typer.Option(Path("eval_out"), "--out", "-o", help="results.json, results.md, plots/"),
+        seeds: str | None = typer.Option(
+            None, "--seeds", help="MS-CXR-T image shuffle seeds, e.g. 42,100,666 (the default)"
+        ),
+        bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples per metric (0: no CI)"),
+        mscxrt_dir: Path | None = typer.Option(
+            None, "--mscxrt-dir", help="folder with the MS-CXR-T CSV files"
+        ),
+        mimic_root: Path | None = typer.Option(
+            None, "--mimic-root", help="MIMIC-CXR(-JPG) root holding files/"
+        ),
+        rsna_dir: Path | None = typer.Option(None, "--rsna-dir", help="folder with stage_2_train_labels.csv"),
+        rsna_split: Path | None = typer.Option(
+            None, "--rsna-split", help="RSNA split manifest (default: shipped)"
+        ),
+        covidx_dir: Path | None = typer.Option(
+            None, "--covidx-dir", help="folder with train.txt, test.txt, train/, test/"
+        ),
+        split: str = typer.Option("test", "--split", help="shard split used for retrieval"),
+        batch_size: int = typer.Option(32, "--batch-size", help="images per forward pass"),
+        device: str | None = typer.Option(
+            None, "--device", help="cpu, cuda, cuda:1 (default: best available)"
+        ),
+        cache_dir: Path | None = typer.Option(
+            None, "--cache-dir", help="feature cache (default OUT/feature_cache)"
+        ),
+        no_plots: bool = typer.Option(False, "--no-plots", help="skip the PNG plots"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    ) -> None:
+        """Evaluate a model on MS-CXR-T (image, sentence), RSNA zero-shot, COVIDx probe and retrieval."""
+        from medst.schemas.eval import ALL_TASKS, EvalConfig
+        from pydantic import ValidationError
+
+        from medst.errors import UserInputError
+        from medst.eval.report import markdown_table
+        from medst.eval.run import evaluate
+
+        try:
+            bad = [t for t in task if t not in TASK_CHOICES]
+            if bad:
+                raise UserInputError(f"unknown --task {bad[0]!r}; choose from {', '.join(TASK_CHOICES)}")
+            seed_list = _parse_seeds(seeds)
+            run_all = "all" in task
+            tasks = list(ALL_TASKS) if run_all else list(dict.fromkeys(task))
+            config = EvalConfig(
+                run=run,
+                tasks=tasks,
+                data=data,
+                out=out,
+                mscxrt_dir=mscxrt_dir,
+                mimic_root=mimic_root,  # type: ignore[arg-type]
+                rsna_dir=rsna_dir,
+                rsna_split=rsna_split,
+                covidx_dir=covidx_dir,
+                shards=shards,
+                retrieval_split=split,  # type: ignore[arg-type]
+                seeds=seed_list,
+                bootstrap=bootstrap,
+                batch_size=batch_size,
+                device=device,
+                cache_dir=cache_dir,
+                plots=not no_plots,
+                progress=not quiet,
+            )
+            results = evaluate(config, skip_missing=run_all)
+        except (UserInputError, ValidationError) as err:
+            msg = str(err).splitlines()
+            typer.echo(f"error: {' '.join(m.strip() for m in msg[:3])}", err=True)
+            raise typer.Exit(2) from err
+        typer.echo(markdown_table(results.metrics, with_protocol=False))
+        for summary in results.tasks:
+            for note in summary.notes:
+                if "skipped" in note:
+                    typer.echo(note)
+        typer.echo(
+            f"results -> {out / 'results.json'}, {out / 'results.md'}; {len(results.plots)} plots in {out / 'plots'}"
+        )
+
+
+def _parse_seeds(text: str | None) -> list[int]:
+    from medst.errors import UserInputError
+
+    if not text:
+        return [42, 100, 666]
+    try:
+        return [int(s) for s in text.replace(",", " ").split()]
+    except ValueError:
+        raise UserInputError(f"--seeds must be integers separated by commas, got {text!r}") from None
