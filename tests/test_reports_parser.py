@@ -12,26 +12,33 @@ import pytest
 
 from medst.archive.reports import canonical_section, clean_text, parse_report
 
-MIMIC_EXAMPLE = """                                 FINAL REPORT
- EXAMINATION:  CHEST (PA AND LAT)
- 
- INDICATION:  ___ year old woman with ?pleural effusion  // ?pleural effusion
- 
- TECHNIQUE:  Chest PA and lateral
- 
- COMPARISON:  ___
- 
- FINDINGS: 
- 
- Cardiac size cannot be evaluated.  Large left pleural effusion is new.  Small
- right effusion is new.  The upper lungs are clear.  Right lower lobe opacities
- are better seen in prior CT.  There is no pneumothorax.  There are mild
- degenerative changes in the thoracic spine
- 
- IMPRESSION: 
- 
- Large left pleural effusion
-"""
+# The example report of the MIMIC-CXR documentation, verbatim (lines keep their leading/trailing spaces).
+MIMIC_EXAMPLE = (
+    "\n".join(
+        [
+            "                                 FINAL REPORT",
+            " EXAMINATION:  CHEST (PA AND LAT)",
+            " ",
+            " INDICATION:  ___ year old woman with ?pleural effusion  // ?pleural effusion",
+            " ",
+            " TECHNIQUE:  Chest PA and lateral",
+            " ",
+            " COMPARISON:  ___",
+            " ",
+            " FINDINGS: ",
+            " ",
+            " Cardiac size cannot be evaluated.  Large left pleural effusion is new.  Small",
+            " right effusion is new.  The upper lungs are clear.  Right lower lobe opacities",
+            " are better seen in prior CT.  There is no pneumothorax.  There are mild",
+            " degenerative changes in the thoracic spine",
+            " ",
+            " IMPRESSION: ",
+            " ",
+            " Large left pleural effusion",
+        ]
+    )
+    + "\n"
+)
 
 
 def test_mimic_documented_example_sections_and_text() -> None:
