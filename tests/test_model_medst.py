@@ -1,0 +1,105 @@
+"""The Med-ST module: forward on a Batch in both modes, every parameter trained, missing-lateral handling,
+safetensors export round trip, refusal of mismatched exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medst.errors import MedstError
+from medst.model import MedST, ModelConfig
+from medst.model.dummy import random_batch
+from medst.model.io import load_model, save_model
+
+TINY = ModelConfig.preset("tiny", image_size=32, width=32, proj_hidden=64, proj_dim=16)
+
+
+def _model(compat: str = "clean", seed: int = 0) -> MedST:
+    torch.manual_seed(seed)
+    return MedST(TINY.model_copy(update={"compat": compat}))
+
+
+@pytest.mark.parametrize("compat", ["clean", "reference"])
+def test_forward_all_terms_and_every_parameter_gets_a_gradient(compat: str) -> None:
+    model = _model(compat)
+    batch = random_batch(TINY, lengths=(4, 2, 1, 4), lateral_fraction=0.5, max_words=10)
+    out = model(batch)
+    assert set(out.terms) == {"global", "local_word", "local_patch", "temporal_fmc", "temporal_rmr"}
+    assert all(torch.isfinite(t) for t in out.terms.values()) and torch.isfinite(out.loss)
+    total = out.terms["global"] + out.terms["local_word"] + out.terms["local_patch"]
+    total = total + out.terms["temporal_fmc"] + out.terms["temporal_rmr"]
+    assert torch.allclose(out.loss.detach(), total, atol=1e-5)
+    assert set(out.metrics) == {"acc_i2t", "acc_t2i"} and all(0 <= m <= 1 for m in out.metrics.values())
+    out.loss.backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+
+
+def test_batch_without_any_lateral_still_reaches_every_parameter() -> None:
+    model = _model("clean")
+    batch = random_batch(TINY, lengths=(3, 3), lateral_fraction=0.0, max_words=8)
+    model(batch).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_clean_excludes_missing_lateral_reference_keeps_it() -> None:
+    batch = random_batch(TINY, lengths=(4, 4), lateral_fraction=0.5, max_words=8, seed=3)
+    missing = ~batch.has_lateral
+    assert missing.any()
+    other = random_batch(TINY, lengths=(4, 4), lateral_fraction=0.5, max_words=8, seed=3)
+    other.lateral[missing] = torch.randn_like(other.lateral[missing])
+    for compat, same in (("clean", True), ("reference", False)):
+        model = _model(compat).eval()
+        with torch.no_grad():
+            a, b = model(batch), model(other)
+        assert torch.allclose(a.loss, b.loss, atol=1e-5) is same
+        feats = model.encode_image(batch.frontal, batch.lateral, batch.has_lateral)
+        assert feats.patch_mask[missing][:, 4:].sum() == 0 and feats.patch_mask[~missing].all()
+
+
+def test_encode_shapes_and_normalisation() -> None:
+    model = _model().eval()
+    batch = random_batch(TINY, lengths=(2,), lateral_fraction=1.0, max_words=6)
+    with torch.no_grad():
+        img = model.encode_image(batch.frontal)
+        txt = model.encode_text(batch.input_ids, batch.attention_mask, batch.word_ids)
+    assert img.cls.shape == (2, 32) and img.embedding.shape == (2, 16) and img.patches.shape == (2, 4, 16)
+    assert torch.allclose(img.embedding.norm(dim=-1), torch.ones(2), atol=1e-5)
+    length = TINY.text.max_length
+    assert txt.words.shape == (2, length - 1, 16) and txt.word_mask.shape == (2, length - 1)
+    assert torch.equal(txt.word_mask.sum(dim=1), batch.word_ids.max(dim=1).values)
+    norms = txt.words.norm(dim=-1)
+    assert torch.allclose(norms[txt.word_mask], torch.ones(int(txt.word_mask.sum())), atol=1e-5)
+    assert torch.all(norms[~txt.word_mask] == 0)
+
+
+def test_safetensors_round_trip_is_exact(tmp_path: Path) -> None:
+    model = _model("reference", seed=5)
+    model.train()
+    model(random_batch(TINY, lengths=(4,), max_words=8))  # move BatchNorm running statistics off their start
+    model.eval()
+    save_model(model, tmp_path / "export", extra={"step": 7})
+    loaded = load_model(tmp_path / "export")
+    assert loaded.config == model.config
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["extra"] == {"step": 7}
+    batch = random_batch(TINY, lengths=(3, 2), max_words=8, seed=9)
+    with torch.no_grad():
+        a, b = model(batch), loaded(batch)
+        ia = model.encode_image(batch.frontal, batch.lateral, batch.has_lateral)
+        ib = loaded.encode_image(batch.frontal, batch.lateral, batch.has_lateral)
+    assert torch.equal(a.loss, b.loss)
+    assert torch.equal(ia.patches, ib.patches) and torch.equal(ia.cls, ib.cls)
+
+
+def test_load_refuses_mismatched_config_and_weights(tmp_path: Path) -> None:
+    folder = save_model(_model(), tmp_path / "export")
+    meta = json.loads((folder / "config.json").read_text())
+    meta["model_config"]["proj_dim"] = 24
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(MedstError, match=r"does not match config\.json.*another shape"):
+        load_model(folder)
+    with pytest.raises(MedstError, match="not an exported medst model"):
+        load_model(tmp_path / "nowhere")
