@@ -134,15 +134,19 @@ def build_model(config: PretrainConfig, text_path: Path | None) -> MedST:
 
         if not config.init_image.is_file():
             raise UserInputError(f"--init-image {config.init_image}: file not found")
-        load_vit_state_dict(model, config.init_image)
+        # Loaded after construction, so a "copy" lateral expert must be copied again from the loaded frontal one.
+        load_vit_state_dict(model, config.init_image, lateral_init=config.lateral_init)
     return model
 
 
 def load_tokenizer(text_path: Path) -> Any:
-    """The tokenizer saved in a local Hugging Face folder (offline)."""
-    from transformers import AutoTokenizer
+    """The fast tokenizer saved in a local Hugging Face folder (offline; word ids need a fast one)."""
+    from medst.shards.tokenize import load_tokenizer as load_fast_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(text_path), local_files_only=True)
+    try:
+        return load_fast_tokenizer(text_path)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"--text-model {text_path}: no usable fast tokenizer ({err})") from err
 
 
 def build_loaders(

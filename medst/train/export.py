@@ -24,6 +24,10 @@ def _data_summary(shards: Path) -> dict[str, Any]:
     return {"splits": data.get("splits", {}), "options": data.get("options", {})}
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 def model_card(config: PretrainConfig, summary: RunSummary, data: dict[str, Any]) -> str:
     """A short README: what the model is, what it was trained on, the recipe, and how training went."""
     splits = data.get("splits", {})
@@ -57,7 +61,7 @@ def model_card(config: PretrainConfig, summary: RunSummary, data: dict[str, Any]
             f"- loss = global + {config.lambda1:g} x local + {config.lambda2:g} x temporal; seed {config.seed}",
             "",
             "## Training",
-            f"- loss: first logged {summary.first_loss}, last logged {summary.last_loss}",
+            f"- loss: first logged {_num(summary.first_loss)}, last logged {_num(summary.last_loss)}",
             f"- throughput: {summary.studies_per_s:.1f} studies/s; wall time {summary.wall_s:.0f} s",
             "",
             "## Validation (last)",
@@ -84,7 +88,7 @@ def export_run(
         "pretrain_config": config.model_dump(mode="json"),
         "summary": summary.model_dump(mode="json"),
     }
-    save_model(model, staging, tokenizer=tokenizer, extra=extra)
+    save_model(model, staging, tokenizer=tokenizer, extra=extra)  # type: ignore[arg-type]
     (staging / "training.json").write_text(json.dumps(extra, indent=1))
     (staging / "README.md").write_text(model_card(config, summary, _data_summary(config.shards)))
     if out_dir.exists():

@@ -62,6 +62,20 @@ class RunSummary(BaseModel):
     last_checkpoint: Path | None = None
     export_dir: Path | None = None
     stopped_early: bool = False
+    weights_sha256: str = ""
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 over the model's state dict (names, dtypes, shapes, bytes, sorted by name): equal digests mean
+    bitwise-equal weights, e.g. across the ranks of a DDP run or between a resumed and an unbroken run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{value.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
 
 
 def seed_everything(seed: int) -> None:
@@ -88,6 +102,10 @@ class _DataStream:
     def next(self) -> Batch:
         for _ in range(3):
             if self._it is None:
+                if self.loader.state_dict().get("batches_consumed", 0) >= self.loader.batches_per_epoch:
+                    # A checkpoint taken right at the end of an epoch resumes into the next one.
+                    self.epoch += 1
+                    self.loader.set_epoch(self.epoch)
                 with torch.random.fork_rng(devices=[]):
                     self._it = iter(self.loader)
             try:
@@ -116,7 +134,8 @@ def validate(model: nn.Module, loader: Any, config: PretrainConfig, info: DistIn
     sums: dict[str, float] = {}
     batches = 0
     with torch.random.fork_rng(devices=[]):
-        loader.set_epoch(0)
+        # Always the same batches: epoch 0 from its first batch (a capped pass leaves the loader mid-epoch).
+        loader.load_state_dict({"epoch": 0, "batches_consumed": 0})
         for batch in loader:
             batch = batch.to(info.device, non_blocking=True)
             with _autocast(config, info.device):
@@ -308,6 +327,7 @@ def _run(config: PretrainConfig, info: DistInfo) -> RunSummary:
     summary.epochs = step * config.accumulate / train_loader.batches_per_epoch
     summary.train_s = train_time
     summary.stopped_early = step < total_steps
+    summary.weights_sha256 = weights_digest(model)
     summary.studies_per_s = _mean_throughput(run_dir) if info.is_main else 0.0
     logger.close()
     if info.is_main:
