@@ -39,6 +39,18 @@ def is_mimic_archive(root: Path) -> bool:
     )
 
 
+def _first_lines(path: Path, n: int = 2) -> str:
+    """The first `n` lines of a (possibly gzipped) text table, '' when unreadable."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:  # type: ignore[operator]
+            return "".join(fh.readline() for _ in range(n))
+    except OSError:
+        return ""
+
+
 def _valid_ids(df: pl.DataFrame, table: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a table with dicom_id/subject_id/study_id into (good rows, reject rows for malformed ids and
     duplicate dicom_ids)."""
@@ -84,7 +96,13 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
         report_rel, others = walk_tree(files_dir)
         disk_images = ["files/" + p for p in others if p.endswith((".dcm", ".jpg"))]
     n_dcm = sum(1 for p in disk_images if p.endswith(".dcm"))
-    jpg = record_p is None and (n_dcm == 0 and (len(disk_images) > 0 or config.reports is not None))
+    if disk_images:
+        jpg = n_dcm == 0
+    elif record_p is not None:
+        # Metadata-only: the record list's paths say which release this is.
+        jpg = _first_lines(record_p).rstrip().endswith(".jpg")
+    else:
+        jpg = config.reports is not None
     ext = ".jpg" if jpg else ".dcm"
     disk_images = [p for p in disk_images if p.endswith(ext)]
     checked = config.check_files == "always" or (config.check_files == "auto" and len(disk_images) > 0)
