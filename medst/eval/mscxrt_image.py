@@ -72,7 +72,9 @@ def run(
                 [i for i in range(n_pairs) if usable[i] and finding in pairs[i].labels], dtype=np.int64
             )
             y = np.array([pairs[i].labels[finding] for i in rows], dtype=np.int64)
-            if rows.size < k or np.unique(y).size < 2:
+            counts = np.bincount(y, minlength=3)
+            # StratifiedKFold needs at least one class with k members; SVC needs two classes.
+            if rows.size < k or np.count_nonzero(counts) < 2 or counts.max() < k:
                 summary.notes.append(
                     f"{k}-fold {finding}: skipped ({rows.size} labelled rows, {np.unique(y).size} class(es))"
                 )

@@ -111,7 +111,7 @@ def write_plots(outputs: list[TaskOutput], folder: Path) -> list[Path]:
         for name, curves in o.rocs.items():
             fig, ax = plt.subplots(figsize=(3.6, 3.4))
             for label, fpr, tpr, auc in curves:
-                ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})", drawstyle="steps-post")
+                ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})")
             ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
             ax.set_xlabel("false positive rate")
             ax.set_ylabel("true positive rate")
