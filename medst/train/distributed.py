@@ -102,6 +102,18 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     return dict(zip(keys, tensor.tolist(), strict=True))
 
 
+def sync_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training forward every rank holds
+    statistics of its own batch; syncing before validation, checkpoints and export keeps the ranks identical.
+    """
+    if not info.distributed:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=src)
+
+
 def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
     """Rank ``src``'s ``obj`` on every rank (small JSON-like objects only)."""
     if not info.distributed:

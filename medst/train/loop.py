@@ -40,6 +40,7 @@ from medst.train.distributed import (
     barrier,
     init_distributed,
     shutdown,
+    sync_buffers,
 )
 from medst.train.logging import RunLogger, plot_curves
 from medst.train.optim import WarmupCosineSchedule, build_optimizer
@@ -300,15 +301,19 @@ def _run(config: PretrainConfig, info: DistInfo) -> RunSummary:
             summary.last_loss = values["loss"]
             window_studies, window_time, window_sums, window_steps = 0, 0.0, {}, 0
 
-        if (
+        validating = (
             val_loader is not None
             and config.val_every is not None
             and (step % config.val_every == 0 or step == total_steps)
-        ):
+        )
+        checkpointing = (config.ckpt_every is not None and step % config.ckpt_every == 0) or step == stop_at
+        if validating or checkpointing:
+            sync_buffers(model, info)  # every rank validates and saves rank 0's BatchNorm statistics
+        if validating:
             summary.val = validate(model, val_loader, config, info)
             logger.log("val", step, summary.val)
 
-        if (config.ckpt_every is not None and step % config.ckpt_every == 0) or step == stop_at:
+        if checkpointing:
             trainer_state = {
                 "step": step,
                 "epoch": stream.epoch,
