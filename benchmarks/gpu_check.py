@@ -1,0 +1,140 @@
+"""GPU check of the paper-size Med-ST model: training steps/s, studies/s, peak memory and model FLOPs utilisation
+in bf16 autocast, on random tensors in the Batch layout (no downloads, random 6-layer BERT-base).
+
+    python benchmarks/gpu_check.py                       # paper size, 16 windows x 4 studies, laterals, cuda
+    python benchmarks/gpu_check.py --tiny --device cpu   # the same code path end-to-end on a CPU, in seconds
+
+Prints one ``key: value`` line per figure and a final JSON line (``GPU_CHECK {...}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from medst.model import MedST, ModelConfig
+from medst.model.dummy import random_batch
+
+# Dense bf16 tensor-core peak (no sparsity), FLOP/s.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def _peak(device: torch.device) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16.items():
+        if key in name:
+            return name, value
+    return name, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke run)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--windows", type=int, default=16)
+    parser.add_argument("--studies", type=int, default=4, help="studies per window (T)")
+    parser.add_argument("--lateral-fraction", type=float, default=1.0)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument("--compat", choices=["clean", "reference"], default="clean")
+    parser.add_argument("--grad-checkpointing", action="store_true")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(0)
+    preset = "tiny" if args.tiny else "paper"
+    cfg = ModelConfig.preset(preset, compat=args.compat, grad_checkpointing=args.grad_checkpointing)
+    t0 = time.perf_counter()
+    model = MedST(cfg).to(device).train()
+    build_s = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05, fused=device.type == "cuda"
+    )
+    lengths = [args.studies] * args.windows
+    batch = random_batch(cfg, lengths, lateral_fraction=args.lateral_fraction, seed=0, device=device)
+    n = batch.num_studies
+    use_amp = args.precision == "bf16"
+
+    def step() -> torch.Tensor:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = model(batch)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return out.loss.detach()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(args.warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    losses = []
+    for _ in range(args.steps):
+        losses.append(step())
+    sync()
+    elapsed = time.perf_counter() - t0
+    steps_per_s = args.steps / elapsed
+    peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+    # FLOPs of one training step (forward + backward) counted by PyTorch's dispatcher-level counter.
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = model(batch)
+        out.loss.backward()
+    opt.zero_grad(set_to_none=True)
+    flops = counter.get_total_flops()
+    name, peak = _peak(device)
+    achieved = flops * steps_per_s
+    mfu = achieved / peak if peak else float("nan")
+    loss_values = [float(x) for x in losses]
+    result = {
+        "device": name,
+        "preset": preset,
+        "precision": args.precision,
+        "compat": args.compat,
+        "grad_checkpointing": args.grad_checkpointing,
+        "parameters_M": round(params / 1e6, 2),
+        "studies_per_step": n,
+        "windows": args.windows,
+        "lateral_fraction": args.lateral_fraction,
+        "build_s": round(build_s, 2),
+        "steps_per_s": round(steps_per_s, 3),
+        "studies_per_s": round(steps_per_s * n, 1),
+        "step_ms": round(1e3 / steps_per_s, 1),
+        "peak_memory_GiB": round(peak_gib, 2) if peak_gib is not None else None,
+        "flops_per_step_T": round(flops / 1e12, 3),
+        "achieved_TFLOPs": round(achieved / 1e12, 1),
+        "peak_bf16_TFLOPs": peak / 1e12 if peak else None,
+        "mfu": round(mfu, 4) if not math.isnan(mfu) else None,
+        "loss_first": round(loss_values[0], 4),
+        "loss_last": round(loss_values[-1], 4),
+        "all_finite": all(math.isfinite(x) for x in loss_values),
+        "last_terms": {k: round(float(v), 4) for k, v in out.terms.items()},
+    }
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    print("GPU_CHECK " + json.dumps(result))
+    if not result["all_finite"]:
+        raise SystemExit("non-finite loss")
+
+
+if __name__ == "__main__":
+    main()
