@@ -170,6 +170,51 @@ def test_corrupt_stream_is_decode_error_not_a_crash() -> None:
     assert _reason(wheel_file("JPEG-lossy.dcm")) == "decode_error"
 
 
+def test_decoder_panic_is_a_decode_error(tmp_path: Path) -> None:
+    # One flipped byte inside the RLE segment makes the Rust RLE decoder (pylibjpeg-rle 2.2) panic; pyo3's
+    # PanicException derives from BaseException, so it must be caught explicitly rather than crash a build.
+    data = bytearray(wheel_file("MR_small_RLE.dcm").read_bytes())
+    data[3484] = 0
+    path = tmp_path / "rle_flipped.dcm"
+    path.write_bytes(bytes(data))
+    try:
+        read_image(path)
+    except ImageDecodeError as err:
+        assert err.reason == "decode_error"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about every damaged element it skips
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
+                                  "JPEG-LL.dcm", "image_dfl.dcm", "SC_rgb_jpeg_dcmtk.dcm"])  # fmt: skip
+def test_damaged_files_only_ever_raise_image_decode_error(tmp_path: Path, name: str) -> None:
+    # Seeded random damage (cut short, flipped bytes, overwritten runs) to real files of each syntax:
+    # every outcome is an image or an ImageDecodeError, never another exception.
+    raw = wheel_file(name).read_bytes()
+    rng = np.random.default_rng(7)
+    path = tmp_path / "damaged.dcm"
+    outcomes = set()
+    for i in range(30):
+        data = bytearray(raw)
+        if i % 3 == 0:
+            data = data[: int(rng.integers(0, len(data)))]
+        elif i % 3 == 1:
+            for _ in range(int(rng.integers(1, 20))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        else:
+            start = int(rng.integers(0, len(data)))
+            run = len(data[start : start + 64])
+            data[start : start + run] = rng.integers(0, 256, run, dtype=np.uint8).tobytes()
+        path.write_bytes(bytes(data))
+        for preset in ("mimic-jpg", "voi"):
+            try:
+                img = read_image(path, preset)  # type: ignore[arg-type]
+                assert img.ndim == 2 and img.dtype == np.uint8
+                outcomes.add("image")
+            except ImageDecodeError as err:
+                outcomes.add(err.reason)
+    assert len(outcomes) >= 2  # the damage really produced failures as well as survivors
+
+
 def test_missing_and_non_image_files(tmp_path: Path) -> None:
     assert _reason(tmp_path / "absent.dcm") == "unreadable_image"
     fake = tmp_path / "fake.jpg"

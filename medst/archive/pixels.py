@@ -49,7 +49,7 @@ def _read_dataset(path: Path, stop_before_pixels: bool) -> Dataset:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=_DEFER_SIZE)
     except InvalidDicomError:
         pass  # no 128-byte preamble + DICM: try as a bare dataset below (some old exports lack it)
-    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, IndexError) as err:
+    except Exception as err:  # struct, unicode, EOF, value errors on damaged bytes all mean "not DICOM"
         raise ImageDecodeError("not_dicom", f"{path.name}: not a readable DICOM file ({err})") from err
     try:
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels, defer_size=_DEFER_SIZE)
@@ -112,8 +112,9 @@ def _check_decodable(ds: Dataset, max_pixels: int) -> tuple[UID, int, int]:
         frames = int(ds.get("NumberOfFrames") or 1)
         samples = int(ds.get("SamplesPerPixel") or 1)
         photometric = str(ds.PhotometricInterpretation).strip().upper()
-    except (AttributeError, ValueError, TypeError) as err:
-        raise ImageDecodeError("decode_error", f"image header incomplete ({err})") from err
+        ts = _transfer_syntax(ds)
+    except Exception as err:  # missing tags, or damaged bytes that pydicom cannot convert (any error type)
+        raise ImageDecodeError("decode_error", f"image header incomplete or unreadable ({err})") from err
     if rows <= 0 or cols <= 0:
         raise ImageDecodeError("decode_error", f"image header says {rows} x {cols} pixels")
     if rows * cols > max_pixels:
@@ -124,7 +125,6 @@ def _check_decodable(ds: Dataset, max_pixels: int) -> tuple[UID, int, int]:
         raise ImageDecodeError("multi_frame", f"{frames} frames; a radiograph has one")
     if photometric not in _GREY and not (photometric in _COLOUR and samples == 3):
         raise ImageDecodeError("unsupported_photometric", f"photometric interpretation {photometric!r}")
-    ts = _transfer_syntax(ds)
     info = decoder_info(ts)
     if not info.available:
         why = "; ".join(info.missing) or "no decoder"
@@ -146,8 +146,11 @@ def read_dicom_array(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     except Exception as err:  # a deferred read of a file cut short
         raise ImageDecodeError("truncated_pixel_data", f"pixel data cannot be read ({err})") from err
     if not ts.is_compressed:
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        expected = rows * cols * samples * int(ds.BitsAllocated) // 8
+        try:
+            samples = int(ds.get("SamplesPerPixel") or 1)
+            expected = rows * cols * samples * int(ds.BitsAllocated) // 8
+        except Exception as err:
+            raise ImageDecodeError("decode_error", f"image header incomplete or unreadable ({err})") from err
         if len(data) < expected:
             raise ImageDecodeError(
                 "truncated_pixel_data", f"{len(data):,} bytes of pixel data, {expected:,} expected"
@@ -156,9 +159,12 @@ def read_dicom_array(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
         raise ImageDecodeError("truncated_pixel_data", "empty encapsulated pixel data")
     try:
         arr = ds.pixel_array
-    except MemoryError:
+    except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
-    except Exception as err:  # plugins raise RuntimeError/ValueError/their own types on corrupt streams
+    except BaseException as err:
+        # Plugins raise RuntimeError/ValueError/their own types on corrupt streams, and the Rust-based ones
+        # (pylibjpeg-rle) can panic with pyo3's PanicException, which derives from BaseException: one corrupt
+        # file must never take down a build.
         detail = " ".join(str(err).split())[:300]
         raise ImageDecodeError("decode_error", f"{ts.name}: {detail}") from err
     if arr.shape[:2] != (rows, cols):
@@ -179,8 +185,9 @@ def _dicom_to_grey(ds: Dataset, preset: Preset, max_pixels: int) -> np.ndarray:
         return to_uint8(np.asarray(grey, dtype=np.float64) / nominal_max)
     try:
         return apply_preset(arr, ds, preset)
-    except (ValueError, NotImplementedError, AttributeError, KeyError, IndexError, TypeError) as err:
-        # Malformed LUT or window elements: the file's display metadata is broken, not our code.
+    except Exception as err:
+        # Malformed LUT, window or rescale elements (pydicom raises many types): the file's display metadata
+        # is broken; the chain itself is covered by tests on valid files.
         raise ImageDecodeError("decode_error", f"intensity chain failed ({err})") from err
 
 
