@@ -22,4 +22,18 @@ def realdata() -> Path:
     """The real public data folder (../shared/realdata); tests using it skip when it is absent."""
     if not REALDATA.is_dir():
         pytest.skip(f"real data folder not present at {REALDATA} (CI always has it)")
+
+
+@pytest.fixture(scope="session")
+def synth_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic archive (24 patients, 256 px, DICOM at the root + JPG release under jpg/, benchmark sets
+    under benchmarks/), generated once per test process. Holds every transfer syntax, photometric interpretation
+    and view variant of `medst synth` at least once. Treat it as read-only."""
+    from medst.schemas.synth import SynthConfig
+    from medst.synth import generate
+
+    out = tmp_path_factory.mktemp("synth") / "archive"
+    generate(SynthConfig(out=out, patients=24, seed=0, image_size=256, release="both", benchmarks=True),
+             progress=False)
+    return out
     return REALDATA

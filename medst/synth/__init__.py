@@ -1,1 +1,10 @@
-"""synth stage."""
+"""synth stage: a synthetic MIMIC-CXR-shaped archive (DICOM/JPG, reports, CSVs, truth, benchmark sets).
+
+Modules: `trajectories` (the plan: patients, disease trajectories, studies, images), `phantom` (images),
+`reports` (report text + CheXpert labels), `dicom_writer` (DICOM variants), `tables` (CSVs, truth table),
+`archive` (layout and orchestration: `generate`), `benchmarks`, `preview`.
+"""
+
+from medst.synth.archive import SynthSummary, generate
+
+__all__ = ["SynthSummary", "generate"]

@@ -1,0 +1,65 @@
+"""`medst synth`: write a synthetic MIMIC-CXR-shaped archive (demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("synth")
+    def synth(
+        out: Path = typer.Argument(..., help="Output folder (empty or absent, or a previous synth archive)."),
+        patients: int = typer.Option(200, "--patients", help="Number of patients."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
+        image_size: int = typer.Option(512, "--image-size", help="Long side of each image in pixels."),
+        release: str = typer.Option(
+            "dicom", "--release", help="dicom | jpg | both (JPG release under OUT/jpg/)."
+        ),
+        benchmarks: bool = typer.Option(
+            False, "--benchmarks", help="Also write MS-CXR-T, RSNA and COVIDx sets."
+        ),
+        metadata_only: bool = typer.Option(
+            False, "--metadata-only", help="CSVs, reports and truth; no pixels."
+        ),
+        workers: int = typer.Option(
+            1, "--workers", help="Processes rendering images (output does not change)."
+        ),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        """Write a synthetic MIMIC-CXR-shaped archive with a learnable signal."""
+        from medst.schemas.synth import SynthConfig
+        from pydantic import ValidationError
+
+        from medst.errors import UserInputError
+        from medst.synth import generate
+
+        try:
+            config = SynthConfig(
+                out=out,
+                patients=patients,
+                seed=seed,
+                image_size=image_size,
+                release=release,
+                benchmarks=benchmarks,
+                metadata_only=metadata_only,
+                workers=workers,
+            )  # type: ignore[arg-type]
+            summary = generate(config, progress=not quiet)
+        except ValidationError as err:
+            first = err.errors()[0]
+            typer.echo(f"error: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", err=True)
+            raise typer.Exit(2) from None
+        except UserInputError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        mb = summary.bytes / 1e6
+        typer.echo(
+            f"wrote {summary.patients} patients, {summary.studies} studies, {summary.images} images "
+            f"({'no pixels, ' if metadata_only else ''}{summary.reports} reports, {mb:.1f} MB) "
+            f"to {summary.out} in {summary.seconds:.1f} s"
+        )
+        for name, path in sorted(summary.paths.items()):
+            typer.echo(f"  {name:14s} {path}")
+        typer.echo(f"next: medst build-sequences {out} -o {out.parent / (out.name + '-seq')}")

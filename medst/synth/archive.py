@@ -1,0 +1,246 @@
+"""`medst synth`: write a synthetic MIMIC-CXR-shaped archive (layout, CSVs, reports, DICOM/JPG pixels, truth).
+
+Output layout (`OUT`):
+
+- ``release="dicom"``: ``OUT/files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.dcm`` and the reports
+  ``OUT/files/pXX/pXXXXXXXX/sXXXXXXXX.txt``; the five CSVs (``cxr-record-list``, ``cxr-study-list``,
+  ``mimic-cxr-2.0.0-metadata``, ``-split``, ``-chexpert``, all ``.csv.gz``) at ``OUT``.
+- ``release="jpg"``: the MIMIC-CXR-JPG tree ``OUT/files/.../<dicom_id>.jpg`` (no reports in it) with the same five
+  CSVs at ``OUT``; the reports go to ``OUT/reports/files/.../sXXXXXXXX.txt`` (like ``mimic-cxr-reports.zip``).
+- ``release="both"``: the DICOM release at ``OUT`` as above, and the JPG release at ``OUT/jpg/`` (its own CSVs).
+  In a JPG release, ``cxr-study-list`` paths are relative to the folder holding the reports.
+- Always: ``OUT/synth_truth.parquet`` (see `medst.synth.tables`), ``OUT/synth.json`` (options, medst version,
+  counts); with pixels ``OUT/preview.png``; with ``benchmarks=True`` ``OUT/benchmarks/`` (see
+  `medst.synth.benchmarks`).
+
+Everything depends only on the options, never on the number of workers: the same options give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import polars as pl
+from pydantic import BaseModel
+from tqdm import tqdm
+
+from medst import __version__
+from medst.errors import UserInputError
+from medst.schemas.synth import SynthConfig
+from medst.synth import dicom_writer, tables
+from medst.synth.phantom import Anatomy, Exposure, Findings, render
+from medst.synth.reports import compose
+from medst.synth.trajectories import Plan, build_plan
+
+_MARKER_FILE = "synth.json"
+
+
+class SynthSummary(BaseModel):
+    """What `generate` wrote."""
+
+    out: Path
+    patients: int
+    studies: int
+    images: int
+    reports: int
+    bytes: int
+    seconds: float
+    paths: dict[str, Path]
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"output path {out} is a file; give a folder that is empty or absent")
+    if out.is_dir() and any(out.iterdir()) and not (out / _MARKER_FILE).exists():
+        raise UserInputError(
+            f"output folder {out} is not empty and is not a synth archive; give an empty folder"
+        )
+
+
+def joined_images(plan: Plan) -> pl.DataFrame:
+    """One row per image with its study and patient fields (plan order: patient, study, slot)."""
+    studies = plan.studies.with_row_index("study_number", offset=1).drop("subject_id", "split")
+    patients = plan.patients.with_row_index("patient_number", offset=1).drop("anatomy_seed")
+    return (
+        plan.images.with_row_index("image_index")
+        .join(studies, on="study_id", how="left")
+        .join(patients, on="subject_id", how="left")
+        .sort("image_index")
+    )
+
+
+def findings_of(row: dict[str, Any]) -> Findings:
+    """The drawn findings of one image row (joined plan)."""
+    return Findings(
+        pleural_effusion=float(row["sev_pleural_effusion"]),
+        consolidation=float(row["sev_consolidation"]),
+        edema=float(row["sev_edema"]),
+        pneumothorax=float(row["sev_pneumothorax"]),
+        cardiomegaly=float(row["sev_cardiomegaly"]),
+        effusion_side=str(row["effusion_side"]),
+        consolidation_lobe=str(row["consolidation_lobe"]),
+        pneumothorax_side=str(row["pneumothorax_side"]),
+    )
+
+
+def render_row(row: dict[str, Any]) -> np.ndarray:
+    """The float32 [0, 1] image of one joined plan row (deterministic from its seeds)."""
+    anatomy = Anatomy.random(np.random.default_rng(int(row["anatomy_seed"])))
+    rng = np.random.default_rng(int(row["image_seed"]))
+    exposure = Exposure.random(rng)
+    return render(
+        int(row["rows"]),
+        int(row["columns"]),
+        str(row["projection"]),
+        anatomy,
+        findings_of(row),
+        exposure,
+        rng,
+    )
+
+
+def jpg_bytes(img: np.ndarray, bits: int, photometric: str) -> bytes:
+    """MIMIC-CXR-JPG look from the stored values: min-max to 8 bit, MONOCHROME1 inverted, histogram-equalised,
+    JPEG quality 95."""
+    v = dicom_writer.stored_values(img, bits, photometric).astype(np.float32)
+    if photometric == "MONOCHROME1":
+        v = v.max() - v
+    lo, hi = float(v.min()), float(v.max())
+    u8 = np.rint((v - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", cv2.equalizeHist(u8), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return buf.tobytes()
+
+
+def _pixel_task(args: tuple[list[dict[str, Any]], str, int, str | None, str | None]) -> int:
+    """Render, encode and write the images of a few patients; returns the number written."""
+    rows, out, seed, dicom_root, jpg_root = args
+    for row in rows:
+        img = render_row(row)
+        rel = f"files/p{str(row['subject_id'])[:2]}/p{row['subject_id']}/s{row['study_id']}/{row['dicom_id']}"
+        if dicom_root is not None:
+            path = Path(out) / dicom_root / f"{rel}.dcm"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(dicom_writer.encode(img, row, seed))
+        if jpg_root is not None:
+            path = Path(out) / jpg_root / f"{rel}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpg_bytes(img, int(row["bits_stored"]), str(row["photometric"])))
+    return len(rows)
+
+
+def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive runs of about `size` images that never split a patient."""
+    cur: list[dict[str, Any]] = []
+    for row in rows:
+        if len(cur) >= size and row["subject_id"] != cur[-1]["subject_id"]:
+            yield cur
+            cur = []
+        cur.append(row)
+    if cur:
+        yield cur
+
+
+def _write_reports(
+    plan: Plan, root: Path, progress: bool
+) -> tuple[list[dict[str, float | None]], list[bool]]:
+    patients = {r["subject_id"]: r for r in plan.patients.iter_rows(named=True)}
+    labels: list[dict[str, float | None]] = []
+    has_report: list[bool] = []
+    made: set[Path] = set()
+    rows = plan.studies.iter_rows(named=True)
+    for st in tqdm(rows, total=plan.studies.height, desc="reports", unit="study", disable=not progress):
+        text, lab = compose(st, patients[st["subject_id"]])
+        sub = str(st["subject_id"])
+        folder = root / "files" / f"p{sub[:2]}" / f"p{sub}"
+        if folder not in made:
+            folder.mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+        (folder / f"s{st['study_id']}.txt").write_text(text)
+        labels.append(lab)
+        has_report.append(bool(text))
+    return labels, has_report
+
+
+def _du(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def generate(config: SynthConfig, progress: bool = True) -> SynthSummary:
+    """Write the archive described by `config` (layout in the module docstring) and say what was written."""
+    t0 = time.perf_counter()
+    out = Path(config.out)
+    _check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = build_plan(config.patients, config.seed, config.image_size)
+    dicom_root = "." if config.release in ("dicom", "both") else None
+    jpg_root = {"dicom": None, "jpg": ".", "both": "jpg"}[config.release]
+    report_root = out if dicom_root is not None else out / "reports"
+    labels, has_report = _write_reports(plan, report_root, progress)
+    chexpert = tables.chexpert_frame(plan.studies, labels, has_report)
+    images = joined_images(plan)
+    rel = tables.rel_dir(pl.col("subject_id"), pl.col("study_id")) + "/" + pl.col("dicom_id")
+    images = images.with_columns(
+        (rel + ".dcm").alias("path") if dicom_root else pl.lit(None, pl.Utf8).alias("path"),
+        ((pl.lit("jpg/") if jpg_root == "jpg" else pl.lit("")) + rel + ".jpg").alias("jpg_path")
+        if jpg_root
+        else pl.lit(None, pl.Utf8).alias("jpg_path"),
+    )
+    paths: dict[str, Path] = {"truth": out / "synth_truth.parquet", "reports": report_root / "files"}
+    for root_name, ext, key in ((dicom_root, "dcm", "dicom_release"), (jpg_root, "jpg", "jpg_release")):
+        if root_name is None:
+            continue
+        root = out / root_name
+        for name, df in tables.release_tables(images, plan.studies, chexpert, ext).items():
+            tables.write_csv_gz(df, root / name)
+        paths[key] = out if root_name == "." else root
+    tables.write_parquet(tables.truth_frame(images), out / "synth_truth.parquet")
+
+    if not config.metadata_only:
+        rows = images.to_dicts()
+        tasks = [(chunk, str(out), config.seed, dicom_root, jpg_root) for chunk in _chunks(rows, 24)]
+        bar = tqdm(total=len(rows), desc="images", unit="img", disable=not progress)
+        if config.workers > 1:
+            with ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) as pool:
+                for n in pool.map(_pixel_task, tasks):
+                    bar.update(n)
+        else:
+            for task in tasks:
+                bar.update(_pixel_task(task))
+        bar.close()
+        from medst.synth.preview import write_preview
+
+        paths["preview"] = write_preview(images, plan.studies, report_root, out / "preview.png")
+    if config.benchmarks:
+        from medst.synth.benchmarks import write_benchmarks
+
+        paths["benchmarks"] = write_benchmarks(config, plan, images, out / "benchmarks", progress)
+    manifest = {
+        "medst_version": __version__,
+        "options": {**config.model_dump(mode="json", exclude={"out", "workers"})},
+        "patients": plan.patients.height,
+        "studies": plan.studies.height,
+        "images": plan.images.height,
+        "reports": int(sum(has_report)),
+        "dicom_release": dicom_root is not None,
+        "jpg_release": None if jpg_root is None else jpg_root,
+    }
+    (out / _MARKER_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return SynthSummary(
+        out=out,
+        patients=plan.patients.height,
+        studies=plan.studies.height,
+        images=plan.images.height,
+        reports=int(sum(has_report)),
+        bytes=_du(out),
+        seconds=time.perf_counter() - t0,
+        paths=paths,
+    )
