@@ -181,7 +181,7 @@ def _add_metrics(
             task=TASK,
             metric=f"{k}-fold {metric}/mean",
             variant="both",
-            protocol=protocol,
+            protocol=f"{protocol}; mean over {len(cvs)} finding(s): {', '.join(per_finding)}",
             value=float(per_seed.mean()),
             std=float(per_seed.std()),
             ci_low=lo,

@@ -1,0 +1,63 @@
+"""Task protocols on hand-made features: the MS-CXR-T image CV is the authors' (shuffle the table, then
+cross_val_score with a linear SVC), the COVIDx probe learns separable data and stops early, subsets are
+deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medst.eval.covidx import ProbeSettings, subsample, train_probe
+from medst.eval.mscxrt_image import cv_finding
+
+
+def test_mscxrt_cv_matches_authors_shuffle_then_cross_val_score() -> None:
+    from sklearn.model_selection import cross_val_score
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(0)
+    n_pairs = 60
+    x_all = rng.normal(size=(n_pairs, 8))
+    labelled = np.sort(rng.choice(n_pairs, 45, replace=False))  # other rows blank for this finding
+    y = rng.integers(0, 3, labelled.size)
+    x_all[labelled, 0] += 2.0 * y  # some signal
+    cv = cv_finding(x_all, labelled, y, n_pairs, k=5, seeds=[42, 100])
+    for s, seed in enumerate([42, 100]):
+        # authors: img_df.sample(frac=1, random_state=seed) on the whole table, then dropna for the finding
+        order = np.random.RandomState(seed).permutation(n_pairs)
+        rows = [r for r in order if r in set(labelled)]
+        label_of = dict(zip(labelled, y, strict=True))
+        expected = cross_val_score(
+            SVC(kernel="linear", random_state=seed), x_all[rows], [label_of[r] for r in rows], cv=5
+        )
+        assert cv.accuracy[s] == expected.mean()
+    assert cv.pred.shape == (2, labelled.size)
+    assert np.mean(cv.pred == y[None, :], axis=1).mean() > 0.5  # out-of-fold predictions carry the signal
+
+
+def test_probe_learns_separable_classes_and_stops_early() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[4.0, 0.0], [0.0, 4.0], [-4.0, -4.0]])
+    y = torch.arange(3).repeat(40)
+    x = centres[y] + 0.3 * torch.randn(y.numel(), 2, generator=g)
+    settings = ProbeSettings(max_epochs=60, patience=10, batch_size=96)
+    probe, epochs = train_probe(x[:90], y[:90], x[90:], y[90:], 3, settings)
+    with torch.no_grad():
+        assert (probe(x[90:]).argmax(1) == y[90:]).float().mean().item() == 1.0
+    assert epochs == 60  # validation loss kept falling: no early stop
+    # validation labels that contradict training: its loss rises from the start -> stop after `patience` epochs
+    flipped = (y[90:] + 1) % 3
+    _probe, epochs = train_probe(x[:90], y[:90], x[90:], flipped, 3, settings)
+    assert epochs == 1 + settings.patience
+
+
+def test_probe_subsets_are_deterministic_fractions() -> None:
+    assert subsample(1000, 0.01, 42).size == 10
+    assert subsample(1000, 0.1, 42).size == 100
+    assert subsample(30, 0.01, 42).size == 1  # never empty
+    assert sorted(subsample(50, 1.0, 42)) == list(range(50))
+    np.testing.assert_array_equal(subsample(1000, 0.1, 42), subsample(1000, 0.1, 42))
+    # the 1% subset is what DataFrame.sample(frac=0.01, random_state=42) draws
+    np.testing.assert_array_equal(
+        subsample(1000, 0.01, 42), np.random.RandomState(42).choice(1000, 10, replace=False)
+    )
