@@ -22,6 +22,7 @@ def realdata() -> Path:
     """The real public data folder (../shared/realdata); tests using it skip when it is absent."""
     if not REALDATA.is_dir():
         pytest.skip(f"real data folder not present at {REALDATA} (CI always has it)")
+    return REALDATA
 
 
 @pytest.fixture(scope="session")
@@ -36,4 +37,3 @@ def synth_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate(SynthConfig(out=out, patients=24, seed=0, image_size=256, release="both", benchmarks=True),
              progress=False)
     return out
-    return REALDATA
