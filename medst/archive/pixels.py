@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from medst.archive.decoders import DecoderInfo, decoder_info, decoder_table
@@ -132,6 +133,28 @@ def _check_decodable(ds: Dataset, max_pixels: int) -> tuple[UID, int, int]:
     return ts, rows, cols
 
 
+# Plugins tried first where they are measurably faster than pydicom's default order (pillow first for JPEG 2000):
+# pylibjpeg-openjpeg decodes a 3.6 MP 15-bit CR about 20% faster. Any failure falls back to every plugin.
+_PREFERRED_PLUGIN = {
+    pydicom.uid.JPEG2000Lossless: "pylibjpeg",
+    pydicom.uid.JPEG2000: "pylibjpeg",
+}
+
+
+def _decode(ds: Dataset, ts: UID) -> np.ndarray:
+    """Decode the single frame with pydicom's decoder for `ts` (without caching it inside `ds`)."""
+    decoder = get_decoder(ts)
+    preferred = _PREFERRED_PLUGIN.get(ts)
+    if preferred and preferred in decoder.available_plugins:
+        try:
+            return decoder.as_array(ds, decoding_plugin=preferred)[0]
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException:  # incl. pyo3 PanicException; the other plugins get their chance below
+            pass
+    return decoder.as_array(ds)[0]
+
+
 def read_dicom_array(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The raw stored values of a single-frame image: (H, W) for grey, (H, W, 3) RGB for colour.
 
@@ -158,7 +181,7 @@ def read_dicom_array(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     elif len(data) == 0:
         raise ImageDecodeError("truncated_pixel_data", "empty encapsulated pixel data")
     try:
-        arr = ds.pixel_array
+        arr = _decode(ds, ts)
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as err:
