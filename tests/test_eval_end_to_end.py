@@ -207,3 +207,37 @@ def test_cli_missing_benchmark_files_is_one_line(models: tuple[Path, Path], tmp_
         assert result.exit_code == 2, result.output
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and option in lines[0], result.output
+
+
+def test_rsna_zero_shot_on_real_dicoms_rejects_the_corrupt_one(
+    models: tuple[Path, Path], realdata: Path, tmp_path: Path
+) -> None:
+    """RSNA layout built from real DICOM files (linked, not copied): real JPEG-baseline CR images are encoded, a
+    file that does not decode becomes a reject instead of stopping the evaluation."""
+    from medst.eval import readers as R
+    from medst.eval import rsna
+
+    chest = realdata / "dicom" / "chest"
+    sources = [chest / "rsna_sample_ap.dcm", chest / "siim_sample_pa.dcm"] * 2
+    sources.append(realdata / "dicom" / "negative" / "RG2_JPLY_corrupt.dcm")
+    folder = tmp_path / "rsna"
+    (folder / R.RSNA_IMAGES).mkdir(parents=True)
+    lines = ["patientId,x,y,width,height,Target"]
+    ids = []
+    for i, src in enumerate(sources):
+        pid = f"real-{i}"
+        ids.append(pid)
+        (folder / R.RSNA_IMAGES / f"{pid}.dcm").symlink_to(src)
+        lines.append(f"{pid},1,1,5,5,1" if i % 2 else f"{pid},,,,,0")
+    (folder / R.RSNA_LABELS).write_text("\n".join(lines) + "\n")
+    extractor = FeatureExtractor(_encoder(models[0]), tmp_path / "cache", batch_size=4, progress=False)
+    out = rsna.run(extractor, R.read_rsna(folder), {"seed": 0, "test_patients": ids}, tmp_path / "out", 20)
+    assert out.summary.n_rows == len(sources) - 1 and out.summary.n_rejected == 1
+    assert out.summary.rejects == [f"real-{len(sources) - 1}: image_decode_error"]
+    assert any(r.endswith("decode_error") for r in extractor.rejects)
+    assert {(m.metric, m.variant) for m in out.metrics} == {
+        ("accuracy", "both"),
+        ("f1", "both"),
+        ("auroc", "reference"),
+        ("auroc", "clean"),
+    }
