@@ -136,4 +136,6 @@ def render(info: dict[str, Any]) -> str:
     out.append(f"CPU cores: {info['cpu_cores']} ({info['usable_cores']} usable by this process)")
     if info["problems"]:
         out += ["", *(f"problem: {line}" for line in info["problems"])]
+    else:
+        out += ["", "ok: every required DICOM transfer syntax has a decoder"]
     return "\n".join(out)

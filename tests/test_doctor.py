@@ -24,6 +24,7 @@ def test_doctor_command_reports_every_transfer_syntax() -> None:
         assert f"  {label} " in result.output
     assert "CUDA:" in result.output and "CPU cores:" in result.output
     assert "problem:" not in result.output
+    assert result.output.rstrip().endswith("ok: every required DICOM transfer syntax has a decoder")
 
 
 def test_doctor_json_is_the_collected_data() -> None:
