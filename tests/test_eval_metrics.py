@@ -117,3 +117,30 @@ def test_recall_at_k_on_hand_made_similarity() -> None:
 def test_confusion_matrix_rows_true_columns_predicted() -> None:
     m = M.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
     assert m.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+
+
+def test_comparison_table_lines_up_runs_with_chance() -> None:
+    from medst.schemas.eval import MetricResult, Results
+
+    from medst.eval.report import comparison_table
+
+    def res(value: float) -> Results:
+        m = MetricResult(
+            task="retrieval",
+            metric="R@1 image->text",
+            variant="both",
+            protocol="p",
+            value=value,
+            ci_low=value - 0.1,
+            ci_high=value + 0.1,
+            chance=0.04,
+            n=25,
+        )
+        return Results(medst_version="x", run="r", model_fingerprint="f", config={}, metrics=[m], tasks=[])
+
+    table = comparison_table({"trained": res(0.5), "untrained": res(0.04)})
+    assert table.splitlines()[0] == "| task | metric | variant | chance | trained | untrained |"
+    assert (
+        "| retrieval | R@1 image->text | both | 0.040 | 0.500 [0.400, 0.600] | 0.040 [-0.060, 0.140] |"
+        in table
+    )

@@ -39,6 +39,32 @@ def markdown_table(metrics: list[MetricResult], with_protocol: bool = True) -> s
     return "\n".join(lines)
 
 
+def comparison_table(runs: dict[str, Results]) -> str:
+    """Markdown table of the same metrics across runs (e.g. trained vs untrained), chance level first.
+
+    Columns: task, metric, variant, chance, then one ``value [CI]`` column per run, in the order given.
+    """
+    names = list(runs)
+    keys: list[tuple[str, str, str]] = []
+    cells: dict[tuple[str, str, str, str], MetricResult] = {}
+    for name, res in runs.items():
+        for m in res.metrics:
+            key = (m.task, m.metric, m.variant)
+            if key not in keys:
+                keys.append(key)
+            cells[(*key, name)] = m
+    head = ["task", "metric", "variant", "chance", *names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in keys:
+        first = next(cells[(*key, n)] for n in names if (*key, n) in cells)
+        row = [*key, _fmt(first.chance)]
+        for n in names:
+            m = cells.get((*key, n))
+            row.append("-" if m is None else f"{_fmt(m.value)} {_ci(m)}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def write_json(results: Results, path: Path) -> None:
     """results.json: NaN written as null so any JSON reader accepts it."""
 
