@@ -56,6 +56,7 @@ class RunSummary(BaseModel):
     world_size: int = 1
     wall_s: float = 0.0
     train_s: float = 0.0
+    studies: int = 0
     studies_per_s: float = 0.0
     first_loss: float | None = None
     last_loss: float | None = None
@@ -154,15 +155,19 @@ def validate(model: nn.Module, loader: Any, config: PretrainConfig, info: DistIn
     return all_reduce_mean(means, info)
 
 
-def pretrain(config: PretrainConfig) -> RunSummary:
+def pretrain(config: PretrainConfig, loaders: tuple[Any, Any] | None = None) -> RunSummary:
     """Train Med-ST as ``config`` says; returns the run summary (throughput and export are filled on rank 0).
 
     Writes ``RUN/config.yaml``, ``RUN/checkpoints/step-N/``, ``RUN/metrics.jsonl``, ``RUN/tensorboard/``,
     ``RUN/curves.png`` and ``RUN/export/`` (rank 0). With ``resume`` it continues from a checkpoint.
+
+    ``loaders``: (train, validation or None) objects with the `TimelineLoader` interface (``batches_per_epoch``,
+    ``set_epoch``, iteration, ``state_dict``/``load_state_dict``) to use instead of streaming ``config.shards``
+    (benchmarks, custom data); None builds them from the shards.
     """
     info = init_distributed(config.device)
     try:
-        return _run(config, info)
+        return _run(config, info, loaders)
     finally:
         shutdown(info)
 
@@ -177,7 +182,7 @@ def _check_resume_config(path: Path, config: PretrainConfig) -> None:
         )
 
 
-def _run(config: PretrainConfig, info: DistInfo) -> RunSummary:
+def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None = None) -> RunSummary:
     started = time.perf_counter()
     run_dir = config.out
     if info.is_main:
@@ -193,7 +198,7 @@ def _run(config: PretrainConfig, info: DistInfo) -> RunSummary:
     model = build_model(config, text_path).to(info.device)
     seed_everything(config.seed + info.rank)
     tokenizer = load_tokenizer(text_path)
-    train_loader, val_loader = build_loaders(config, model_cfg, tokenizer, info)
+    train_loader, val_loader = loaders or build_loaders(config, model_cfg, tokenizer, info)
     if train_loader.batches_per_epoch < config.accumulate:
         raise UserInputError(
             f"{config.shards}: only {train_loader.batches_per_epoch} training batches per epoch per rank; "
@@ -331,6 +336,7 @@ def _run(config: PretrainConfig, info: DistInfo) -> RunSummary:
     summary.steps = step
     summary.epochs = step * config.accumulate / train_loader.batches_per_epoch
     summary.train_s = train_time
+    summary.studies = studies_seen
     summary.stopped_early = step < total_steps
     summary.weights_sha256 = weights_digest(model)
     summary.studies_per_s = _mean_throughput(run_dir) if info.is_main else 0.0
