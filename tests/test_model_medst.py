@@ -103,3 +103,29 @@ def test_load_refuses_mismatched_config_and_weights(tmp_path: Path) -> None:
         load_model(folder)
     with pytest.raises(MedstError, match="not an exported medst model"):
         load_model(tmp_path / "nowhere")
+
+
+def test_gradient_checkpointing_gives_identical_loss_and_gradients() -> None:
+    batch = random_batch(TINY, lengths=(4, 2), max_words=8, seed=2)
+    grads, losses = [], []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = MedST(TINY.model_copy(update={"grad_checkpointing": ckpt}))
+        torch.manual_seed(1)  # same dropout masks
+        out = model(batch)
+        out.loss.backward()
+        losses.append(out.loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.equal(losses[0], losses[1])
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_bf16_autocast_forward_keeps_float32_embeddings_and_losses() -> None:
+    model = _model("clean", seed=3)
+    batch = random_batch(TINY, lengths=(4,), max_words=8, seed=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+        img = model.encode_image(batch.frontal, batch.lateral, batch.has_lateral)
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert img.embedding.dtype == torch.float32 and img.patches.dtype == torch.float32
+    out.loss.backward()

@@ -74,6 +74,8 @@ class ModelConfig(BaseModel):
     grad_checkpointing: bool = False
     # Clean option (SPEC §3): studies of the same window with identical token ids are not each other's negatives.
     mask_duplicate_reports: bool = True
+    # Clean option (SPEC §3): negatives from every GPU of the run, not only this GPU's batch.
+    gather_negatives: bool = False
     # Detach the learned word/patch weights (alpha, beta) from the loss. Off in both modes: detaching would leave
     # the two weighting layers without any gradient (never trained, and unused parameters under DDP).
     detach_local_weights: bool = False

@@ -43,7 +43,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
 class ProjectionHead(nn.Module):
     """``Linear(in, hidden) - BatchNorm - ReLU - Linear(hidden, out) - BatchNorm(affine=False)``.
 
-    The global head works on ``[N, in]``; the local head (the authors' 1x1 convolutions) on ``[N, T, in]`` with
+    Returns float32. The global head works on ``[N, in]``; the local head (the authors' 1x1 convolutions) on ``[N, T, in]`` with
     batch statistics over all tokens, or over the tokens of ``mask [N, T]`` only.
     """
 
@@ -65,7 +65,9 @@ class ProjectionHead(nn.Module):
         fmask = None if mask is None else mask.reshape(-1)
         lin1, bn1, act, lin2, bn2 = self.head
         flat = act(bn1(lin1(flat), fmask))
-        flat = bn2(lin2(flat), fmask)
+        # The last normalisation runs in float32 (also under bf16 autocast): its output feeds softmaxes at
+        # temperatures of 0.07-0.1, where bf16 rounding of the embeddings would show in the losses.
+        flat = bn2(lin2(flat).float(), fmask)
         return flat.reshape(*shape[:-1], flat.shape[-1])
 
 

@@ -80,6 +80,14 @@ class MedST(nn.Module):
             _init_linear(head)
         if config.lateral_init == "copy":
             self.vit.copy_frontal_to_lateral()
+        if config.grad_checkpointing:
+            bert = self.text.bert
+            # transformers 5 renamed the switch; older releases only have the first name.
+            kwargs = {"use_reentrant": False}
+            if hasattr(bert, "activation_checkpointing_enable"):
+                bert.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            elif hasattr(bert, "gradient_checkpointing_enable"):
+                bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     @property
     def clean(self) -> bool:
@@ -124,7 +132,8 @@ class MedST(nn.Module):
             not_negative = None
             if self.clean and cfg.mask_duplicate_reports:
                 not_negative = duplicate_report_mask(batch.input_ids, batch.sequence_index)
-            l_global = global_loss(u, v, cfg.temperatures.global_, not_negative)
+            gather = self.clean and cfg.gather_negatives
+            l_global = global_loss(u, v, cfg.temperatures.global_, not_negative, gather)
             l_word, l_patch = local_loss(
                 txt.words.float(),
                 txt.word_mask,
