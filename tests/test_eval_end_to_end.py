@@ -241,3 +241,24 @@ def test_rsna_zero_shot_on_real_dicoms_rejects_the_corrupt_one(
         ("auroc", "reference"),
         ("auroc", "clean"),
     }
+
+
+def test_cli_eval_runs_and_prints_the_table(
+    models: tuple[Path, Path], synth_archive: Path, tmp_path: Path
+) -> None:
+    import medst
+
+    if not hasattr(medst, "load"):
+        pytest.skip("medst.load not in this checkout")
+    from medst.cli.app import app
+    from typer.testing import CliRunner
+
+    out = tmp_path / "o"
+    args = ["eval", str(models[0]), "--task", "mscxrt-sentence", "--task", "rsna-zeroshot", "--data", str(synth_archive),
+            "--bootstrap", "10", "--quiet", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| mscxrt-sentence | accuracy | reference |" in result.output
+    assert "| rsna-zeroshot | auroc | clean |" in result.output
+    saved = json.loads((out / "results.json").read_text())
+    assert {m["task"] for m in saved["metrics"]} == {"mscxrt-sentence", "rsna-zeroshot"}
