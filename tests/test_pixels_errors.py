@@ -252,3 +252,22 @@ def test_resize_longest_keeps_aspect_with_area_interpolation() -> None:
     assert resize_longest(np.zeros((1000, 2), np.uint8), 100).shape == (100, 1)
     with pytest.raises(ValueError):
         resize_longest(img, 0)
+
+
+def test_exif_orientation_and_tiff(tmp_path: Path) -> None:
+    from PIL import Image, ImageOps
+
+    film = read_image(wheel_file("RG1_UNCR.dcm"), "voi")[::8, ::8]  # a real film, 245 x 231
+    # A phone photo of a film: stored sideways with EXIF orientation 6 (display rotated 90 degrees clockwise).
+    sideways = Image.fromarray(np.ascontiguousarray(np.rot90(film, k=1)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = tmp_path / "photo.jpg"
+    sideways.save(photo, quality=95, exif=exif)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(photo)))
+    img = read_image(photo)
+    assert img.shape == upright.shape == film.shape
+    assert np.corrcoef(img.ravel().astype(float), film.ravel().astype(float))[0, 1] > 0.99
+    tiff = tmp_path / "film.tif"
+    Image.fromarray(film).save(tiff)
+    np.testing.assert_array_equal(read_image(tiff), film)

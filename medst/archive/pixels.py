@@ -38,8 +38,11 @@ _GREY = ("MONOCHROME1", "MONOCHROME2")
 # Colour encodings pydicom converts to RGB (or that already are); a chest film digitised in colour is still a
 # chest film, so these are reduced to luma instead of being rejected.
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC = b"\xff\xd8\xff"
+# Raster formats by content (extensions lie): PNG and JPEG. TIFF and BMP also need their extension, because a
+# DICOM preamble may legally hold a TIFF header (dual-format files), which matters once a file is cut short.
+_RASTER_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+_TIFF_BMP_MAGIC = (b"II*\x00", b"MM\x00*", b"BM")
+_TIFF_BMP_SUFFIXES = (".tif", ".tiff", ".bmp")
 # Elements larger than this are read from disk only when used, so the size checks run before pixel bytes load.
 _DEFER_SIZE = "1 MB"
 
@@ -215,7 +218,8 @@ def _dicom_to_grey(ds: Dataset, preset: Preset, max_pixels: int) -> np.ndarray:
 
 
 def _read_raster(path: Path, max_pixels: int) -> np.ndarray:
-    """JPG/PNG (grey, RGB, RGBA, 8 or 16 bit) -> uint8 (H, W), decoded as it is (no equalisation).
+    """JPG/PNG/TIFF/BMP (grey, RGB, RGBA, 8 or 16 bit) -> uint8 (H, W), decoded as it is (no equalisation),
+    turned upright by its EXIF orientation.
 
     16-bit images are min-max scaled to 8 bit: their stored range rarely spans 16 bits (12-bit detectors), so a
     fixed shift would leave them nearly black.
@@ -231,8 +235,12 @@ def _read_raster(path: Path, max_pixels: int) -> np.ndarray:
         raise ImageDecodeError(
             "too_large", f"{height} x {width} = {width * height:,} pixels exceeds the limit of {max_pixels:,}"
         )
-    raw = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    try:
+        # ANYDEPTH keeps 16 bit, ANYCOLOR keeps grey as grey; unlike IMREAD_UNCHANGED this applies the EXIF
+        # orientation, which photographed films carry, and drops the alpha channel.
+        img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except (OSError, cv2.error) as err:
+        raise ImageDecodeError("unreadable_image", f"{path.name}: {err}") from err
     if img is None:
         raise ImageDecodeError("unreadable_image", f"{path.name}: OpenCV cannot decode it")
     if img.ndim == 3:
@@ -250,7 +258,9 @@ def _is_raster(path: Path) -> bool:
         head = fh.read(132)
     if head[128:132] == b"DICM":
         return False
-    return head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC)
+    if head.startswith(_RASTER_MAGIC):
+        return True
+    return head.startswith(_TIFF_BMP_MAGIC) and path.suffix.lower() in _TIFF_BMP_SUFFIXES
 
 
 def read_image(
@@ -262,8 +272,8 @@ def read_image(
     intensity `preset` (``mimic-jpg``: modality values, min-max to 8 bit, MONOCHROME1 inverted, histogram
     equalised, like MIMIC-CXR-JPG; ``voi``: modality LUT, VOI LUT or window, inversion, 8 bit; see
     `medst.archive.intensity`). Colour DICOMs are reduced to luma.
-    JPG/PNG: decoded as it is (they already went through someone's display chain): RGB/RGBA -> luma, 16 bit
-    -> min-max 8 bit; the preset is ignored.
+    JPG/PNG (and TIFF/BMP), recognised by content: decoded as it is, since they already went through someone's
+    display chain: upright by EXIF orientation, RGB/RGBA -> luma, 16 bit -> min-max 8 bit; the preset is ignored.
 
     Images with more than `max_pixels` pixels (Rows * Columns) are refused from the header, before decoding.
     Raises ImageDecodeError with a ``reason`` for any file it cannot decode.
