@@ -1,0 +1,100 @@
+"""Loading a whole authors'-layout (MGCA / Med-ST Lightning) checkpoint into MedST."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from medst.errors import MedstError
+from medst.model import MedST, ModelConfig
+from medst.model.dummy import random_batch
+from medst.model.reference import load_reference_checkpoint
+
+CFG = ModelConfig.preset("tiny", image_size=32, width=32, proj_hidden=32, proj_dim=16, compat="reference")
+
+
+def _authors_checkpoint(model: MedST, with_lateral: bool, extra_text_layer: bool) -> dict[str, torch.Tensor]:
+    """The state dict the authors' code would hold for the same weights (their names and shapes)."""
+    out: dict[str, torch.Tensor] = {}
+    ours_to_theirs = {
+        "vit.": "img_encoder_q.model.",
+        "img_global.": "img_encoder_q.global_embed.",
+        "img_local.": "img_encoder_q.local_embed.",
+        "text.bert.": "text_encoder_q.model.",
+        "txt_global.": "text_encoder_q.global_embed.",
+        "txt_local.": "text_encoder_q.local_embed.",
+    }
+    for key, value in model.state_dict().items():
+        if "token_type_embeddings" in key or (not with_lateral and ("mlp_l" in key or "norm2_l" in key)):
+            continue
+        for ours, theirs in ours_to_theirs.items():
+            if key.startswith(ours):
+                v = value.clone()
+                if ours in ("img_local.", "txt_local.") and key.endswith("weight") and v.dim() == 2:
+                    v = v[..., None]  # their 1x1 convolutions
+                out[theirs + key[len(ours) :]] = v
+    if with_lateral:
+        for ours, theirs in (("word_weighting", "word"), ("patch_weighting", "patch")):
+            mha = nn.MultiheadAttention(16, 1, batch_first=True)
+            q, k = getattr(model, ours).q_proj, getattr(model, ours).k_proj
+            sd = mha.state_dict()
+            sd["in_proj_weight"][:16], sd["in_proj_weight"][16:32] = q.weight, k.weight
+            sd["in_proj_bias"][:16], sd["in_proj_bias"][16:32] = q.bias, k.bias
+            out.update({f"{theirs}_element_wise_multi_head.{n}": t for n, t in sd.items()})
+        out["img_encoder_q.global_embed_la.head.0.weight"] = torch.zeros(3, 3)
+    out["text_encoder_q.model.pooler.dense.weight"] = torch.zeros(2, 2)
+    out["prototype_layer.weight"] = torch.zeros(2, 2)
+    if extra_text_layer:  # a deeper BERT than ours: the extra layers are cut off
+        for key in [k for k in out if k.startswith("text_encoder_q.model.encoder.layer.0.")]:
+            out[key.replace("layer.0.", "layer.7.")] = out[key].clone()
+    return out
+
+
+def test_medst_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = MedST(CFG).eval()
+    with torch.no_grad():
+        source.text.bert.embeddings.token_type_embeddings.weight.zero_()  # their BERT has none
+    path = tmp_path / "medst.ckpt"
+    torch.save({"state_dict": _authors_checkpoint(source, True, True), "epoch": 1}, path)
+    torch.manual_seed(1)
+    target = MedST(CFG).eval()
+    report = load_reference_checkpoint(target, path)
+    assert report.lateral_init == "loaded" and "prototype_layer.weight" in report.ignored
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    batch = random_batch(CFG, (4,), max_words=6)
+    with torch.no_grad():
+        assert torch.equal(source(batch).loss, target(batch).loss)
+
+
+def test_mgca_checkpoint_leaves_lateral_and_weighting_to_init() -> None:
+    torch.manual_seed(0)
+    source = MedST(CFG)
+    sd = _authors_checkpoint(source, False, False)
+    torch.manual_seed(1)
+    target = MedST(CFG)
+    report = load_reference_checkpoint(target, sd, lateral_init="copy")
+    assert report.lateral_init == "copy"
+    got: Any = target.vit.blocks[0]
+    want: Any = source.vit.blocks[0]
+    assert torch.equal(got.mlp_l.fc1.weight, want.mlp.fc1.weight)
+    assert torch.all(target.text.bert.embeddings.token_type_embeddings.weight == 0)
+    assert any(k.startswith("word_weighting.") for k in report.missing_allowed)
+
+
+def test_reference_checkpoint_refuses_unknown_and_missing() -> None:
+    torch.manual_seed(0)
+    source = MedST(CFG)
+    sd = _authors_checkpoint(source, True, False)
+    sd["img_encoder_q.something_new.weight"] = torch.zeros(1)
+    with pytest.raises(MedstError, match="unknown keys"):
+        load_reference_checkpoint(MedST(CFG), sd)
+    sd = _authors_checkpoint(source, True, False)
+    del sd["text_encoder_q.global_embed.head.0.weight"]
+    with pytest.raises(MedstError, match=r"missing 1 keys \(e\.g\. txt_global\.head\.0\.weight"):
+        load_reference_checkpoint(MedST(CFG), sd)
