@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from medst.archive.headers import scan_headers
-from medst.archive.report_files import read_reports, reports_from_files, walk_tree
+from medst.archive.report_files import read_reports, walk_tree
 from medst.archive.source import SourceData, conform, reject_frame
 from medst.archive.tables import ROW_INDEX, blank_to_null, find_table, int_id, read_table
 from medst.errors import UserInputError
@@ -255,12 +255,14 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
     listed = listed.with_columns(study_datetime("study_date", "study_time").alias("study_datetime"))
 
     # 4. Reports, labels, official split.
-    if config.reports is not None:
+    reports: pl.DataFrame | None = None
+    report_files: tuple[Path, list[str], str] | None = None
+    if config.reports is not None and config.reports.is_dir():
+        report_files = (config.reports, walk_tree(config.reports)[0], "")
+    elif config.reports is not None:
         reports = read_reports(config.reports)
     else:
-        reports = reports_from_files(files_dir, report_rel).with_columns(
-            (pl.lit("files/") + pl.col("report_item")).alias("report_item")
-        )
+        report_files = (files_dir, report_rel, "files/")
     labels = None
     chex_p = find_table(root, CHEXPERT)
     if chex_p is not None:
@@ -284,10 +286,11 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
         images=conform(listed),
         rejects=rejects,
         reports=reports,
+        report_files=report_files,
         labels=labels,
         splits=splits,
         image_inputs=image_inputs,
-        report_inputs=reports.height,
+        report_inputs=reports.height if reports is not None else len(report_files[1]) if report_files else 0,
         warnings=warnings,
         checked_files=checked,
         files_found={"images": len(disk_images), "reports": len(report_rel)},

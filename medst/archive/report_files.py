@@ -24,20 +24,41 @@ from medst.errors import UserInputError
 _REPORT_NAME = re.compile(r"^s(\d+)\.txt$")
 
 
+def _scan(folder: str, prefix: str) -> list[str]:
+    """Every file under `folder` as `prefix` + its POSIX path relative to `folder` (iterative scandir)."""
+    found: list[str] = []
+    stack = [(folder, prefix)]
+    while stack:
+        path, pre = stack.pop()
+        with os.scandir(path) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, pre + entry.name + "/"))
+                else:
+                    found.append(pre + entry.name)
+    return found
+
+
 def walk_tree(root: Path) -> tuple[list[str], list[str]]:
     """All files under `root` as paths relative to `root` (POSIX), split into (report .txt files named
-    ``sNNN.txt``, everything else), each sorted."""
-    reports: list[str] = []
-    others: list[str] = []
+    ``sNNN.txt``, everything else), each sorted. Top-level folders are scanned in parallel threads (directory
+    listing is system-call bound, and the threads overlap the waits)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     base = str(root)
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, base)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        for name in filenames:
-            (reports if _REPORT_NAME.match(name) else others).append(prefix + name)
-    reports.sort()
-    others.sort()
+    files: list[str] = []
+    subdirs: list[tuple[str, str]] = []
+    with os.scandir(base) as it:
+        for entry in it:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append((entry.path, entry.name + "/"))
+            else:
+                files.append(entry.name)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for part in pool.map(lambda a: _scan(*a), subdirs):
+            files.extend(part)
+    reports = sorted(f for f in files if _REPORT_NAME.match(f.rsplit("/", 1)[-1]))
+    others = sorted(f for f in files if not _REPORT_NAME.match(f.rsplit("/", 1)[-1]))
     return reports, others
 
 
@@ -60,6 +81,64 @@ def reports_from_files(root: Path, rel_paths: Iterable[str]) -> pl.DataFrame:
         items.append(rel)
         texts.append(raw)
     return pl.DataFrame({"study_id": ids, "report_item": items, "raw": texts}, schema=REPORT_COLUMNS)
+
+
+def _read_parse_chunk(args: tuple[str, list[str], int]) -> list[tuple[str | None, str, int, bool, bool]]:
+    from medst.archive.reports import parse_report
+
+    root, rels, min_tokens = args
+    out = []
+    for rel in rels:
+        try:
+            with open(os.path.join(root, rel), "rb") as fh:
+                raw: str | None = fh.read().decode("utf-8", errors="replace")
+        except OSError:
+            raw = None
+        p = parse_report(raw, min_tokens)
+        out.append((p.section_used, p.text, p.n_tokens, p.is_empty, p.has_addendum))
+    return out
+
+
+def parse_report_files(
+    root: Path, rel_paths: list[str], min_tokens: int = 3, workers: int = 1, progress: bool = False
+) -> pl.DataFrame:
+    """Read and parse ``sNNN.txt`` files (relative to `root`) in `workers` processes: the file reading and the
+    parsing both run in the workers, and only the parsed fields come back. Returns ``study_id, report_item,
+    section_used, text, n_tokens, is_empty, has_addendum`` in the order of `rel_paths`."""
+    from tqdm import tqdm
+
+    rels = [r for r in rel_paths if _REPORT_NAME.match(r.rsplit("/", 1)[-1])]
+    chunk = 4000
+    pieces = [(str(root), rels[i : i + chunk], min_tokens) for i in range(0, len(rels), chunk)]
+    rows: list[tuple[str | None, str, int, bool, bool]] = []
+    bar = tqdm(total=len(rels), disable=not progress, desc="reports", unit="report")
+    if workers > 1 and len(pieces) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(_read_parse_chunk, pieces):
+                rows.extend(result)
+                bar.update(len(result))
+    else:
+        for piece in pieces:
+            result = _read_parse_chunk(piece)
+            rows.extend(result)
+            bar.update(len(result))
+    bar.close()
+    parsed = pl.DataFrame(rows, schema=_PARSED, orient="row")
+    ids = pl.DataFrame({"report_item": rels}, schema={"report_item": pl.String}).with_columns(
+        pl.col("report_item").str.extract(r"s(\d+)\.txt$", 1).alias("study_id")
+    )
+    return pl.concat([ids.select("study_id", "report_item"), parsed], how="horizontal")
+
+
+_PARSED = {
+    "section_used": pl.String,
+    "text": pl.String,
+    "n_tokens": pl.Int64,
+    "is_empty": pl.Boolean,
+    "has_addendum": pl.Boolean,
+}
 
 
 def reports_from_zip(path: Path) -> pl.DataFrame:

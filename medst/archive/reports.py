@@ -143,16 +143,19 @@ def clean_text(text: str) -> tuple[str, int]:
     one-token sentences, join with single spaces. Returns (text, number of tokens)."""
     out: list[str] = []
     n = 0
-    for point in _NUMBERED.split(text.replace("\n", " ")):
+    text = text.replace("\n", " ").lower()
+    ascii_only = text.isascii()  # the common case: tokens need no ASCII filtering
+    for point in _NUMBERED.split(text):
         for sentence in point.split("."):
-            tokens = _WORD.findall(sentence.lower())
+            tokens = _WORD.findall(sentence)
             if len(tokens) <= 1:
                 continue
-            ascii_tokens = [t for t in (tok.encode("ascii", "ignore").decode("ascii") for tok in tokens) if t]
-            if not ascii_tokens:
-                continue
-            out.append(" ".join(ascii_tokens))
-            n += len(ascii_tokens)
+            if not ascii_only:
+                tokens = [t for t in (tok.encode("ascii", "ignore").decode("ascii") for tok in tokens) if t]
+                if not tokens:
+                    continue
+            out.append(" ".join(tokens))
+            n += len(tokens)
     return " ".join(out), n
 
 

@@ -57,6 +57,8 @@ class SourceData:
     images: pl.DataFrame
     rejects: list[pl.DataFrame] = field(default_factory=list)
     reports: pl.DataFrame | None = None
+    report_files: tuple[Path, list[str], str] | None = None
+    """Reports still on disk: (folder, paths relative to it, prefix for report_item); read and parsed in workers."""
     labels: pl.DataFrame | None = None
     splits: pl.DataFrame | None = None
     time_kind: str = "datetime"

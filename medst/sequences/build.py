@@ -17,6 +17,7 @@ import polars as pl
 
 from medst.archive.generic import read_generic
 from medst.archive.mimic import is_mimic_archive, read_mimic
+from medst.archive.report_files import parse_report_files
 from medst.archive.reports import parse_reports
 from medst.archive.source import REJECT_COLUMNS, SourceData, reject_frame
 from medst.errors import UserInputError
@@ -68,22 +69,32 @@ def _reports_per_study(
         "is_empty": pl.Boolean,
         "has_addendum": pl.Boolean,
     }
-    if src.reports is None or src.reports.height == 0:
+    if src.report_files is not None:
+        folder, rels, prefix = src.report_files
+        parsed = parse_report_files(folder, rels, config.min_tokens, config.workers, progress)
+        parsed = parsed.with_columns((pl.lit(prefix) + pl.col("report_item")).alias("report_item"))
+    elif src.reports is not None and src.reports.height:
+        texts = src.reports.get_column("raw").to_list()
+        parsed = pl.concat(
+            [
+                src.reports.select("study_id", "report_item"),
+                parse_reports(texts, config.min_tokens, config.workers, progress),
+            ],
+            how="horizontal",
+        )
+    else:
         return pl.DataFrame(schema=schema)
-    reports = src.reports
-    dup = reports.select(pl.int_range(pl.len()).over("study_id") > 0).to_series()
+    dup = parsed.select(pl.int_range(pl.len()).over("study_id") > 0).to_series()
     rejects.append(
         reject_frame(
-            reports.filter(dup),
+            parsed.filter(dup),
             pl.col("report_item"),
             "report",
             "duplicate_report",
             pl.lit("a second report for study ") + pl.col("study_id") + pl.lit("; the first is kept"),
         )
     )
-    reports = reports.filter(~dup)
-    parsed = parse_reports(reports.get_column("raw").to_list(), config.min_tokens, config.workers, progress)
-    return pl.concat([reports.select("study_id", "report_item"), parsed], how="horizontal")
+    return parsed.filter(~dup).select(list(schema))
 
 
 def _report_reason() -> pl.Expr:

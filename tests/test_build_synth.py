@@ -1,0 +1,233 @@
+"""End-to-end `build_sequences` on the synthetic archive, checked against synth_truth.parquet."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+from medst.schemas.build import BuildConfig
+from medst.schemas.records import StudyRecord
+
+from medst.sequences.build import build_sequences
+
+_SECTION = {
+    "standard": {"impression+findings"},
+    "addendum": {"impression+findings"},
+    "numbered": {"impression+findings"},
+    "misspelled": {"impression+findings", "impression"},  # FINDINGS/IMPRESSION: is one combined section
+    "impression_only": {"impression"},
+    "findings_only": {"findings"},
+    "last_paragraph": {"last_paragraph"},
+}
+
+
+def _truth(root: Path) -> pl.DataFrame:
+    return pl.read_parquet(root / "synth_truth.parquet").with_columns(
+        pl.col("subject_id").cast(pl.String), pl.col("study_id").cast(pl.String)
+    )
+
+
+def _build(root: Path, out: Path, **kw: object) -> tuple[pl.DataFrame, dict]:
+    build_sequences(BuildConfig(archive=root, out=out, **kw), progress=False)  # type: ignore[arg-type]
+    return pl.read_parquet(out / "studies.parquet"), json.loads((out / "build_report.json").read_text())
+
+
+def _accounting_holds(report: dict) -> None:
+    for what in ("images", "reports"):
+        acc = report["accounting"][what]
+        assert acc["inputs"] == acc["accepted"] + acc["rejected"], (what, acc)
+    assert not [w for w in report["warnings"] if w.startswith("accounting_mismatch")]
+
+
+@pytest.fixture(scope="module")
+def clean_build(
+    synth_archive: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[pl.DataFrame, dict, Path]:
+    out = tmp_path_factory.mktemp("b") / "seq"
+    studies, report = _build(synth_archive, out)
+    return studies, report, out
+
+
+def test_synth_clean_matches_truth(synth_archive: Path, clean_build: tuple[pl.DataFrame, dict, Path]) -> None:
+    studies, report, out = clean_build
+    truth = _truth(synth_archive)
+    for row in studies.iter_rows(named=True):
+        StudyRecord(**row)
+    _accounting_holds(report)
+    assert report["image_root"] == str(synth_archive.resolve())
+    assert report["accounting"]["images"]["inputs"] == truth.height
+    per_study = truth.group_by("study_id").agg(
+        pl.col("subject_id").first(),
+        pl.col("study_index").first(),
+        pl.col("report_variant").first(),
+        (pl.col("view") == "frontal").any().alias("has_frontal"),
+    )
+    # Counts: exactly the studies with a frontal image and a non-empty report are kept.
+    expected_kept = per_study.filter(pl.col("has_frontal") & (pl.col("report_variant") != "empty"))
+    assert sorted(studies["study_id"].to_list()) == sorted(expected_kept["study_id"].to_list())
+    # Order: time order is the truth's study_index order (study ids are random).
+    got = studies.join(
+        per_study.select("study_id", "study_index", "report_variant"), on="study_id", maintain_order="left"
+    )
+    for (_,), g in got.group_by("subject_id", maintain_order=True):
+        assert g["study_index"].to_list() == sorted(g["study_index"].to_list())
+        assert g["day_offset"][0] == 0.0 and g["day_offset"].is_sorted()
+    # Chosen views: PA over AP, then the largest image, then the smallest dicom_id; lateral smallest id (same time).
+    fr = (
+        truth.filter(pl.col("view") == "frontal")
+        .with_columns(
+            pl.when(pl.col("view_name") == "PA").then(0).otherwise(1).alias("rank"),
+            (pl.col("rows") * pl.col("columns")).alias("area"),
+        )
+        .sort(["study_id", "rank", "area", "dicom_id"], descending=[False, False, True, False])
+    )
+    best = dict(
+        fr.group_by("study_id", maintain_order=True).first().select("study_id", "dicom_id").iter_rows()
+    )
+    lat = truth.filter(pl.col("view") == "lateral").sort("study_id", "dicom_id")
+    best_lat = dict(
+        lat.group_by("study_id", maintain_order=True).first().select("study_id", "dicom_id").iter_rows()
+    )
+    for row in got.iter_rows(named=True):
+        assert row["frontal_dicom_id"] == best[row["study_id"]]
+        assert row["lateral_dicom_id"] == best_lat.get(row["study_id"])
+        assert row["section_used"] in _SECTION[row["report_variant"]], row
+        assert row["text"] and row["text"] == row["text"].lower()
+    # Splits: the official split file, per patient.
+    truth_split = dict(truth.group_by("subject_id").agg(pl.col("split").first()).iter_rows())
+    for subject, split in studies.select("subject_id", "split").unique().iter_rows():
+        assert split == truth_split[subject]
+    # Labels come from the CheXpert CSV.
+    chex = pl.read_csv(synth_archive / "mimic-cxr-2.0.0-chexpert.csv.gz", infer_schema=False)
+    first = studies.row(0, named=True)
+    row = chex.filter(pl.col("study_id") == first["study_id"]).row(0, named=True)
+    for finding, value in first["labels"].items():
+        assert value == (float(row[finding]) if row[finding] not in (None, "") else None)
+    seqs = pl.read_parquet(out / "sequences.parquet")
+    assert sum(len(x) for x in seqs["study_ids"].to_list()) == studies.height
+
+
+def test_synth_reference_compat(synth_archive: Path, tmp_path: Path) -> None:
+    studies, report = _build(synth_archive, tmp_path / "ref", compat="reference")
+    _accounting_holds(report)
+    truth = _truth(synth_archive)
+    assert studies["study_id"].str.contains("#").all()
+    base = studies["study_id"].str.replace(r"#\d+$", "")
+    # One row per frontal image of a kept study.
+    kept = set(base.to_list())
+    n_frontal = truth.filter((pl.col("view") == "frontal") & pl.col("study_id").is_in(list(kept))).height
+    assert studies.height == n_frontal
+    # The lateral is the first lateral of the study in the metadata CSV's order.
+    meta = pl.read_csv(synth_archive / "mimic-cxr-2.0.0-metadata.csv.gz", infer_schema=False)
+    lat_view = truth.filter(pl.col("view") == "lateral").select("dicom_id")
+    first_lat = dict(
+        meta.join(lat_view, on="dicom_id")
+        .group_by("study_id", maintain_order=True)
+        .first()
+        .select("study_id", "dicom_id")
+        .iter_rows()
+    )
+    for sid, lat in zip(base.to_list(), studies["lateral_dicom_id"].to_list(), strict=True):
+        assert lat == first_lat.get(sid)
+
+
+def test_jpg_release_with_report_sources(
+    synth_archive: Path, clean_build: tuple[pl.DataFrame, dict, Path], tmp_path: Path
+) -> None:
+    ref, _, _ = clean_build
+    jpg = synth_archive / "jpg"
+    s_tree, rep = _build(jpg, tmp_path / "tree", reports=synth_archive / "files")
+    _accounting_holds(rep)
+    assert rep["source"] == "mimic-cxr-jpg"
+    assert s_tree["frontal_path"].str.ends_with(".jpg").all()
+    # The official zip layout, read in place.
+    zpath = tmp_path / "mimic-cxr-reports.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sorted((synth_archive / "files").rglob("s*.txt")):
+            zf.write(p, p.relative_to(synth_archive).as_posix())
+    s_zip, rep_zip = _build(jpg, tmp_path / "zip", reports=zpath)
+    _accounting_holds(rep_zip)
+    # A sectioned CSV (study, impression, findings, last_paragraph) built from the DICOM build's sections.
+    from medst.archive.reports import parse_report
+
+    rows = []
+    for p in sorted((synth_archive / "files").rglob("s*.txt")):
+        parsed = parse_report(p.read_text())
+        rows.append(
+            {
+                "study": p.stem,
+                "impression": parsed.sections.get("impression"),
+                "findings": parsed.sections.get("findings"),
+                "last_paragraph": parsed.sections.get("last_paragraph"),
+            }
+        )
+    csv = tmp_path / "sectioned.csv"
+    pl.DataFrame(rows).write_csv(csv)
+    s_csv, rep_csv = _build(jpg, tmp_path / "csv", reports=csv)
+    _accounting_holds(rep_csv)
+    for got in (s_tree, s_zip, s_csv):
+        assert got["study_id"].to_list() == ref["study_id"].to_list()
+        assert got["text"].to_list() == ref["text"].to_list()
+        assert got["frontal_dicom_id"].to_list() == ref["frontal_dicom_id"].to_list()
+
+
+def _dicom_copy(src: Path, dst: Path, with_tables: bool = True) -> Path:
+    shutil.copytree(src / "files", dst / "files")
+    if with_tables:
+        for p in src.glob("*.csv.gz"):
+            shutil.copy(p, dst / p.name)
+    return dst
+
+
+def test_salted_archive_accounting(synth_archive: Path, tmp_path: Path) -> None:
+    root = _dicom_copy(synth_archive, tmp_path / "salted")
+    truth = _truth(synth_archive).sort("dicom_id")
+    paths = truth["path"].to_list()
+    (root / paths[0]).unlink()  # listed, missing
+    shutil.copy(
+        root / paths[1], root / Path(paths[1]).with_name("00000000-unlisted.dcm")
+    )  # on disk, unlisted
+    data = (root / paths[2]).read_bytes()
+    (root / paths[2]).write_bytes(data[: len(data) // 3])  # truncated pixels
+    (root / paths[3]).write_bytes(b"garbage, not DICOM")  # unreadable header
+    reports = sorted((root / "files").rglob("s*.txt"))
+    reports[0].write_text("")  # emptied report
+    meta = root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    lines = gzip.decompress(meta.read_bytes()).decode().splitlines()
+    lines.insert(3, "broken-row,not-a-number,,,")  # malformed metadata row
+    meta.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    studies, report = _build(root, tmp_path / "out", read_headers="always", workers=2)
+    _accounting_holds(report)
+    reasons = report["rejects_by_reason"]
+    for reason in ("missing_file", "unlisted_file", "truncated_pixel_data", "not_dicom", "malformed_row"):
+        assert reasons.get(reason, 0) >= 1, (reason, reasons)
+    assert reasons.get("empty_report", 0) >= 1
+    rejects = pl.read_parquet(tmp_path / "out" / "rejects.parquet")
+    assert (
+        paths[0].rsplit("/", 1)[1].removesuffix(".dcm")
+        in rejects.filter(pl.col("reason") == "missing_file")["item"].to_list()
+    )
+    assert report["accounting"]["images"]["inputs"] == truth.height + 1
+    # Checked against the MIMIC-CXR descriptor: the published counts differ and the report says so.
+    assert report["manifest"] == "mimic-cxr-2.0.0"
+    assert any(d.startswith("images: found") for d in report["manifest_differences"])
+    assert studies.height > 0
+
+
+def test_headers_only_archive(
+    synth_archive: Path, clean_build: tuple[pl.DataFrame, dict, Path], tmp_path: Path
+) -> None:
+    """Without any CSV the tree and the DICOM headers alone give the same studies (split by hash)."""
+    ref, _, _ = clean_build
+    root = _dicom_copy(synth_archive, tmp_path / "bare", with_tables=False)
+    studies, report = _build(root, tmp_path / "out", workers=2)
+    _accounting_holds(report)
+    assert report["view_source"].get("tag", 0) > 0
+    assert studies["study_id"].to_list() == ref["study_id"].to_list()
+    assert studies["frontal_dicom_id"].to_list() == ref["frontal_dicom_id"].to_list()
+    assert studies["lateral_dicom_id"].to_list() == ref["lateral_dicom_id"].to_list()
