@@ -38,6 +38,15 @@ def test_forward_all_terms_and_every_parameter_gets_a_gradient(compat: str) -> N
     assert unused == []
 
 
+def test_detached_local_weights_freeze_the_weighting_layers() -> None:
+    torch.manual_seed(0)
+    model = MedST(TINY.model_copy(update={"detach_local_weights": True}))
+    model(random_batch(TINY, lengths=(3,), max_words=6)).loss.backward()
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all("weighting" in n for n in frozen)
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
 def test_batch_without_any_lateral_still_reaches_every_parameter() -> None:
     model = _model("clean")
     batch = random_batch(TINY, lengths=(3, 3), lateral_fraction=0.0, max_words=8)

@@ -80,6 +80,10 @@ class MedST(nn.Module):
             _init_linear(head)
         if config.lateral_init == "copy":
             self.vit.copy_frontal_to_lateral()
+        if config.detach_local_weights:
+            # Detached weights give these layers no gradient: freeze them so that DDP sees no unused parameters.
+            for p in (*self.word_weighting.parameters(), *self.patch_weighting.parameters()):
+                p.requires_grad_(False)
         if config.grad_checkpointing:
             bert = self.text.bert
             # transformers 5 renamed the switch; older releases only have the first name.
