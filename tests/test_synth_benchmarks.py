@@ -65,13 +65,11 @@ def test_rsna_style_set(synth_archive: Path) -> None:
     pos = labels.filter(pl.col("Target") == 1)
     neg = labels.filter(pl.col("Target") == 0)
     assert pos.height > 0 and neg.height > 0 and neg["x"].null_count() == neg.height
-    for row in pos.iter_rows(named=True):
+    for row in pos.iter_rows(named=True):  # boxes lie inside their image (where they are: test_synth_phantom)
         ds = pydicom.dcmread(root / "stage_2_train_images" / f"{row['patientId']}.dcm")
-        img = ds.pixel_array.astype(float)
+        assert ds.pixel_array.shape == (ds.Rows, ds.Columns) and ds.PatientID == row["patientId"]
         assert row["x"] >= 0 and row["x"] + row["width"] <= ds.Columns and row["y"] + row["height"] <= ds.Rows
-        x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
-        inside = img[y + h // 4 : y + 3 * h // 4, x + w // 4 : x + 3 * w // 4].mean()
-        assert inside > img.mean() * 0.9  # the box holds the dense consolidation, not air
+        assert row["width"] > 5 and row["height"] > 5
     assert len(list((root / "stage_2_train_images").glob("*.dcm"))) == labels["patientId"].n_unique()
 
 

@@ -48,11 +48,12 @@ class Anatomy:
     lung_cy: float = 0.42
     dome_r: float = 0.655
     dome_l: float = 0.685
-    heart_w: float = 0.125
-    heart_h: float = 0.105
+    heart_w: float = 0.145
+    heart_h: float = 0.092
     body_w: float = 0.47
     rib_phase: float = 0.0
     soft: float = 1.0
+    vessel_seed: int = 0
 
     @staticmethod
     def random(rng: np.random.Generator) -> Anatomy:
@@ -62,11 +63,12 @@ class Anatomy:
             lung_cy=float(rng.uniform(0.40, 0.44)),
             dome_r=float(rng.uniform(0.63, 0.68)),
             dome_l=float(rng.uniform(0.66, 0.71)),
-            heart_w=float(rng.uniform(0.110, 0.135)),
-            heart_h=float(rng.uniform(0.095, 0.115)),
+            heart_w=float(rng.uniform(0.135, 0.155)),
+            heart_h=float(rng.uniform(0.085, 0.10)),
             body_w=float(rng.uniform(0.44, 0.50)),
             rib_phase=float(rng.uniform(-0.01, 0.01)),
             soft=float(rng.uniform(0.8, 1.25)),
+            vessel_seed=int(rng.integers(0, 2**31)),
         )
 
 
@@ -113,8 +115,10 @@ class Exposure:
 
 @lru_cache(maxsize=8)
 def _grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    y, x = np.mgrid[0:rows, 0:cols].astype(np.float32)
-    return x / cols, y / rows
+    """Broadcastable coordinates as image fractions: x of shape (1, cols), y of shape (rows, 1)."""
+    x = (np.arange(cols, dtype=np.float32) / cols)[None, :]
+    y = (np.arange(rows, dtype=np.float32) / rows)[:, None]
+    return x, y
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
@@ -138,154 +142,226 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def _lung_frontal(x: np.ndarray, y: np.ndarray, an: Anatomy, side: str) -> tuple[np.ndarray, float, float]:
-    """Soft lung mask (0..1) of one side, its centre x and the dome height (image fractions)."""
-    cx = 0.5 - 0.19 if side == "right" else 0.5 + 0.19
-    dome = an.dome_r if side == "right" else an.dome_l
-    prof = _ellipse(x, y, cx, an.lung_cy, an.lung_w, an.lung_h)
-    dome_y = dome - 0.045 * np.clip(1.0 - ((x - cx) / an.lung_w) ** 2, 0.0, 1.0)
-    below = _smoothstep((dome_y - y) / 0.012)
-    medial = _smoothstep(((x - 0.5) * (1 if side == "left" else -1) - 0.045) / 0.02)
-    return np.clip(prof * 3.0, 0.0, 1.0) * below * medial, cx, dome
+def _soft_poly(points: list[tuple[float, float]], side: int, sigma: float) -> np.ndarray:
+    """A filled polygon (points as image fractions) as a float32 (side, side) mask with edges blurred by
+    `sigma` (fraction of the side); drawn at quarter resolution for speed."""
+    low = max(32, side // 4)
+    canvas = np.zeros((low, low), np.uint8)
+    pts = np.round(np.asarray(points, np.float64) * low * 16).astype(np.int32)
+    cv2.fillPoly(canvas, [pts], 255, cv2.LINE_AA, shift=4)
+    mask: np.ndarray = canvas.astype(np.float32) / 255.0
+    if sigma > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), sigma * low)
+    return cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
 
 
-def _ribs(canvas: np.ndarray, rows: int, cols: int, an: Anatomy, view: str) -> None:
-    """Draw rib arcs and clavicles into `canvas` in place (attenuation units)."""
-    th = max(1, round(rows * 0.011))
+def _soft_ellipse(
+    cx: float, cy: float, ax: float, ay: float, angle: float, side: int, sigma: float
+) -> np.ndarray:
+    low = max(32, side // 4)
+    canvas = np.zeros((low, low), np.uint8)
+    cv2.ellipse(canvas, ((cx * low, cy * low), (2 * ax * low, 2 * ay * low), angle), 255, -1, cv2.LINE_AA)
+    mask = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), max(sigma * low, 0.3))
+    return cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
+
+
+def _lung_outline(an: Anatomy, side: str) -> tuple[list[tuple[float, float]], np.ndarray, np.ndarray]:
+    """Outline of one lung in the frontal view and its dome (diaphragm) as (x, y) arrays sorted by x."""
+    d = an.dome_r if side == "right" else an.dome_l
+    w = an.lung_w / 0.175
+    top = an.lung_cy - an.lung_h
+    base = [(0.40, top + 0.02), (0.35, top), (0.30, top + 0.015), (0.25, top + 0.06), (0.21, top + 0.14),
+            (0.18, top + 0.24), (0.16, top + 0.35), (0.145, top + 0.45), (0.135, d + 0.035), (0.17, d + 0.005),
+            (0.22, d - 0.025), (0.28, d - 0.04), (0.34, d - 0.035), (0.40, d - 0.02), (0.44, d - 0.005),
+            (0.455, 0.52), (0.45, 0.40), (0.44, 0.28), (0.43, top + 0.06)]  # fmt: skip
+    pts = [(0.5 - (0.5 - x) * w, y) for x, y in base]
+    if side == "left":
+        pts = [(1.0 - x, y) for x, y in pts]
+    dome = np.array(pts[8:15])
+    order = np.argsort(dome[:, 0])
+    return pts, dome[order, 0], dome[order, 1]
+
+
+def _ribs(canvas: np.ndarray, side: int, an: Anatomy, view: str) -> None:
+    """Draw posterior rib arcs and clavicles into `canvas` in place (attenuation units)."""
+    th = max(1, round(side * 0.014))
     if view == "frontal":
-        for side in (-1, 1):
+        top = an.lung_cy - an.lung_h
+        for sgn in (-1, 1):
             for i in range(10):
-                y0 = 0.17 + an.rib_phase + i * 0.052
-                xs = np.linspace(0.5 + side * 0.05, 0.5 + side * 0.40, 24)
-                t = np.abs(xs - 0.5) / 0.40
-                ys = y0 - 0.06 * np.sin(t * np.pi * 0.9) + 0.09 * t**2
-                pts = np.stack([xs * cols, ys * rows], axis=1).astype(np.int32)
-                cv2.polylines(canvas, [pts], False, 0.11, th, cv2.LINE_AA)
-            xs = np.linspace(0.5 + side * 0.04, 0.5 + side * 0.33, 16)
-            ys = 0.145 - 0.05 * np.abs(xs - 0.5)
-            pts = np.stack([xs * cols, ys * rows], axis=1).astype(np.int32)
-            cv2.polylines(canvas, [pts], False, 0.22, max(2, th * 2), cv2.LINE_AA)
+                y0 = top + 0.005 + an.rib_phase + i * 0.05
+                t = np.linspace(0.0, 1.0, 24)
+                xs = 0.5 + sgn * (0.035 + 0.36 * t * an.lung_w / 0.175)
+                ys = y0 - 0.03 * np.sin(np.pi * t * 0.9) + 0.15 * t**2
+                pts = np.stack([xs * side, ys * side], axis=1).astype(np.int32)
+                cv2.polylines(canvas, [pts], False, 0.07, th, cv2.LINE_AA)
+                if i < 6:  # anterior ribs run down and inwards from the lateral wall, fainter
+                    xa = 0.5 + sgn * (0.36 - 0.26 * t) * an.lung_w / 0.175
+                    ya = y0 + 0.14 + 0.07 * t + 0.02 * np.sin(np.pi * t)
+                    pts = np.stack([xa * side, ya * side], axis=1).astype(np.int32)
+                    cv2.polylines(canvas, [pts], False, 0.035, th, cv2.LINE_AA)
+            xs = np.linspace(0.5 + sgn * 0.035, 0.5 + sgn * 0.30, 16)
+            ys = top - 0.01 + 0.06 * np.abs(xs - 0.5) - 0.25 * (xs - 0.5) ** 2
+            pts = np.stack([xs * side, ys * side], axis=1).astype(np.int32)
+            cv2.polylines(canvas, [pts], False, 0.16, max(2, round(th * 1.3)), cv2.LINE_AA)
     else:
         for i in range(9):
-            y0 = 0.20 + an.rib_phase + i * 0.055
-            xs = np.linspace(0.22, 0.86, 20)
-            ys = y0 + 0.05 * (xs - 0.22) + 0.02 * np.sin(xs * 7)
-            pts = np.stack([xs * cols, ys * rows], axis=1).astype(np.int32)
-            cv2.polylines(canvas, [pts], False, 0.10, th, cv2.LINE_AA)
+            y0 = 0.22 + an.rib_phase + i * 0.055
+            xs = np.linspace(0.30, 0.82, 20)
+            ys = y0 + 0.10 * (xs - 0.30) + 0.015 * np.sin(xs * 9)
+            pts = np.stack([xs * side, ys * side], axis=1).astype(np.int32)
+            cv2.polylines(canvas, [pts], False, 0.035, th, cv2.LINE_AA)
 
 
-def _frontal(rows: int, cols: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> np.ndarray:
-    x, y = _grid(rows, cols)
-    a = 0.55 * an.soft * _ellipse(x, y, 0.5, 0.60, an.body_w, 0.62)
-    a += 0.35 * an.soft * _ellipse(x, y, 0.5, 0.10, 0.49, 0.09)  # shoulders
-    a += 0.25 * _ellipse(x, y, 0.5, 0.80, 0.40, 0.25)  # abdomen below the domes
-    noise = _smooth_noise(rng, rows, cols, 12)
-    markings_all = np.zeros_like(x)
-    lungs = np.zeros_like(x)
-    for side in ("right", "left"):
-        mask, cx, dome = _lung_frontal(x, y, an, side)
-        lungs = np.maximum(lungs, mask)
-        hilum_x = cx + (0.07 if side == "right" else -0.07)
-        vessels = 0.18 * _gauss(x, y, hilum_x, 0.45, 0.09, 0.12) * (0.7 + 0.5 * noise)
-        markings_all += mask * np.clip(vessels + 0.03 * noise, 0.0, None)
-    a -= 0.42 * lungs
-    markings = markings_all
-    # Pneumothorax: the lung falls away from the apex/lateral wall; no markings beyond the pleural line.
+def _vessels(side: int, an: Anatomy, hila: list[tuple[float, float, float]]) -> np.ndarray:
+    """Branching lung vessels fanning out of each hilum (x, y, lateral direction), tapering outwards."""
+    rng = np.random.default_rng(an.vessel_seed)
+    canvas = np.zeros((side, side), np.float32)
+    for hx, hy, direction in hila:
+        stack = [(hx, hy, float(rng.uniform(-1.4, 1.5)), 4.0, 0) for _ in range(9)]
+        while stack:
+            x, y, ang, th, depth = stack.pop()
+            for _step in range(3):
+                ang += rng.normal(0, 0.18)
+                step = 0.03 * (0.8**depth) * rng.uniform(0.7, 1.3)
+                nx = x + direction * np.cos(ang) * step
+                ny = y + np.sin(ang) * step * 1.2
+                p0 = (int(x * side * 4), int(y * side * 4))
+                p1 = (int(nx * side * 4), int(ny * side * 4))
+                cv2.line(canvas, p0, p1, 0.07, max(1, round(th * side / 512)), cv2.LINE_AA, shift=2)
+                x, y, th = nx, ny, th * 0.85
+            if depth < 3:  # fork in two
+                stack.append((x, y, ang - 0.35, th, depth + 1))
+                stack.append((x, y, ang + 0.35, th, depth + 1))
+    return cv2.GaussianBlur(canvas, (0, 0), max(0.7, side / 400))
+
+
+def _frontal(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> np.ndarray:
+    x, y = _grid(side, side)
+    body = _ellipse(x, y, 0.5, 0.62, an.body_w, 0.66)
+    a = 0.62 * an.soft * body
+    for cx in (0.12, 0.88):  # shoulders
+        a += 0.22 * an.soft * _ellipse(x, y, cx, 0.10, 0.15, 0.13)
+    a += 0.25 * an.soft * _ellipse(x, y, 0.5, 0.0, 0.11, 0.14)  # neck
+    lungs = np.zeros((side, side), np.float32)
+    domes = {}
+    for side_name in ("right", "left"):
+        pts, dx, dy = _lung_outline(an, side_name)
+        domes[side_name] = (dx, dy)
+        lungs = np.maximum(lungs, _soft_poly(pts, side, 0.006))
+    depth = cv2.GaussianBlur(lungs[::4, ::4], (0, 0), max(1.0, side / 4 * 0.04))
+    depth = cv2.resize(depth, (side, side), interpolation=cv2.INTER_LINEAR)
+    a -= lungs * (0.26 + 0.30 * depth)
+    noise = _smooth_noise(rng, side, side, max(4, side // 48))
+    markings = (_vessels(side, an, [(0.41, 0.44, -1.0), (0.59, 0.43, 1.0)]) + 0.012 * noise) * lungs
     if f.pneumothorax > 0:
         s = f.pneumothorax
-        side = f.pneumothorax_side
-        cx = 0.31 if side == "right" else 0.69
-        lateral = -1.0 if side == "right" else 1.0
-        inner_cx = cx - lateral * 0.06 * s
-        r2 = ((x - inner_cx) / (an.lung_w * (1 - 0.45 * s))) ** 2 + (
-            (y - (an.lung_cy + 0.10 * s)) / (an.lung_h * (1 - 0.25 * s))
-        ) ** 2
-        side_mask = (x < 0.5) if side == "right" else (x >= 0.5)
-        rim = (r2 > 1.0) & side_mask & (lungs > 0.3)
+        mask = (lungs > 0.5).astype(np.uint8)
+        low = max(32, side // 4)
+        dist = cv2.distanceTransform(
+            cv2.resize(mask, (low, low), interpolation=cv2.INTER_NEAREST), cv2.DIST_L2, 3
+        )
+        dist = cv2.resize(dist / low, (side, side), interpolation=cv2.INTER_LINEAR)
+        own = (x < 0.5) if f.pneumothorax_side == "right" else (x >= 0.5)
+        upper = _smoothstep((an.lung_cy + 0.12 - y) / 0.12)
+        width = 0.015 + 0.09 * s
+        rim = (dist < width * upper) & own & (lungs > 0.5)
         markings = np.where(rim, 0.0, markings)
-        a -= 0.07 * rim
-        line = np.exp(-(((np.sqrt(r2) - 1.0) / 0.012) ** 2)) * side_mask * (lungs > 0.3)
+        a -= 0.06 * rim
+        line = np.exp(-(((dist - width * upper) / 0.003) ** 2)) * own * (upper > 0.3) * (lungs > 0.5)
         a += 0.12 * line
     a += markings
-    a += 0.35 * _ellipse(x, y, 0.5, 0.40, 0.075, 0.35)  # mediastinum
-    spine = _ellipse(x, y, 0.5, 0.55, 0.035, 0.60) * (0.85 + 0.15 * np.cos(y * np.pi * 36))
-    a += 0.30 * spine
+    mediastinum = [(0.45, 0.0), (0.55, 0.0), (0.565, 0.24), (0.59, 0.29), (0.575, 0.34), (0.56, 0.5),
+                   (0.44, 0.5), (0.435, 0.3)]  # fmt: skip
+    a += 0.22 * _soft_poly(mediastinum, side, 0.01)
+    a -= 0.10 * _soft_poly([(0.488, 0.0), (0.512, 0.0), (0.514, 0.30), (0.486, 0.30)], side, 0.004)  # trachea
+    a += 0.10 * _ellipse(x, y, 0.5, 0.50, 0.03, 0.55) * (0.8 + 0.2 * np.cos(y * np.pi * 40))  # spine
     cm = f.cardiomegaly
-    hw, hh = an.heart_w * (1 + 0.55 * cm), an.heart_h * (1 + 0.25 * cm)
-    a += 0.55 * _ellipse(x, y, 0.53 + 0.35 * (hw - an.heart_w), an.dome_l - hh * 0.55, hw, hh)
-    a += 0.20 * _gauss(x, y, 0.5, 0.30, 0.03, 0.10)  # aortic knob / trachea region
-    a -= 0.12 * _ellipse(x, y, 0.5, 0.25, 0.012, 0.12)  # trachea air column
-    a -= 0.10 * _ellipse(x, y, 0.66, an.dome_l + 0.05, 0.05, 0.03)  # gastric bubble
+    hw, hh = an.heart_w * (1 + 0.45 * cm), an.heart_h * (1 + 0.15 * cm)
+    heart = _soft_ellipse(0.535 + 0.55 * (hw - an.heart_w), an.dome_l - hh * 0.55, hw, hh, -18.0, side, 0.008)
+    heart = np.maximum(heart, _soft_ellipse(0.455, an.dome_r - 0.07, 0.045, 0.075, 0.0, side, 0.008))
+    dome_line = np.maximum(np.interp(x[0], *domes["right"]), np.interp(x[0], *domes["left"]))[None, :]
+    dome_line = dome_line + 1.5 * np.clip(np.abs(x - 0.5) - 0.36 * an.lung_w / 0.175, 0, None)  # to the wall
+    below = _smoothstep((y - dome_line) / 0.03) * np.clip(body * 4, 0, 1)
+    a += 0.44 * heart * (1 - below) + 0.24 * below  # the heart sits on the diaphragm; liver/spleen below it
+    a -= 0.10 * _ellipse(x, y, 0.64, an.dome_l + 0.045, 0.045, 0.028)  # gastric bubble
     if f.pleural_effusion > 0:
         sides = ("right", "left") if f.effusion_side == "bilateral" else (f.effusion_side,)
-        for side in sides:
-            mask, cx, dome = _lung_frontal(x, y, an, side)
-            lat = np.clip(np.abs(x - cx) / an.lung_w, 0.0, 1.0) * (
-                (x - cx) * (1 if side == "left" else -1) > 0
-            )
-            height = f.pleural_effusion * 0.22 * (0.45 + 0.55 * lat)
-            fluid = _smoothstep((y - (dome - height)) / 0.015) * mask
-            a += 0.47 * fluid
+        for side_name in sides:
+            dx, dy = domes[side_name]
+            lateral = np.clip(np.abs(x - 0.5) / 0.36, 0.0, 1.0)
+            height = f.pleural_effusion * 0.24 * (0.35 + 0.65 * lateral**1.5)
+            own = (x < 0.5) if side_name == "right" else (x >= 0.5)
+            fluid = _smoothstep((y - (np.interp(x[0], dx, dy)[None, :] - height)) / 0.02) * lungs * own
+            a += 0.55 * fluid * (0.26 + 0.30 * depth + 0.1)
     if f.consolidation > 0:
         cx, cy = LOBES_FRONTAL[f.consolidation_lobe]
-        r = 0.05 + 0.07 * f.consolidation
-        blob = _gauss(x, y, cx, cy, r, r * 1.1) * (
-            0.75 + 0.35 * _smooth_noise(rng, rows, cols, max(4, rows // 40))
+        r = 0.045 + 0.065 * f.consolidation
+        blob = _gauss(x, y, cx, cy, r, r * 1.15) * (
+            0.8 + 0.25 * _smooth_noise(rng, side, side, max(4, side // 24))
         )
         a += (0.25 + 0.35 * f.consolidation) * np.clip(blob, 0, None) * lungs
     if f.edema > 0:
-        haze = _gauss(x, y, 0.36, 0.46, 0.10, 0.13) + _gauss(x, y, 0.64, 0.46, 0.10, 0.13)
-        a += f.edema * (0.30 * haze + 0.08) * lungs * (0.85 + 0.25 * noise)
+        haze = _gauss(x, y, 0.37, 0.45, 0.09, 0.12) + _gauss(x, y, 0.63, 0.45, 0.09, 0.12)
+        a += f.edema * (0.28 * haze + 0.07) * lungs * (0.9 + 0.12 * noise)
     if f.covid > 0:
-        for cx in (0.17, 0.83):
-            blob = _gauss(x, y, cx, 0.55, 0.06, 0.12) * (0.6 + 0.5 * _smooth_noise(rng, rows, cols, 8))
+        for cx in (0.19, 0.81):
+            blob = _gauss(x, y, cx, 0.55, 0.06, 0.12) * (
+                0.7 + 0.35 * _smooth_noise(rng, side, side, max(4, side // 24))
+            )
             a += 0.45 * f.covid * np.clip(blob, 0, None) * lungs
-    bones = np.zeros_like(x)
-    _ribs(bones, rows, cols, an, "frontal")
-    a += bones * np.clip(lungs + 0.4, 0, 1)
+    bones = np.zeros((side, side), np.float32)
+    _ribs(bones, side, an, "frontal")
+    a += bones * (0.35 + 0.65 * np.clip(lungs * 1.5, 0, 1))
     return a
 
 
-def _lateral(rows: int, cols: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> np.ndarray:
-    x, y = _grid(rows, cols)
-    a = 0.75 * an.soft * _ellipse(x, y, 0.52, 0.58, an.body_w * 0.95, 0.62)
-    a += 0.25 * _ellipse(x, y, 0.55, 0.12, 0.30, 0.12)  # arms/shoulders
-    noise = _smooth_noise(rng, rows, cols, 12)
-    cx, cy = 0.53, an.lung_cy + 0.01
-    lw, lh = an.lung_w * 1.75, an.lung_h * 1.02
-    prof = np.clip(_ellipse(x, y, cx, cy, lw, lh) * 3.0, 0, 1)
-    dome = 0.5 * (an.dome_r + an.dome_l) + 0.02
-    dome_y = dome - 0.05 * np.clip(1.0 - ((x - 0.45) / lw) ** 2, 0.0, 1.0)
-    lung = prof * _smoothstep((dome_y - y) / 0.012)
-    a -= 0.50 * lung
-    a += lung * np.clip(0.12 * _gauss(x, y, 0.52, 0.45, 0.08, 0.10) * (0.7 + 0.5 * noise), 0, None)
-    a += 0.02 * noise * lung
+def _lateral(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> np.ndarray:
+    x, y = _grid(side, side)
+    body = _ellipse(x, y, 0.52, 0.60, an.body_w * 0.92, 0.64)
+    a = 0.80 * an.soft * body
+    a += 0.15 * _ellipse(x, y, 0.55, 0.08, 0.36, 0.14)  # arms and shoulders
+    d = 0.5 * (an.dome_r + an.dome_l) + 0.02
+    top = an.lung_cy - an.lung_h
+    outline = [(0.50, top), (0.42, top + 0.02), (0.34, top + 0.08), (0.27, top + 0.18), (0.235, top + 0.30),
+               (0.225, top + 0.40), (0.24, d - 0.02), (0.32, d - 0.05), (0.45, d - 0.065), (0.58, d - 0.035),
+               (0.70, d + 0.02), (0.78, d + 0.065), (0.80, 0.55), (0.79, 0.40), (0.75, top + 0.14),
+               (0.67, top + 0.04), (0.58, top)]  # fmt: skip
+    lung = _soft_poly(outline, side, 0.008)
+    dome = np.array(outline[6:12])
+    depth = cv2.resize(cv2.GaussianBlur(lung[::4, ::4], (0, 0), max(1.0, side / 4 * 0.05)), (side, side))
+    a -= lung * (0.30 + 0.32 * depth)
+    noise = _smooth_noise(rng, side, side, max(4, side // 48))
+    a += (_vessels(side, an, [(0.53, 0.43, -1.0), (0.55, 0.44, 1.0)]) * 0.6 + 0.01 * noise) * lung
     cm = f.cardiomegaly
-    hw, hh = an.heart_w * 1.15 * (1 + 0.45 * cm), an.heart_h * 1.2 * (1 + 0.25 * cm)
-    a += 0.55 * _ellipse(x, y, 0.37 + 0.2 * (hw - an.heart_w), dome - hh * 0.6, hw, hh)
-    vertebra = (np.cos(y * np.pi * 34) > -0.6).astype(np.float32)
-    a += 0.45 * _ellipse(x, y, 0.80, 0.55, 0.045, 0.62) * (0.6 + 0.4 * vertebra)
-    a += 0.25 * _ellipse(x, y, 0.17, 0.45, 0.015, 0.22)  # sternum
+    hw, hh = an.heart_w * 1.2 * (1 + 0.40 * cm), an.heart_h * 1.25 * (1 + 0.2 * cm)
+    heart = _soft_ellipse(0.36 + 0.3 * (hw - an.heart_w * 1.2), d - hh * 0.8, hw, hh, 25.0, side, 0.01)
+    dome_line = np.interp(x[0], dome[:, 0], dome[:, 1])[None, :] + 1.5 * np.clip(0.24 - x, 0, None)
+    dome_line = dome_line + 0.8 * np.clip(x - 0.78, 0, None)
+    below = _smoothstep((y - dome_line) / 0.015) * np.clip(body * 4, 0, 1)
+    a += 0.32 * heart * (1 - below) + 0.25 * below
+    vertebra = _smoothstep((np.cos(y * np.pi * 30) + 0.55) * 4)
+    a += 0.40 * _ellipse(x, y, 0.845, 0.58, 0.04, 0.62) * (0.55 + 0.45 * vertebra)
+    a += 0.12 * _ellipse(x, y, 0.18, 0.42, 0.012, 0.18)  # sternum
     if f.pleural_effusion > 0:
-        post = np.clip((x - 0.45) / 0.30, 0.0, 1.0)
-        height = f.pleural_effusion * 0.20 * (0.35 + 0.65 * post)
-        a += 0.50 * _smoothstep((y - (dome - height)) / 0.015) * lung
+        post = np.clip((x - 0.40) / 0.38, 0.0, 1.0)
+        height = f.pleural_effusion * 0.22 * (0.3 + 0.7 * post**1.5)
+        fluid = _smoothstep((y - (np.interp(x[0], dome[:, 0], dome[:, 1])[None, :] - height)) / 0.02) * lung
+        a += 0.55 * fluid * (0.30 + 0.32 * depth + 0.1)
     if f.consolidation > 0:
         lx, ly = LOBES_LATERAL[f.consolidation_lobe]
         r = 0.05 + 0.06 * f.consolidation
-        blob = _gauss(x, y, lx, ly, r, r) * (0.75 + 0.35 * _smooth_noise(rng, rows, cols, max(4, rows // 40)))
+        blob = _gauss(x, y, lx, ly, r, r) * (0.8 + 0.25 * _smooth_noise(rng, side, side, max(4, side // 24)))
         a += (0.2 + 0.3 * f.consolidation) * np.clip(blob, 0, None) * lung
     if f.edema > 0:
-        a += f.edema * (0.28 * _gauss(x, y, 0.52, 0.45, 0.14, 0.15) + 0.06) * lung
+        a += f.edema * (0.26 * _gauss(x, y, 0.53, 0.44, 0.13, 0.14) + 0.06) * lung
     if f.pneumothorax > 0:
-        apex = _smoothstep((cy - lh * (1 - 0.5 * f.pneumothorax) - y) / 0.02) * lung
-        a -= 0.05 * apex
+        a -= 0.05 * _smoothstep((top + 0.04 + 0.08 * f.pneumothorax - y) / 0.03) * lung
     if f.covid > 0:
         a += 0.3 * f.covid * _gauss(x, y, 0.65, 0.58, 0.12, 0.1) * lung
-    bones = np.zeros_like(x)
-    _ribs(bones, rows, cols, an, "lateral")
-    a += bones
-    return a
+    bones = np.zeros((side, side), np.float32)
+    _ribs(bones, side, an, "lateral")
+    return a + bones
 
 
 def render(
@@ -304,9 +380,9 @@ def render(
     # Draw on a square canvas then fit it to the requested aspect, so anatomy keeps its proportions.
     side = max(rows, cols)
     att = (
-        _frontal(side, side, anatomy, findings, rng)
+        _frontal(side, anatomy, findings, rng)
         if view == "frontal"
-        else _lateral(side, side, anatomy, findings, rng)
+        else _lateral(side, anatomy, findings, rng)
     )
     m = cv2.getRotationMatrix2D((side / 2, side / 2), exposure.angle_deg, exposure.scale)
     m[0, 2] += exposure.shift_x * side - (side - cols) / 2
@@ -320,8 +396,8 @@ def render(
         borderValue=0.0,
     )
     img = 1.0 - np.exp(-exposure.gain * np.clip(att, 0.0, None))
-    img /= max(float(1.0 - np.exp(-exposure.gain * 1.4)), 1e-6)
-    img += exposure.noise * rng.standard_normal(img.shape).astype(np.float32)
+    img /= max(float(1.0 - np.exp(-exposure.gain * 1.6)), 1e-6)
+    img += exposure.noise * rng.standard_normal(img.shape, dtype=np.float32)
     if exposure.marker:
         img = np.maximum(img, _marker(rows, cols, "R" if view == "frontal" else "L"))
     return np.clip(img, 0.0, 1.0).astype(np.float32)
