@@ -1,0 +1,196 @@
+"""What `medst embed` reads: every image of a folder, a glob, a build-sequences manifest or a shard folder.
+
+Each source yields `ImageJob`s lazily (shards are streamed, never held in memory). A job names its frontal image
+(a file, or the stored bytes of a shard member) and optionally its lateral image.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medst.errors import ImageDecodeError, UserInputError
+
+IMAGE_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ""})
+"""Files a folder scan takes (DICOM files often have no suffix); anything else is counted as skipped."""
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One row of output: ``frontal`` is a file path or stored shard bytes (already intensity-processed)."""
+
+    id: str
+    path: str
+    frontal: Path | bytes
+    lateral: Path | bytes | None = None
+    lateral_path: str | None = None
+    error: ImageDecodeError | None = None
+
+
+@dataclass
+class ImageSource:
+    """Jobs to run, how many (None when unknown up front), what kind of input, and files passed over."""
+
+    kind: str
+    jobs: Iterator[ImageJob]
+    total: int | None
+    skipped: list[str] = field(default_factory=list)
+
+
+def _scan(paths: list[Path], root: Path | None) -> ImageSource:
+    files = sorted(p for p in paths if p.is_file() and not p.name.startswith("."))
+    keep = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    jobs = [
+        ImageJob(id=(p.relative_to(root).as_posix() if root is not None else str(p)), path=str(p), frontal=p)
+        for p in keep
+    ]
+    return ImageSource("folder" if root is not None else "glob", iter(jobs), len(jobs), skipped)
+
+
+def _image_root(manifest: Path, override: Path | None) -> Path:
+    if override is not None:
+        root = override
+    else:
+        report = manifest.parent / "build_report.json"
+        if not report.is_file():
+            raise UserInputError(f"{report} not found beside {manifest.name}; pass --image-root")
+        value = json.loads(report.read_text()).get("image_root")
+        if not value:
+            raise UserInputError(f"{report} has no 'image_root'; pass --image-root")
+        root = Path(value) if Path(value).is_absolute() else manifest.parent / value
+    if not root.is_dir():
+        raise UserInputError(f"image root {root} is not a folder; pass --image-root")
+    return root
+
+
+def _manifest(path: Path, image_root: Path | None, frontal_only: bool, split: str | None) -> ImageSource:
+    import polars as pl
+
+    df = pl.read_parquet(path)
+    if split is not None:
+        if "split" not in df.columns:
+            raise UserInputError(f"{path} has no 'split' column; drop --split")
+        df = df.filter(pl.col("split") == split)
+    root = _image_root(path, image_root)
+    jobs: list[ImageJob] = []
+    if "frontal_path" in df.columns:
+        id_col = "study_id" if "study_id" in df.columns else "frontal_path"
+        has_lat = "lateral_path" in df.columns and not frontal_only
+        for row in df.iter_rows(named=True):
+            lat = row.get("lateral_path") if has_lat else None
+            jobs.append(
+                ImageJob(
+                    id=str(row[id_col]),
+                    path=str(row["frontal_path"]),
+                    frontal=root / row["frontal_path"],
+                    lateral=root / lat if lat else None,
+                    lateral_path=str(lat) if lat else None,
+                )
+            )
+        return ImageSource("studies", iter(jobs), len(jobs))
+    if "path" in df.columns:
+        id_col = "dicom_id" if "dicom_id" in df.columns else "path"
+        for row in df.iter_rows(named=True):
+            jobs.append(ImageJob(id=str(row[id_col]), path=str(row["path"]), frontal=root / row["path"]))
+        return ImageSource("images", iter(jobs), len(jobs))
+    raise UserInputError(
+        f"{path}: not a build-sequences manifest (needs a frontal_path column like studies.parquet, or a path "
+        "column like images.parquet)"
+    )
+
+
+def _shard_jobs(folder: Path, names: list[str], frontal_only: bool) -> Iterator[ImageJob]:
+    import tarfile
+
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    for name in names:
+        done = 0
+        try:
+            with open(folder / name, "rb") as fh:
+                files = ({**f, "__url__": name} for f in tar_file_iterator(fh))
+                for sample in group_by_keys(files):
+                    for job in _sample_jobs(name, sample, frontal_only):
+                        done += 1
+                        yield job
+        except (OSError, tarfile.TarError, KeyError, ValueError) as err:
+            # A damaged shard is one error row (after the studies read before the damage), not a crash.
+            yield ImageJob(
+                id=f"{name}#{done}",
+                path=str(folder / name),
+                frontal=b"",
+                error=ImageDecodeError("unreadable_shard", f"{name}: {type(err).__name__}: {err}"),
+            )
+
+
+def _sample_jobs(name: str, sample: dict[str, object], frontal_only: bool) -> Iterator[ImageJob]:
+    key = str(sample["__key__"])
+    raw = sample["json"]
+    meta = json.loads(raw if isinstance(raw, (bytes, str)) else b"{}")
+    for study in meta.get("studies", []):
+        idx = int(study["index"])
+        prefix = f"s{idx:02d}."
+        front = next((k for k in sample if k.startswith(prefix + "frontal.")), None)
+        lat = None if frontal_only else next((k for k in sample if k.startswith(prefix + "lateral.")), None)
+        if front is None:
+            continue  # the writer never stores a study without its frontal image
+        front_bytes, lat_bytes = sample[front], sample[lat] if lat else None
+        assert isinstance(front_bytes, bytes) and (lat_bytes is None or isinstance(lat_bytes, bytes))
+        yield ImageJob(
+            id=f"{key}/{study.get('study_key', idx)}",
+            path=f"{name}:{key}.{front}",
+            frontal=front_bytes,
+            lateral=lat_bytes,
+            lateral_path=f"{name}:{key}.{lat}" if lat else None,
+        )
+
+
+def _shards(folder: Path, frontal_only: bool, split: str | None) -> ImageSource:
+    from medst.shards.index import list_entries
+
+    entries = list_entries(folder, split)
+    if not entries:
+        raise UserInputError(f"{folder}: no complete shards" + (f" of split {split!r}" if split else ""))
+    total = sum(e.studies for e in entries)
+    return ImageSource("shards", _shard_jobs(folder, [e.shard for e in entries], frontal_only), total)
+
+
+def shard_options(folder: Path) -> dict[str, object]:
+    """The options a shard folder was written with (``summary.json``), or {}."""
+    summary = folder / "summary.json"
+    return dict(json.loads(summary.read_text()).get("options", {})) if summary.is_file() else {}
+
+
+def image_source(
+    spec: str, image_root: Path | None = None, frontal_only: bool = False, split: str | None = None
+) -> ImageSource:
+    """Decide what ``spec`` is and list its images.
+
+    A ``.parquet`` file is a build-sequences manifest (studies.parquet: one job per study with its lateral;
+    images.parquet: one job per image); a folder with ``index/`` is a shard folder; a folder with
+    ``studies.parquet`` is a build-sequences output; any other folder is scanned recursively for DICOM/JPG/PNG
+    files; a string with ``*``, ``?`` or ``[`` is a glob. Raises `UserInputError` when it matches nothing.
+    """
+    p = Path(spec).expanduser()
+    if p.is_file() and p.suffix == ".parquet":
+        return _manifest(p, image_root, frontal_only, split)
+    if p.is_dir():
+        if (p / "index").is_dir():
+            return _shards(p, frontal_only, split)
+        if (p / "studies.parquet").is_file() and (p / "build_report.json").is_file():
+            return _manifest(p / "studies.parquet", image_root, frontal_only, split)
+        return _scan(list(p.rglob("*")), p)
+    if p.is_file():
+        return _scan([p], None)
+    if any(c in spec for c in "*?["):
+        matches = [Path(m) for m in glob.glob(str(p), recursive=True)]
+        if not matches:
+            raise UserInputError(f"{spec}: the glob matches no file")
+        return _scan(matches, None)
+    raise UserInputError(
+        f"{spec}: no such file or folder (give a folder, a glob, a manifest or a shard folder)"
+    )

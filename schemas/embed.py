@@ -1,0 +1,42 @@
+"""Configuration of `medst embed` (images and/or text lines -> vectors in a Parquet file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EmbedConfig(BaseModel):
+    """Everything `medst.inference.embed.embed` needs; the CLI builds one from its options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: str | None = Field(
+        default=None,
+        description="images: a folder, a glob, a build-sequences output (folder or studies/images.parquet) or a "
+        "shard folder",
+    )
+    out: Path = Field(description="output Parquet file (written atomically)")
+    model: Path = Field(default=Path("run"), description="run folder or exported model folder")
+    text: Path | None = Field(default=None, description="text file: every line is embedded")
+    batch_size: int = Field(default=32, ge=1)
+    preset: Literal["mimic-jpg", "voi"] | None = Field(
+        default=None, description="DICOM intensity preset; default: the one recorded with the model"
+    )
+    image_root: Path | None = Field(
+        default=None,
+        description="manifest input: folder the image paths are relative to (default: build_report.json)",
+    )
+    frontal_only: bool = Field(default=False, description="manifest/shard input: ignore lateral images")
+    split: str | None = Field(default=None, description="manifest/shard input: only this split")
+    device: str | None = Field(default=None, description="cpu, cuda, cuda:1 ...; default: CUDA if available")
+    workers: int = Field(default=2, ge=0, description="threads decoding images")
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _something(self) -> EmbedConfig:
+        if self.input is None and self.text is None:
+            raise ValueError("give INPUT (images) and/or --text FILE")
+        return self
