@@ -177,7 +177,7 @@ def test_load_mgca_lightning_checkpoint_with_copy(tmp_path: Path) -> None:
     path = tmp_path / "mgca.ckpt"
     torch.save({"state_dict": sd, "epoch": 3}, path)
     vit = _vit(2)
-    report = load_vit_state_dict(vit, path, prefix=MGCA_VIT_PREFIX, lateral_init="copy")
+    report = load_vit_state_dict(vit, path, lateral_init="copy")  # the MGCA prefix is recognised
     assert report.lateral_init == "copy"
     for blk in vit.blocks:
         assert torch.equal(blk.mlp_l.fc1.weight, blk.mlp.fc1.weight)  # type: ignore[union-attr]

@@ -98,7 +98,8 @@ def load_vit_state_dict(
 
     Args:
         state_dict_or_path: a state dict, or a ``.safetensors`` / torch file (Lightning checkpoints unwrapped).
-        prefix: only keys under this prefix are the ViT (``"img_encoder_q.model."`` for MGCA); stripped.
+        prefix: only keys under this prefix are the ViT (``"img_encoder_q.model."`` for MGCA); stripped. Left
+            empty, a state dict without ``cls_token`` but with MGCA keys gets the MGCA prefix.
         allow_missing: ``fnmatch`` patterns of encoder keys that may be absent (default: the lateral expert).
         ignore_unexpected: patterns of extra ViT keys to skip (default: classifier heads).
         lateral_init: when the lateral expert was not in the file, leave it random or copy the frontal expert;
@@ -113,6 +114,8 @@ def load_vit_state_dict(
         if isinstance(state_dict_or_path, (str, Path))
         else state_dict_or_path
     )
+    if not prefix and "cls_token" not in source and any(k.startswith(MGCA_VIT_PREFIX) for k in source):
+        prefix = MGCA_VIT_PREFIX  # an MGCA / Med-ST Lightning checkpoint given without its prefix
     if prefix:
         state = {k[len(prefix) :]: v for k, v in source.items() if k.startswith(prefix)}
         if not state:
