@@ -231,3 +231,51 @@ def test_headers_only_archive(
     assert studies["study_id"].to_list() == ref["study_id"].to_list()
     assert studies["frontal_dicom_id"].to_list() == ref["frontal_dicom_id"].to_list()
     assert studies["lateral_dicom_id"].to_list() == ref["lateral_dicom_id"].to_list()
+
+
+def test_metadata_only_archive(tmp_path: Path) -> None:
+    """CSVs and reports without pixel files: built from the tables alone, image files reported as not checked."""
+    from medst.schemas.synth import SynthConfig
+
+    from medst.synth import generate
+
+    root = tmp_path / "meta"
+    generate(SynthConfig(out=root, patients=30, seed=3, metadata_only=True), progress=False)
+    studies, report = _build(root, tmp_path / "out", workers=2)
+    _accounting_holds(report)
+    assert not report["files_checked"]
+    assert any("not checked" in w for w in report["warnings"])
+    truth = _truth(root)
+    kept = (
+        truth.group_by("study_id")
+        .agg((pl.col("view") == "frontal").any().alias("f"), pl.col("report_variant").first().alias("v"))
+        .filter(pl.col("f") & (pl.col("v") != "empty"))
+    )
+    assert studies.height == kept.height
+
+
+def test_split_file_overrides_and_conflicts_are_resolved(
+    synth_archive: Path, clean_build: tuple[pl.DataFrame, dict, Path], tmp_path: Path
+) -> None:
+    truth = _truth(synth_archive)
+    subjects = sorted(set(truth["subject_id"].to_list()))
+    # Per image, with one patient's images split two ways: the majority wins and the conflict is reported.
+    per_image = truth.select("dicom_id", "subject_id").with_columns(
+        pl.when(pl.col("subject_id") == subjects[0])
+        .then(pl.lit("test"))
+        .otherwise(pl.lit("validate"))
+        .alias("split")
+    )
+    ref = clean_build[0]
+    odd = ref.filter(pl.col("subject_id") == subjects[0])["frontal_dicom_id"][0]  # an image that is kept
+    per_image = per_image.with_columns(
+        pl.when(pl.col("dicom_id") == odd).then(pl.lit("train")).otherwise(pl.col("split")).alias("split")
+    )
+    split_csv = tmp_path / "split.csv"
+    per_image.select("dicom_id", "split").write_csv(split_csv)
+    studies, report = _build(synth_archive, tmp_path / "out", split_file=split_csv)
+    splits = dict(studies.select("subject_id", "split").unique().iter_rows())
+    assert splits[subjects[0]] == "test"
+    assert all(v == "validate" for k, v in splits.items() if k != subjects[0])
+    assert any(w.startswith("split_conflict") for w in report["warnings"])
+    assert studies.group_by("subject_id").agg(pl.col("split").n_unique())["split"].max() == 1

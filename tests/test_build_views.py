@@ -141,3 +141,17 @@ def test_windows_chunks_and_remainder() -> None:
         "s4",
         "s6",
     ]  # stops once the end is reached
+
+
+def test_same_instant_ties_use_the_frontal_id_not_the_study_id() -> None:
+    df = pl.DataFrame(
+        {
+            "subject_id": ["1", "1"],
+            "study_id": ["50000001", "59999999"],
+            "dt": [datetime(2180, 1, 1, 8), datetime(2180, 1, 1, 8)],
+            "frontal_dicom_id": ["ffff", "0000"],
+        }
+    )
+    ordered = order_studies(df, "dt", "frontal_dicom_id")
+    assert ordered["study_id"].to_list() == ["59999999", "50000001"]
+    assert ordered["order"].to_list() == [0, 1]
