@@ -19,3 +19,6 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 if [[ " $* " != *" --tiny "* ]]; then
     "$PY" benchmarks/gpu_check.py --grad-checkpointing --steps 8 "$@"
 fi
+# Training part: the trainer itself (streaming loader, bf16 loop, validation) on synthetic shards made here,
+# paper-size model, a few hundred steps: studies/s, MFU, peak memory, falling loss. About 2-3 minutes.
+"$PY" benchmarks/gpu_train_check.py "$@"
