@@ -146,7 +146,11 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     )
     reports = reports.join(study_ids, on="study_id", how="semi")
 
-    has_frontal = images.group_by("study_id").agg((pl.col("view") == "frontal").any().alias("_has_frontal"))
+    has_frontal = images.group_by("study_id").agg(
+        (pl.col("view") == "frontal").any().alias("_has_frontal"),
+        (pl.col("view") == "lateral").any().alias("_has_lateral"),
+    )
+    lateral_only = has_frontal.filter(~pl.col("_has_frontal") & pl.col("_has_lateral")).height
     status = has_frontal.join(reports, on="study_id", how="left")
     no_frontal = status.filter(~pl.col("_has_frontal"))
     rejects.append(
@@ -225,7 +229,7 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     reject_df = pl.concat(
         [r.select(list(REJECT_COLUMNS)) for r in rejects if r.height] or [pl.DataFrame(schema=REJECT_COLUMNS)]
     )
-    return write_outputs(config, src, kept_images, steps, seqs, reject_df, warnings)
+    return write_outputs(config, src, kept_images, steps, seqs, reject_df, warnings, lateral_only)
 
 
 def _add_labels(steps: pl.DataFrame, labels: pl.DataFrame | None) -> pl.DataFrame:

@@ -58,6 +58,7 @@ def write_outputs(
     seqs: pl.DataFrame,
     rejects: pl.DataFrame,
     warnings: list[str],
+    lateral_only: int = 0,
 ) -> BuildSummary:
     """Write everything into a temporary folder next to ``config.out``, then rename it into place."""
     from medst.sequences.build import replace_dir
@@ -126,11 +127,7 @@ def write_outputs(
         "frontal+lateral": studies_out.filter(lateral).height,
         "frontal only": studies_out.filter(~lateral).height,
         # Studies dropped because they had only laterals (no frontal): the third bar of the plot.
-        "lateral only (dropped)": rejects_out.filter(
-            (pl.col("reason") == "study_without_frontal") & (pl.col("item_kind") == "image")
-        )
-        .select(pl.col("message"))
-        .n_unique(),
+        "lateral only (dropped)": lateral_only,
     }
     report: dict[str, Any] = {
         "medst_version": __version__,
@@ -151,6 +148,9 @@ def write_outputs(
             "table_rows_rejected": rejects_out.filter(pl.col("item_kind") == "row").height,
         },
         "rejects_by_reason": _counts(rejects_out, "reason"),
+        "rejects_by_kind": _counts(
+            rejects_out.with_columns((pl.col("item_kind") + pl.lit(" / ") + pl.col("reason")).alias("k")), "k"
+        ),
         "section_used": _counts(studies_out, "section_used"),
         "view_availability": view_availability,
         "view_source": _counts(images_out, "view_source"),

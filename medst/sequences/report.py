@@ -64,8 +64,8 @@ def write_markdown(folder: Path, report: dict[str, Any]) -> None:
         ok = "" if a["inputs"] == a["accepted"] + a["rejected"] else " **MISMATCH**"
         lines.append(f"| {what} | {a['inputs']} | {a['accepted']} | {a['rejected']}{ok} |")
     lines += ["", f"Table rows rejected (malformed or duplicate rows): {acc['table_rows_rejected']}", ""]
-    lines += ["## Rejects by reason", "", "| reason | count |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in report["rejects_by_reason"].items()]
+    lines += ["## Rejects by reason", "", "| item / reason | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["rejects_by_kind"].items()]
     lines += ["", "## Splits (patients)", ""]
     lines += [f"- {k}: {v}" for k, v in report["splits_patients"].items()]
     if report.get("manifest"):
