@@ -98,7 +98,7 @@ def test_manifest_and_shards_embed_every_study_with_its_lateral(
 
     from medst.shards.assign import pseudonym
 
-    shards = make_tiny_shards(tmp_path, patients=3, val_patients=0)
+    shards = make_tiny_shards(tmp_path, patients=5, val_patients=0)  # two shards of <= 4 timelines
     studies = pl.read_parquet(tmp_path / "seq" / "studies.parquet")
     out = tmp_path / "seq.parquet"
     code, output = _embed(str(tmp_path / "seq"), "-o", str(out), "--model", str(export))
@@ -124,6 +124,17 @@ def test_manifest_and_shards_embed_every_study_with_its_lateral(
     from_shard = _vectors(sh.filter(pl.col("id").str.ends_with("/" + key)))
     assert from_shard.shape == (1, 64)
     assert float(torch.nn.functional.cosine_similarity(from_shard, want)[0]) > 0.999
+
+    # a damaged shard is one error row; the other shard's studies are all there
+    first, second = sorted(shards.glob("*.tar"))
+    kept = sh.filter(pl.col("path").str.starts_with(second.name + ":")).height
+    assert kept > 0
+    first.write_bytes(first.read_bytes()[:2000])
+    code, output = _embed(str(shards), "-o", str(out2), "--model", str(export))
+    assert code == 0, output
+    damaged = pl.read_parquet(out2)
+    assert damaged["error"].to_list().count("incomplete_shard") == 1
+    assert damaged.filter(pl.col("error").is_null()).height == kept
 
 
 def test_wrong_model_or_no_input_is_one_clear_line(export: Path, tmp_path: Path) -> None:

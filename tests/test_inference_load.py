@@ -114,6 +114,9 @@ def test_a_plain_tensor_pt_file_loads_like_the_safetensors(
     a = medst.load(export, device="cpu").encode_images(images)
     b = medst.load(folder, device="cpu").encode_images(images)
     assert torch.equal(a, b)
+    # the fingerprint identifies the weights file, so the two files differ while their numbers agree
+    fp = medst.load(export, device="cpu").fingerprint
+    assert len(fp) == 64 and fp == medst.load(export, device="cpu").fingerprint
 
 
 def test_recorded_preprocessing_is_used(tmp_path: Path) -> None:

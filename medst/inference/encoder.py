@@ -8,6 +8,7 @@ L2-normalised ``[N, proj_dim]`` (128 for the paper's model); CLS features are th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ class MedSTEncoder:
         source: Path | None = None,
         temperature: float = 0.07,
         workers: int = 0,
+        weights: Path | None = None,
     ) -> None:
         self.model = model.eval().to(device)
         self.tokenizer = tokenizer
@@ -112,9 +114,29 @@ class MedSTEncoder:
         self.source = source
         self.temperature = temperature
         self.workers = workers
+        self.weights = weights
+        self._fingerprint: str | None = None
         if precision == "auto":
             precision = "bf16" if device.type == "cuda" else "fp32"
         self.precision = precision
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 hex digest of the weights file (feature caches key on it); of the state dict when the model
+        was not loaded from a file."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            if self.weights is not None and self.weights.is_file():
+                with open(self.weights, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+            else:
+                for name, tensor in sorted(self.model.state_dict().items()):
+                    t = tensor.detach().cpu().contiguous()
+                    h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+                    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def __repr__(self) -> str:
         return (

@@ -267,4 +267,5 @@ def load(
         source=src.folder,
         temperature=temperature,
         workers=workers,
+        weights=src.weights,
     )

@@ -103,13 +103,16 @@ def _manifest(path: Path, image_root: Path | None, frontal_only: bool, split: st
     )
 
 
-def _shard_jobs(folder: Path, names: list[str], frontal_only: bool) -> Iterator[ImageJob]:
+def _shard_jobs(folder: Path, shards: list[tuple[str, int]], frontal_only: bool) -> Iterator[ImageJob]:
+    """Every study of the complete shards ``(tar name, studies in its index entry)``, in index order; a shard that
+    cannot be read to its end yields one error row after the studies read before the damage."""
     import tarfile
 
     from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-    for name in names:
+    for name, expected in shards:
         done = 0
+        problem = ""
         try:
             with open(folder / name, "rb") as fh:
                 files = ({**f, "__url__": name} for f in tar_file_iterator(fh))
@@ -118,13 +121,14 @@ def _shard_jobs(folder: Path, names: list[str], frontal_only: bool) -> Iterator[
                         done += 1
                         yield job
         except (OSError, tarfile.TarError, KeyError, ValueError) as err:
-            # A damaged shard is one error row (after the studies read before the damage), not a crash.
-            yield ImageJob(
-                id=f"{name}#{done}",
-                path=str(folder / name),
-                frontal=b"",
-                error=ImageDecodeError("unreadable_shard", f"{name}: {type(err).__name__}: {err}"),
-            )
+            problem = f"{type(err).__name__}: {err}"
+        if problem or done < expected:
+            yield _shard_error(folder, name, "unreadable_shard",
+                               f"{name}: read {done} of {expected} studies ({problem or 'the tar ends early'})")  # fmt: skip
+
+
+def _shard_error(folder: Path, name: str, reason: str, message: str) -> ImageJob:
+    return ImageJob(id=name, path=str(folder / name), frontal=b"", error=ImageDecodeError(reason, message))
 
 
 def _sample_jobs(name: str, sample: dict[str, object], frontal_only: bool) -> Iterator[ImageJob]:
@@ -150,13 +154,32 @@ def _sample_jobs(name: str, sample: dict[str, object], frontal_only: bool) -> It
 
 
 def _shards(folder: Path, frontal_only: bool, split: str | None) -> ImageSource:
-    from medst.shards.index import list_entries
+    from itertools import chain
+
+    from medst.shards.index import INDEX_DIR, list_entries, read_entry
 
     entries = list_entries(folder, split)
-    if not entries:
+    # Index entries whose tar is missing or of another size: `list_entries` leaves them out; we report them.
+    broken = [
+        p.stem
+        for p in sorted((folder / INDEX_DIR).glob("*.json"))
+        if (split is None or p.name.startswith(f"{split}-")) and read_entry(folder, p.stem) is None
+    ]
+    if not entries and not broken:
         raise UserInputError(f"{folder}: no complete shards" + (f" of split {split!r}" if split else ""))
-    total = sum(e.studies for e in entries)
-    return ImageSource("shards", _shard_jobs(folder, [e.shard for e in entries], frontal_only), total)
+    indexed = {e.shard for e in entries} | {f"{b}.tar" for b in broken}
+    # Tars without an index entry are being written (or were abandoned): not complete, so not read.
+    skipped = [str(p) for p in sorted(folder.glob("*.tar")) if p.name not in indexed]
+    if split is not None:
+        skipped = [s for s in skipped if Path(s).name.startswith(f"{split}-")]
+    errors = (
+        _shard_error(
+            folder, f"{b}.tar", "incomplete_shard", f"{b}.tar is missing or not the size its index records"
+        )
+        for b in broken
+    )
+    jobs = chain(_shard_jobs(folder, [(e.shard, e.studies) for e in entries], frontal_only), errors)
+    return ImageSource("shards", jobs, sum(e.studies for e in entries) + len(broken), skipped)
 
 
 def shard_options(folder: Path) -> dict[str, object]:
