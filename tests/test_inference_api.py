@@ -87,6 +87,7 @@ def test_arrays_tensors_prepared_inputs_and_paths_agree(enc: MedSTEncoder, image
     rgb = np.repeat(arrays[0][:, :, None], 3, axis=2)
     first = enc.encode_images([images[0]])
     assert torch.equal(enc.encode_images([rgb]), first)
+    assert torch.equal(enc.encode_images([torch.from_numpy(rgb).permute(2, 0, 1)]), first)  # channels first
     assert torch.equal(enc.encode_images([arrays[0] / 255.0]), first)
 
 

@@ -26,11 +26,14 @@ ImageInput = str | Path | np.ndarray | torch.Tensor
 def grey_from_array(arr: np.ndarray) -> np.ndarray:
     """A uint8 ``(H, W)`` image from a user array.
 
-    uint8 is taken as display values (air dark); ``(H, W, 3|4)`` is taken as RGB(A) and reduced to luma;
+    uint8 is taken as display values (air dark); ``(H, W, 3|4)`` (or channels first ``(3, H, W)``) is taken as
+    RGB(A) and reduced to luma;
     ``(H, W, 1)`` is squeezed; floats in [0, 1] are scaled by 255; any other range or integer type is min-max
     scaled to 0..255 (the same rule `read_image` applies to 16-bit PNGs).
     """
     a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)  # channels first (a torch habit) -> channels last
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.ndim == 3 and a.shape[2] in (3, 4):
