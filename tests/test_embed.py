@@ -113,6 +113,19 @@ def test_manifest_and_shards_embed_every_study_with_its_lateral(
     got = _vectors(df.filter(pl.col("id") == row["study_id"]))
     assert torch.allclose(got, want, atol=1e-5)
 
+    # images.parquet: one single-view row per image, id = dicom_id
+    files = sorted(p.name for p in images.glob("*.png"))
+    pl.DataFrame({"dicom_id": [f[:-4] for f in files], "path": files}).write_parquet(
+        tmp_path / "seq" / "images.parquet"
+    )
+    out_img = tmp_path / "img.parquet"
+    code, output = _embed(
+        str(tmp_path / "seq" / "images.parquet"), "-o", str(out_img), "--model", str(export)
+    )
+    assert code == 0, output
+    per_image = pl.read_parquet(out_img)
+    assert per_image["id"].to_list() == [f[:-4] for f in files] and set(per_image["views"]) == {"frontal"}
+
     out2 = tmp_path / "shards.parquet"
     code, output = _embed(str(shards), "-o", str(out2), "--model", str(export))
     assert code == 0, output
