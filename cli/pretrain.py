@@ -41,6 +41,11 @@ def register(app: typer.Typer) -> None:
             help="stop after this many steps (checkpointed; resume later)",
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar"),
+        print_config: bool = typer.Option(
+            False,
+            "--print-config",
+            help="print the resolved config as YAML (a starting point for --config FILE)",
+        ),
     ) -> None:
         """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, TensorBoard, curves.png, export/."""
         from medst.schemas.train import resolve_config
@@ -77,6 +82,11 @@ def register(app: typer.Typer) -> None:
         }
         try:
             cfg = resolve_config(config, overrides)
+            if print_config:
+                from medst.schemas.train import config_to_yaml
+
+                typer.echo(config_to_yaml(cfg), nl=False)
+                return
             if not cfg.shards.is_dir():
                 raise typer.BadParameter(f"{cfg.shards} is not a folder")
             from medst.train.loop import pretrain

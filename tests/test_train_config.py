@@ -72,3 +72,28 @@ def test_resume_check_ignores_bookkeeping_but_not_the_recipe() -> None:
 def test_every_preset_validates() -> None:
     for name in PRESETS:
         assert isinstance(resolve_config(name), PretrainConfig)
+
+
+def test_cli_prints_the_resolved_config(tmp_path: Path) -> None:
+    from medst.cli.app import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "run"),
+            "--config",
+            "demo",
+            "--lr",
+            "0.02",
+            "--print-config",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    file = tmp_path / "printed.yaml"
+    file.write_text(result.output)
+    again = resolve_config(file)
+    assert again.lr == 0.02 and again.preset == "demo" and again.shards == tmp_path

@@ -126,6 +126,15 @@ def test_resume_refuses_a_different_recipe_and_keeps_checkpoints_complete(
     with pytest.raises(UserInputError, match="not a complete checkpoint"):
         pretrain(resolve_config("demo", _options(shards, run, resume=str(tmp_path))))
 
+    # Gradient accumulation: each optimizer step consumes `accumulate` batches.
+    accumulated = pretrain(
+        resolve_config(
+            "demo", _options(shards, tmp_path / "acc", steps=2, accumulate=2, val_every=None, export=False)
+        )
+    )
+    state = json.loads((accumulated.last_checkpoint / "rank-0.json").read_text())  # type: ignore[operator]
+    assert state["data"]["batches_consumed"] == 4
+
     # The checkpoint restores the optimizer exactly (AdamW moments and step counts).
     import torch
 
