@@ -91,6 +91,13 @@ def build_sequences_command(
         f"images: {summary.images.inputs} in = {summary.images.accepted} accepted + {summary.images.rejected} rejected; "
         f"reports: {summary.reports.inputs} in = {summary.reports.accepted} accepted + {summary.reports.rejected} rejected"
     )
+    if summary.manifest:
+        diffs = summary.manifest_differences
+        typer.echo(
+            f"checked against {summary.manifest}: "
+            + ("; ".join(diffs[:5]) if diffs else "no differences")
+            + (f" (+{len(diffs) - 5} more in build_report.md)" if len(diffs) > 5 else "")
+        )
     for w in summary.warnings:
         typer.echo(f"warning: {w}", err=True)
 

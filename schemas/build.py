@@ -89,3 +89,5 @@ class BuildSummary(BaseModel):
     sequences: int
     rejects_by_reason: dict[str, int]
     warnings: list[str] = Field(default_factory=list)
+    manifest: str | None = None
+    manifest_differences: list[str] = Field(default_factory=list)

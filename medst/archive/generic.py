@@ -116,15 +116,18 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
     if "report" in cols or "report_path" in cols:
         if "report" in cols:
             text = pl.col("report")
+            present = text.str.strip_chars().str.len_chars() > 0
         else:
             paths = df.get_column("report_path").to_list()
             texts = [_read_text(root / p) if p else None for p in paths]
             df = df.with_columns(pl.Series("_report_text", texts, dtype=pl.String))
             text = pl.col("_report_text")
+            # A named report file is a report input even when it is empty or unreadable (then rejected as such).
+            present = pl.col("report_path").is_not_null()
         # One report per study: the first non-empty text of its rows (table order).
         reports = (
             df.sort(ROW_INDEX)
-            .filter(text.str.strip_chars().str.len_chars() > 0)
+            .filter(present)
             .group_by("study_id", maintain_order=True)
             .agg(text.first().alias("raw"))
             .select(pl.col("study_id"), pl.col("study_id").alias("report_item"), pl.col("raw"))

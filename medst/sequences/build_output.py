@@ -175,4 +175,6 @@ def write_outputs(
         sequences=seq_out.height,
         rejects_by_reason=report["rejects_by_reason"],
         warnings=warnings,
+        manifest=manifest_name,
+        manifest_differences=manifest_diffs,
     )
