@@ -211,7 +211,16 @@ def _load_checkpoint(src: ModelSource) -> tuple[MedST, Any, PreprocessSettings]:
             f"{folder}: the run's text model folder {text_path} is missing (needed for a checkpoint)"
         )
     init = run_config.model_copy(update={"init_image": None})
-    model = build_model(init, Path(text_path))
+    from transformers.utils import logging as hf_logging
+
+    # The text backbone is built from its folder and then overwritten by the checkpoint: its load report (an
+    # unused pooler, say) is noise here.
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = build_model(init, Path(text_path))
+    finally:
+        hf_logging.set_verbosity(level)
     state = load_file(str(src.weights))
     check_state(model, state, src.weights, folder / "config.yaml")
     model.load_state_dict(state, strict=True)
