@@ -167,3 +167,14 @@ def test_cli_missing_column_and_folder(realdata: Path, tmp_path: Path) -> None:
     )
     assert res.exit_code == 2 and "--image-root" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_manifest_rows_are_validated_against_the_schema(covid_build: Path) -> None:
+    from medst.sequences.build_output import validate_frame
+
+    seqs = pl.read_parquet(covid_build / "sequences.parquet")
+    validate_frame(seqs, SequenceRecord)  # what the build wrote passes
+    with pytest.raises(AssertionError, match="split"):
+        validate_frame(seqs.with_columns(pl.lit("holdout").alias("split")), SequenceRecord)
+    with pytest.raises(AssertionError, match="nulls"):
+        validate_frame(seqs.with_columns(pl.lit(None, pl.String).alias("subject_id")), SequenceRecord)

@@ -224,7 +224,7 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
         warnings.append("image files not checked (no image tree under files/): a metadata-only build")
 
     # 3. Headers where tables leave gaps (or everywhere).
-    if checked and config.read_headers != "never":
+    if checked and not jpg and config.read_headers != "never":  # JPG files have no header to read
         need = listed if config.read_headers == "always" else listed.filter(pl.col("has_meta").is_null())
         if need.height:
             heads = scan_headers(

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import polars as pl
+from pydantic import BaseModel
 
 from medst import __version__
 from medst.archive.manifests import check_archive, detect_manifest, load_manifest
@@ -41,13 +42,36 @@ def _options(config: BuildConfig) -> dict[str, Any]:
     return json.loads(config.model_dump_json())
 
 
-def _validate_sample(df: pl.DataFrame, model: type, n: int = 200) -> None:
-    """Every row type-checks against its schema; checking a deterministic sample keeps big builds fast."""
-    if df.height == 0:
-        return
-    step = max(1, df.height // n)
-    for row in df.gather_every(step).iter_rows(named=True):
-        model(**row)
+def _literal_values(annotation: Any) -> list[str] | None:
+    args = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return [str(a) for a in args]
+    for a in args:  # Optional[Literal[...]]
+        if get_origin(a) is Literal:
+            return [str(x) for x in get_args(a)]
+    return None
+
+
+def validate_frame(df: pl.DataFrame, model: type[BaseModel], sample: int = 200) -> None:
+    """Check that every row of `df` satisfies `model`: exactly its columns, no null in a required field, every
+    value of a Literal field in its allowed set (all vectorised over every row), and full Pydantic validation of
+    an evenly spaced sample of rows (all rows of small tables). Raises AssertionError on a violation: a bug, not
+    a user error."""
+    fields = model.model_fields
+    assert list(df.columns) == list(fields), (model.__name__, df.columns)
+    for name, info in fields.items():
+        col = df.get_column(name)
+        nullable = info.default is None or type(None) in get_args(info.annotation)
+        if not nullable and info.is_required():
+            assert col.null_count() == 0, f"{model.__name__}.{name} has nulls"
+        allowed = _literal_values(info.annotation)
+        if allowed is not None:
+            bad = col.drop_nulls().cast(pl.String).is_in(allowed).not_().sum()
+            assert bad == 0, f"{model.__name__}.{name} has values outside {allowed}"
+    if df.height:
+        step = max(1, df.height // sample)
+        for row in df.gather_every(step).iter_rows(named=True):
+            model(**row)
 
 
 def write_outputs(
@@ -88,7 +112,7 @@ def write_outputs(
         (seq_out, SequenceRecord),
         (rejects_out, RejectRecord),
     ):
-        _validate_sample(df, model)
+        validate_frame(df, model)
     for name, df in (
         ("images", images_out),
         ("studies", studies_out),
