@@ -228,7 +228,28 @@ def test_metadata_only_writes_no_pixels_and_same_tables(tmp_path: Path) -> None:
     assert (meta / "benchmarks" / "MS_CXR_T_temporal_image_classification_v1.0.0.csv").is_file()
 
 
-def test_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
+def test_refuses_a_foreign_or_different_folder_but_reruns_in_place(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserInputError, match="not empty"):
         generate(SynthConfig(out=tmp_path, patients=1, image_size=64, metadata_only=True), progress=False)
+    out = tmp_path / "a"
+    cfg = SynthConfig(out=out, patients=2, image_size=64, metadata_only=True)
+    generate(cfg, progress=False)
+    before = _hashes(out)
+    generate(cfg, progress=False)  # same options: same bytes
+    assert _hashes(out) == before
+    with pytest.raises(UserInputError, match="other options"):
+        generate(SynthConfig(out=out, patients=3, image_size=64, metadata_only=True), progress=False)
+
+
+def test_jpg_only_release_keeps_reports_aside(tmp_path: Path) -> None:
+    out = tmp_path / "j"
+    summary = generate(SynthConfig(out=out, patients=2, image_size=64, release="jpg"), progress=False)
+    jpgs = list((out / "files").rglob("*.jpg"))
+    assert len(jpgs) == summary.images and not list(out.rglob("*.dcm"))
+    assert not list((out / "files").rglob("*.txt"))
+    assert len(list((out / "reports" / "files").rglob("*.txt"))) == summary.studies
+    rec = read_csv_gz(out / "cxr-record-list.csv.gz")
+    assert all((out / p).is_file() for p in rec["path"])
+    st = read_csv_gz(out / "cxr-study-list.csv.gz")
+    assert all((out / "reports" / p).is_file() for p in st["path"])

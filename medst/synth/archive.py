@@ -56,13 +56,33 @@ class SynthSummary(BaseModel):
     paths: dict[str, Path]
 
 
-def _check_out(out: Path) -> None:
+def _check_out(config: SynthConfig) -> None:
+    """Refuse a folder holding anything but an archive made with the same options (a re-run rewrites the same
+    bytes; other options would leave stale files behind)."""
+    out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"output path {out} is a file; give a folder that is empty or absent")
-    if out.is_dir() and any(out.iterdir()) and not (out / _MARKER_FILE).exists():
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    marker = out / _MARKER_FILE
+    if not marker.exists():
         raise UserInputError(
             f"output folder {out} is not empty and is not a synth archive; give an empty folder"
         )
+    try:
+        previous = json.loads(marker.read_text()).get("options")
+    except (OSError, ValueError):
+        previous = None
+    if previous != _options(config):
+        raise UserInputError(
+            f"output folder {out} holds a synth archive made with other options ({previous}); "
+            "give a new folder or delete it"
+        )
+
+
+def _options(config: SynthConfig) -> dict[str, Any]:
+    """The options that decide the archive's bytes (not where it goes, not how many workers make it)."""
+    return config.model_dump(mode="json", exclude={"out", "workers"})
 
 
 def joined_images(plan: Plan) -> pl.DataFrame:
@@ -178,7 +198,7 @@ def generate(config: SynthConfig, progress: bool = True) -> SynthSummary:
     """Write the archive described by `config` (layout in the module docstring) and say what was written."""
     t0 = time.perf_counter()
     out = Path(config.out)
-    _check_out(out)
+    _check_out(config)
     out.mkdir(parents=True, exist_ok=True)
     plan = build_plan(config.patients, config.seed, config.image_size)
     dicom_root = "." if config.release in ("dicom", "both") else None
@@ -225,7 +245,7 @@ def generate(config: SynthConfig, progress: bool = True) -> SynthSummary:
         paths["benchmarks"] = write_benchmarks(config, plan, images, out / "benchmarks", progress)
     manifest = {
         "medst_version": __version__,
-        "options": {**config.model_dump(mode="json", exclude={"out", "workers"})},
+        "options": _options(config),
         "patients": plan.patients.height,
         "studies": plan.studies.height,
         "images": plan.images.height,

@@ -237,21 +237,13 @@ def _vessels(side: int, an: Anatomy, hila: list[tuple[float, float, float]]) -> 
 
 
 def _frontal(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> np.ndarray:
+    """Frontal attenuation map (side, side): smooth anatomy at half resolution, fine detail at full."""
+    lo = max(32, side // 2)
+    smooth_rng, rng = rng.spawn(2)
+    a_lo, lungs_lo = _frontal_smooth(lo, an, f, smooth_rng)
+    a = np.asarray(cv2.resize(a_lo, (side, side), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+    lungs = cv2.resize(lungs_lo, (side, side), interpolation=cv2.INTER_LINEAR)
     x, y = _grid(side, side)
-    body = _ellipse(x, y, 0.5, 0.62, an.body_w, 0.66)
-    a = 0.62 * an.soft * body
-    for cx in (0.12, 0.88):  # shoulders
-        a += 0.22 * an.soft * _ellipse(x, y, cx, 0.10, 0.15, 0.13)
-    a += 0.25 * an.soft * _ellipse(x, y, 0.5, 0.0, 0.11, 0.14)  # neck
-    lungs = np.zeros((side, side), np.float32)
-    domes = {}
-    for side_name in ("right", "left"):
-        pts, dx, dy = _lung_outline(an, side_name)
-        domes[side_name] = (dx, dy)
-        lungs = np.maximum(lungs, _soft_poly(pts, side, 0.006))
-    depth = cv2.GaussianBlur(lungs[::4, ::4], (0, 0), max(1.0, side / 4 * 0.04))
-    depth = cv2.resize(depth, (side, side), interpolation=cv2.INTER_LINEAR)
-    a -= lungs * (0.26 + 0.30 * depth)
     noise = _smooth_noise(rng, side, side, max(4, side // 48))
     markings = (_vessels(side, an, [(0.41, 0.44, -1.0), (0.59, 0.43, 1.0)]) + 0.012 * noise) * lungs
     if f.pneumothorax > 0:
@@ -271,6 +263,32 @@ def _frontal(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> n
         line = np.exp(-(((dist - width * upper) / 0.003) ** 2)) * own * (upper > 0.3) * (lungs > 0.5)
         a += 0.12 * line
     a += markings
+    bones = np.zeros((side, side), np.float32)
+    _ribs(bones, side, an, "frontal")
+    a += bones * (0.35 + 0.65 * np.clip(lungs * 1.5, 0, 1))
+    return a
+
+
+def _frontal_smooth(
+    side: int, an: Anatomy, f: Findings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The smooth part of the frontal attenuation map and the soft lung mask, both (side, side)."""
+    x, y = _grid(side, side)
+    body = _ellipse(x, y, 0.5, 0.62, an.body_w, 0.66)
+    a = 0.62 * an.soft * body
+    for cx in (0.12, 0.88):  # shoulders
+        a += 0.22 * an.soft * _ellipse(x, y, cx, 0.10, 0.15, 0.13)
+    a += 0.25 * an.soft * _ellipse(x, y, 0.5, 0.0, 0.11, 0.14)  # neck
+    lungs = np.zeros((side, side), np.float32)
+    domes = {}
+    for side_name in ("right", "left"):
+        pts, dx, dy = _lung_outline(an, side_name)
+        domes[side_name] = (dx, dy)
+        lungs = np.maximum(lungs, _soft_poly(pts, side, 0.006))
+    depth = cv2.GaussianBlur(lungs[::4, ::4], (0, 0), max(1.0, side / 4 * 0.04))
+    depth = cv2.resize(depth, (side, side), interpolation=cv2.INTER_LINEAR)
+    a -= lungs * (0.26 + 0.30 * depth)
+    noise = _smooth_noise(rng, side, side, max(4, side // 24))
     mediastinum = [(0.45, 0.0), (0.55, 0.0), (0.565, 0.24), (0.59, 0.29), (0.575, 0.34), (0.56, 0.5),
                    (0.44, 0.5), (0.435, 0.3)]  # fmt: skip
     a += 0.22 * _soft_poly(mediastinum, side, 0.01)
@@ -298,25 +316,39 @@ def _frontal(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> n
         cx, cy = LOBES_FRONTAL[f.consolidation_lobe]
         r = 0.045 + 0.065 * f.consolidation
         blob = _gauss(x, y, cx, cy, r, r * 1.15) * (
-            0.8 + 0.25 * _smooth_noise(rng, side, side, max(4, side // 24))
+            0.8 + 0.25 * _smooth_noise(rng, side, side, max(4, side // 12))
         )
-        a += (0.25 + 0.35 * f.consolidation) * np.clip(blob, 0, None) * lungs
+        a += (0.35 + 0.45 * f.consolidation) * np.clip(blob, 0, None) * lungs
     if f.edema > 0:
         haze = _gauss(x, y, 0.37, 0.45, 0.09, 0.12) + _gauss(x, y, 0.63, 0.45, 0.09, 0.12)
         a += f.edema * (0.28 * haze + 0.07) * lungs * (0.9 + 0.12 * noise)
     if f.covid > 0:
         for cx in (0.19, 0.81):
             blob = _gauss(x, y, cx, 0.55, 0.06, 0.12) * (
-                0.7 + 0.35 * _smooth_noise(rng, side, side, max(4, side // 24))
+                0.7 + 0.35 * _smooth_noise(rng, side, side, max(4, side // 12))
             )
-            a += 0.45 * f.covid * np.clip(blob, 0, None) * lungs
-    bones = np.zeros((side, side), np.float32)
-    _ribs(bones, side, an, "frontal")
-    a += bones * (0.35 + 0.65 * np.clip(lungs * 1.5, 0, 1))
-    return a
+            a += 0.6 * f.covid * np.clip(blob, 0, None) * lungs
+    return a, lungs
 
 
 def _lateral(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> np.ndarray:
+    """Lateral attenuation map (side, side): smooth anatomy at half resolution, fine detail at full."""
+    lo = max(32, side // 2)
+    smooth_rng, rng = rng.spawn(2)
+    a_lo, lung_lo = _lateral_smooth(lo, an, f, smooth_rng)
+    a = np.asarray(cv2.resize(a_lo, (side, side), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+    lung = cv2.resize(lung_lo, (side, side), interpolation=cv2.INTER_LINEAR)
+    noise = _smooth_noise(rng, side, side, max(4, side // 48))
+    a += (_vessels(side, an, [(0.53, 0.43, -1.0), (0.55, 0.44, 1.0)]) * 0.6 + 0.01 * noise) * lung
+    bones = np.zeros((side, side), np.float32)
+    _ribs(bones, side, an, "lateral")
+    return a + bones
+
+
+def _lateral_smooth(
+    side: int, an: Anatomy, f: Findings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The smooth part of the lateral attenuation map and the soft lung mask, both (side, side)."""
     x, y = _grid(side, side)
     body = _ellipse(x, y, 0.52, 0.60, an.body_w * 0.92, 0.64)
     a = 0.80 * an.soft * body
@@ -331,8 +363,6 @@ def _lateral(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> n
     dome = np.array(outline[6:12])
     depth = cv2.resize(cv2.GaussianBlur(lung[::4, ::4], (0, 0), max(1.0, side / 4 * 0.05)), (side, side))
     a -= lung * (0.30 + 0.32 * depth)
-    noise = _smooth_noise(rng, side, side, max(4, side // 48))
-    a += (_vessels(side, an, [(0.53, 0.43, -1.0), (0.55, 0.44, 1.0)]) * 0.6 + 0.01 * noise) * lung
     cm = f.cardiomegaly
     hw, hh = an.heart_w * 1.2 * (1 + 0.40 * cm), an.heart_h * 1.25 * (1 + 0.2 * cm)
     heart = _soft_ellipse(0.36 + 0.3 * (hw - an.heart_w * 1.2), d - hh * 0.8, hw, hh, 25.0, side, 0.01)
@@ -351,7 +381,7 @@ def _lateral(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> n
     if f.consolidation > 0:
         lx, ly = LOBES_LATERAL[f.consolidation_lobe]
         r = 0.05 + 0.06 * f.consolidation
-        blob = _gauss(x, y, lx, ly, r, r) * (0.8 + 0.25 * _smooth_noise(rng, side, side, max(4, side // 24)))
+        blob = _gauss(x, y, lx, ly, r, r) * (0.8 + 0.25 * _smooth_noise(rng, side, side, max(4, side // 12)))
         a += (0.2 + 0.3 * f.consolidation) * np.clip(blob, 0, None) * lung
     if f.edema > 0:
         a += f.edema * (0.26 * _gauss(x, y, 0.53, 0.44, 0.13, 0.14) + 0.06) * lung
@@ -359,9 +389,7 @@ def _lateral(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> n
         a -= 0.05 * _smoothstep((top + 0.04 + 0.08 * f.pneumothorax - y) / 0.03) * lung
     if f.covid > 0:
         a += 0.3 * f.covid * _gauss(x, y, 0.65, 0.58, 0.12, 0.1) * lung
-    bones = np.zeros((side, side), np.float32)
-    _ribs(bones, side, an, "lateral")
-    return a + bones
+    return a, lung
 
 
 def render(
@@ -379,11 +407,10 @@ def render(
     """
     # Draw on a square canvas then fit it to the requested aspect, so anatomy keeps its proportions.
     side = max(rows, cols)
-    att = (
-        _frontal(side, anatomy, findings, rng)
-        if view == "frontal"
-        else _lateral(side, anatomy, findings, rng)
-    )
+    # independent streams, so drawing one finding never changes the texture or noise of the rest of the image
+    anatomy_rng, noise_rng = rng.spawn(2)
+    draw = _frontal if view == "frontal" else _lateral
+    att = draw(side, anatomy, findings, anatomy_rng)
     m = cv2.getRotationMatrix2D((side / 2, side / 2), exposure.angle_deg, exposure.scale)
     m[0, 2] += exposure.shift_x * side - (side - cols) / 2
     m[1, 2] += exposure.shift_y * side - (side - rows) / 2
@@ -397,7 +424,7 @@ def render(
     )
     img = 1.0 - np.exp(-exposure.gain * np.clip(att, 0.0, None))
     img /= max(float(1.0 - np.exp(-exposure.gain * 1.6)), 1e-6)
-    img += exposure.noise * rng.standard_normal(img.shape, dtype=np.float32)
+    img += exposure.noise * noise_rng.standard_normal(img.shape, dtype=np.float32)
     if exposure.marker:
         img = np.maximum(img, _marker(rows, cols, "R" if view == "frontal" else "L"))
     return np.clip(img, 0.0, 1.0).astype(np.float32)
