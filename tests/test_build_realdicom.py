@@ -140,3 +140,37 @@ def test_generic_table_with_datetimes_report_files_and_splits(realdata: Path, tm
     assert studies["text"][1] == "small left effusion new since prior"
     reasons = pl.read_parquet(tmp_path / "out" / "rejects.parquet")["reason"].to_list()
     assert {"missing_time", "missing_file", "empty_report", "study_report_dropped"} <= set(reasons)
+
+
+def test_generic_table_of_dicoms_takes_views_from_headers(realdata: Path, tmp_path: Path) -> None:
+    """No view column: the views (and non-chest body parts) come from the DICOM headers; a bad file is a reject."""
+    (tmp_path / "bad.dcm").write_bytes(b"not dicom")
+    rows = [
+        ("P1", 0.0, str(realdata / "dicom" / "chest" / "rsna_sample_ap.dcm")),
+        ("P1", 0.0, str(realdata / "dicom" / "chest" / "siim_sample_pa.dcm")),
+        ("P1", 3.0, str(realdata / "dicom" / "chest" / "RG1_J2KI.dcm")),
+        ("P1", 5.0, str(realdata / "dicom" / "negative" / "RG2_JPLL.dcm")),
+        ("P1", 5.0, str(tmp_path / "bad.dcm")),
+    ]
+    pl.DataFrame(rows, schema=["patient", "day", "file"], orient="row").with_columns(
+        pl.lit(REPORT).alias("note")
+    ).write_parquet(tmp_path / "t.parquet")
+    cfg = BuildConfig(
+        archive=tmp_path,
+        out=tmp_path / "out",
+        table=Path("t.parquet"),
+        image_root=Path("/"),
+        columns={"patient": "patient", "day_offset": "day", "image": "file", "report": "note"},
+    )
+    summary = build_sequences(cfg, progress=False)
+    assert summary.images.inputs == summary.images.accepted + summary.images.rejected == 5
+    studies = pl.read_parquet(tmp_path / "out" / "studies.parquet")
+    assert studies["frontal_dicom_id"].str.ends_with("siim_sample_pa.dcm").to_list() == [True, False]
+    assert studies["day_offset"].to_list() == [0.0, 3.0]
+    rejects = pl.read_parquet(tmp_path / "out" / "rejects.parquet")
+    assert set(rejects.filter(pl.col("item_kind") == "image")["reason"].to_list()) == {
+        "non_chest",
+        "not_dicom",
+    }
+    images = pl.read_parquet(tmp_path / "out" / "images.parquet")
+    assert set(images["view_source"].to_list()) == {"tag"}

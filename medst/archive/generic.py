@@ -102,6 +102,7 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
         pl.lit("image file not found under the image root: ") + pl.col("image"),
     )
 
+    df = _dicom_headers(df, image_root, config, rejects, progress)
     study = pl.col("study") if "study" in cols else pl.col("patient") + pl.lit("@") + time_key
     df = df.with_columns(
         pl.col("patient").alias("subject_id"),
@@ -109,7 +110,7 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
         pl.col("image").alias("dicom_id"),
         pl.col("image").alias("path"),
         pl.col(ROW_INDEX).cast(pl.Int64).alias("input_order"),
-        (pl.col("view") if "view" in cols else pl.lit(None, pl.String)).alias("view_position"),
+        (pl.col("view") if "view" in cols else pl.col("view_position")).alias("view_position"),
     )
 
     reports = None
@@ -146,11 +147,53 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
         reports=reports,
         splits=splits,
         time_kind=time_kind,
-        view_from_table=True,
+        view_from_table="view" in cols,
         image_inputs=image_inputs,
         report_inputs=reports.height if reports is not None else 0,
         checked_files=True,
     )
+
+
+def _dicom_headers(
+    df: pl.DataFrame, image_root: Path, config: BuildConfig, rejects: list[pl.DataFrame], progress: bool
+) -> pl.DataFrame:
+    """Header fields for DICOM images of a generic table: always when ``read_headers='always'``, and in ``auto``
+    mode when the table has no view column (the view then comes from the headers). Unreadable headers become
+    rejects (the rows are removed)."""
+    from medst.archive.headers import scan_headers
+
+    want = config.read_headers == "always" or (config.read_headers == "auto" and "view" not in config.columns)
+    is_dcm = pl.col("image").str.to_lowercase().str.ends_with(".dcm")
+    cols = [
+        "view_position",
+        "view_code_meaning",
+        "procedure_description",
+        "series_description",
+        "body_part",
+        "rows",
+        "columns",
+        "photometric_interpretation",
+        "transfer_syntax",
+    ]
+    need = df.filter(is_dcm) if want else df.head(0)
+    if need.height == 0:
+        return df.with_columns([pl.lit(None, pl.String).alias(c) for c in cols if c not in df.columns])
+    heads = scan_headers(
+        [str(image_root / p) for p in need.get_column("image").to_list()],
+        workers=config.workers,
+        progress=progress,
+    )
+    heads = heads.with_columns(need.get_column(ROW_INDEX).alias(ROW_INDEX))
+    bad = heads.filter(pl.col("error").is_not_null()).join(
+        df.select(ROW_INDEX, "image"), on=ROW_INDEX, maintain_order="left"
+    )
+    rejects.append(
+        reject_frame(bad, pl.col("image"), "image", "", pl.col("error_message")).with_columns(
+            bad.get_column("error").alias("reason")
+        )
+    )
+    df = df.join(bad.select(ROW_INDEX), on=ROW_INDEX, how="anti")
+    return df.join(heads.select(ROW_INDEX, *cols), on=ROW_INDEX, how="left", maintain_order="left")
 
 
 def _read_text(path: Path) -> str | None:
