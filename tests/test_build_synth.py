@@ -112,6 +112,24 @@ def test_synth_clean_matches_truth(synth_archive: Path, clean_build: tuple[pl.Da
     assert sum(len(x) for x in seqs["study_ids"].to_list()) == studies.height
 
 
+def test_synth_rerun_identical_bytes(
+    synth_archive: Path, clean_build: tuple[pl.DataFrame, dict, Path], tmp_path: Path
+) -> None:
+    first = clean_build[2]
+    again = tmp_path / "again"
+    _build(synth_archive, again, workers=2)  # worker count must not change a byte
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in again.iterdir())
+    for name in names:
+        a, b = (first / name).read_bytes(), (again / name).read_bytes()
+        if name == "build_report.json":  # the options name the output folder and the worker count
+            ja, jb = json.loads(a), json.loads(b)
+            ja.pop("options"), jb.pop("options")
+            assert ja == jb
+        else:
+            assert a == b, name
+
+
 def test_synth_reference_compat(synth_archive: Path, tmp_path: Path) -> None:
     studies, report = _build(synth_archive, tmp_path / "ref", compat="reference")
     _accounting_holds(report)

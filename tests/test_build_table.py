@@ -178,3 +178,35 @@ def test_manifest_rows_are_validated_against_the_schema(covid_build: Path) -> No
         validate_frame(seqs.with_columns(pl.lit("holdout").alias("split")), SequenceRecord)
     with pytest.raises(AssertionError, match="nulls"):
         validate_frame(seqs.with_columns(pl.lit(None, pl.String).alias("subject_id")), SequenceRecord)
+
+
+def test_study_listed_under_two_patients_is_rejected(realdata: Path, tmp_path: Path) -> None:
+    images = _covid(realdata) / "images"
+    pl.DataFrame(
+        {
+            "pid": ["A", "B", "B"],
+            "sid": ["S1", "S1", "S2"],
+            "day": ["0", "0", "4"],
+            "file": ["000001-17.jpg", "000001-19.jpg", "000001-24.jpg"],
+            "view": ["PA", "PA", "PA"],
+            "txt": ["Clear lungs, no effusion."] * 3,
+        }
+    ).write_csv(tmp_path / "t.csv")
+    cfg = BuildConfig(
+        archive=tmp_path,
+        out=tmp_path / "out",
+        table=Path("t.csv"),
+        image_root=images,
+        columns={
+            "patient": "pid",
+            "study": "sid",
+            "day_offset": "day",
+            "image": "file",
+            "view": "view",
+            "report": "txt",
+        },
+    )
+    summary = build_sequences(cfg, progress=False)
+    assert summary.rejects_by_reason.get("study_with_several_patients") == 2
+    assert summary.studies == 1 and summary.images.accepted == 1
+    assert summary.reports.inputs == summary.reports.accepted + summary.reports.rejected

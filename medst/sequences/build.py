@@ -122,6 +122,17 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
             pl.lit("BodyPartExamined is not chest: ") + pl.col("body_part").fill_null(""),
             rejects,
         )
+    # A study listed under several patients is a table error: no patient can be trusted with it.
+    multi = (
+        images.group_by("study_id").agg(pl.col("subject_id").n_unique().alias("_n")).filter(pl.col("_n") > 1)
+    )
+    images = _exclude(
+        images,
+        pl.col("study_id").is_in(multi.get_column("study_id").implode()),
+        "study_with_several_patients",
+        pl.lit("study ") + pl.col("study_id") + pl.lit(" is listed under more than one patient"),
+        rejects,
+    )
     if src.time_kind == "datetime":
         images = _exclude(
             images,
