@@ -297,3 +297,23 @@ def test_split_file_overrides_and_conflicts_are_resolved(
     assert all(v == "validate" for k, v in splits.items() if k != subjects[0])
     assert any(w.startswith("split_conflict") for w in report["warnings"])
     assert studies.group_by("subject_id").agg(pl.col("split").n_unique())["split"].max() == 1
+
+
+def test_jpg_release_without_record_list(
+    synth_archive: Path, clean_build: tuple[pl.DataFrame, dict, Path], tmp_path: Path
+) -> None:
+    """The real MIMIC-CXR-JPG ships only the metadata/split/label CSVs: paths are derived from the ids."""
+    root = tmp_path / "jpg"
+    shutil.copytree(synth_archive / "jpg" / "files", root / "files")
+    for name in (
+        "mimic-cxr-2.0.0-metadata.csv.gz",
+        "mimic-cxr-2.0.0-split.csv.gz",
+        "mimic-cxr-2.0.0-chexpert.csv.gz",
+    ):
+        shutil.copy(synth_archive / "jpg" / name, root / name)
+    studies, report = _build(root, tmp_path / "out", reports=synth_archive / "files")
+    _accounting_holds(report)
+    assert report["source"] == "mimic-cxr-jpg" and report["files_checked"]
+    assert report["rejects_by_reason"].get("unlisted_file", 0) == 0
+    assert report["rejects_by_reason"].get("missing_file", 0) == 0
+    assert studies["frontal_dicom_id"].to_list() == clean_build[0]["frontal_dicom_id"].to_list()
