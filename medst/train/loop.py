@@ -44,6 +44,7 @@ from medst.train.distributed import (
 )
 from medst.train.logging import RunLogger, plot_curves
 from medst.train.optim import WarmupCosineSchedule, build_optimizer
+from medst.train.validation import autocast_for, validate
 
 
 class RunSummary(BaseModel):
@@ -86,13 +87,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _autocast(config: PretrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
 class _DataStream:
     """Endless batches across epochs; knows its epoch and hands the loader's position to checkpoints."""
 
@@ -125,34 +119,6 @@ def total_steps_for(config: PretrainConfig, batches_per_epoch: int) -> int:
         return config.steps
     assert config.epochs is not None
     return max(1, math.floor(config.epochs * batches_per_epoch / config.accumulate))
-
-
-@torch.no_grad()
-def validate(model: nn.Module, loader: Any, config: PretrainConfig, info: DistInfo) -> dict[str, float]:
-    """Mean loss, loss terms and model metrics (in-batch retrieval accuracy) over the validation split, averaged
-    over ranks; ``chance_top1`` is the retrieval accuracy of guessing (mean of 1 / studies per batch)."""
-    was_training = model.training
-    model.eval()
-    sums: dict[str, float] = {}
-    batches = 0
-    with torch.random.fork_rng(devices=[]):
-        # Always the same batches: epoch 0 from its first batch (a capped pass leaves the loader mid-epoch).
-        loader.load_state_dict({"epoch": 0, "batches_consumed": 0})
-        for batch in loader:
-            batch = batch.to(info.device, non_blocking=True)
-            with _autocast(config, info.device):
-                out = model(batch)
-            values = {"loss": float(out.loss), **{f"loss_{k}": float(v) for k, v in out.terms.items()}}
-            values.update({k: float(v) for k, v in out.metrics.items()})
-            values["chance_top1"] = 1.0 / batch.num_studies
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            batches += 1
-            if config.val_batches is not None and batches >= config.val_batches:
-                break
-    model.train(was_training)
-    means = {k: v / max(1, batches) for k, v in sums.items()}
-    return all_reduce_mean(means, info)
 
 
 def pretrain(config: PretrainConfig, loaders: tuple[Any, Any] | None = None) -> RunSummary:
@@ -269,7 +235,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
                 else contextlib.nullcontext()
             )
             with sync:
-                with _autocast(config, info.device):
+                with autocast_for(config, info.device):
                     out = train_module(batch)
                 (out.loss / config.accumulate).backward()
             for key, value in {"loss": out.loss, **{f"loss_{k}": v for k, v in out.terms.items()}}.items():
