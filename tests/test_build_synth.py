@@ -134,6 +134,11 @@ def test_synth_reference_compat(synth_archive: Path, tmp_path: Path) -> None:
     studies, report = _build(synth_archive, tmp_path / "ref", compat="reference")
     _accounting_holds(report)
     truth = _truth(synth_archive)
+    # The authors use IMPRESSION/FINDINGS only: last-paragraph reports are dropped, with their reason.
+    assert "last_paragraph" not in report["section_used"]
+    n_last = truth.filter(pl.col("report_variant") == "last_paragraph")["study_id"].n_unique()
+    if n_last:
+        assert report["rejects_by_reason"].get("no_impression_or_findings", 0) >= 1
     assert studies["study_id"].str.contains("#").all()
     base = studies["study_id"].str.replace(r"#\d+$", "")
     # One row per frontal image of a kept study.

@@ -6,6 +6,10 @@ frontal image and a usable report -> choose images per study -> order in time, d
 windows. Every input image and report ends in exactly one of accepted (a kept study) or rejected (a reject row
 with its reason); the report states that identity. Output is written to a temporary folder next to OUT and
 renamed into place; the same inputs and options give byte-identical files.
+
+``--compat reference`` differs in two places only: time steps are frontal images (see `studies`), and a report
+without IMPRESSION or FINDINGS is dropped (reason ``no_impression_or_findings``) instead of falling back to its
+last paragraph, as the authors' preprocessing does.
 """
 
 from __future__ import annotations
@@ -94,15 +98,26 @@ def _reports_per_study(
             pl.lit("a second report for study ") + pl.col("study_id") + pl.lit("; the first is kept"),
         )
     )
-    return parsed.filter(~dup).select(list(schema))
+    parsed = parsed.filter(~dup).select(list(schema))
+    if config.compat == "reference":
+        # The authors train on IMPRESSION/FINDINGS only: a report that has neither is dropped, no fallback.
+        parsed = parsed.with_columns(
+            pl.when(pl.col("section_used") == "last_paragraph")
+            .then(pl.lit(""))
+            .otherwise(pl.col("text"))
+            .alias("text")
+        )
+    return parsed
 
 
-def _report_reason() -> pl.Expr:
+def _report_reason(min_tokens: int) -> pl.Expr:
     return (
         pl.when(pl.col("is_empty"))
         .then(pl.lit("empty_report"))
         .when(pl.col("section_used").is_null())
         .then(pl.lit("no_report_text"))
+        .when((pl.col("section_used") == "last_paragraph") & (pl.col("n_tokens") >= min_tokens))
+        .then(pl.lit("no_impression_or_findings"))  # --compat reference only
         .otherwise(pl.lit("short_report"))
     )
 
@@ -192,7 +207,7 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     dropped = status.filter(pl.col("report_item").is_not_null() & (pl.col("text") == ""))
     rejects.append(
         reject_frame(
-            dropped.with_columns(_report_reason().alias("_r")),
+            dropped.with_columns(_report_reason(config.min_tokens).alias("_r")),
             pl.col("report_item"),
             "report",
             "",
@@ -201,7 +216,9 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
             + pl.lit(" gives fewer than ")
             + pl.lit(str(config.min_tokens))
             + pl.lit(" tokens of impression/findings text"),
-        ).with_columns(dropped.with_columns(_report_reason().alias("reason")).get_column("reason"))
+        ).with_columns(
+            dropped.with_columns(_report_reason(config.min_tokens).alias("reason")).get_column("reason")
+        )
     )
     images = _exclude(
         images,
