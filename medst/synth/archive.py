@@ -19,12 +19,13 @@ Everything depends only on the options, never on the number of workers: the same
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -41,6 +42,8 @@ from medst.synth.reports import compose
 from medst.synth.trajectories import Plan, build_plan
 
 _MARKER_FILE = "synth.json"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class SynthSummary(BaseModel):
@@ -169,29 +172,57 @@ def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield cur
 
 
-def _write_reports(
-    plan: Plan, root: Path, progress: bool
+def _report_task(
+    args: tuple[list[dict[str, Any]], dict[int, dict[str, Any]], str],
 ) -> tuple[list[dict[str, float | None]], list[bool]]:
-    patients = {r["subject_id"]: r for r in plan.patients.iter_rows(named=True)}
+    """Compose and write the reports of a few patients; their CheXpert labels and whether each is non-empty."""
+    rows, patients, root = args
     labels: list[dict[str, float | None]] = []
     has_report: list[bool] = []
-    made: set[Path] = set()
-    rows = plan.studies.iter_rows(named=True)
-    for st in tqdm(rows, total=plan.studies.height, desc="reports", unit="study", disable=not progress):
+    made: set[str] = set()
+    for st in rows:
         text, lab = compose(st, patients[st["subject_id"]])
         sub = str(st["subject_id"])
-        folder = root / "files" / f"p{sub[:2]}" / f"p{sub}"
+        folder = os.path.join(root, "files", f"p{sub[:2]}", f"p{sub}")
         if folder not in made:
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             made.add(folder)
-        (folder / f"s{st['study_id']}.txt").write_text(text)
+        with open(os.path.join(folder, f"s{st['study_id']}.txt"), "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
         labels.append(lab)
         has_report.append(bool(text))
     return labels, has_report
 
 
+def _run(pool: Executor | None, fn: Callable[[T], R], tasks: list[T]) -> Iterator[R]:
+    """Results of `fn` over `tasks` in task order, in `pool` when given."""
+    return pool.map(fn, tasks) if pool is not None else map(fn, tasks)
+
+
+def _write_reports(
+    plan: Plan, root: Path, pool: Executor | None, progress: bool
+) -> tuple[list[dict[str, float | None]], list[bool]]:
+    patients = {r["subject_id"]: r for r in plan.patients.iter_rows(named=True)}
+    rows = plan.studies.to_dicts()
+    tasks = []
+    for chunk in _chunks(rows, 2000):
+        mine = {r["subject_id"] for r in chunk}
+        tasks.append((chunk, {k: patients[k] for k in mine}, str(root)))
+    labels: list[dict[str, float | None]] = []
+    has_report: list[bool] = []
+    with tqdm(total=len(rows), desc="reports", unit="study", disable=not progress) as bar:
+        for lab, has in _run(pool, _report_task, tasks):
+            labels += lab
+            has_report += has
+            bar.update(len(lab))
+    return labels, has_report
+
+
 def _du(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        total += sum(os.stat(os.path.join(folder, name)).st_size for name in files)
+    return total
 
 
 def generate(config: SynthConfig, progress: bool = True) -> SynthSummary:
@@ -201,10 +232,23 @@ def generate(config: SynthConfig, progress: bool = True) -> SynthSummary:
     _check_out(config)
     out.mkdir(parents=True, exist_ok=True)
     plan = build_plan(config.patients, config.seed, config.image_size)
+    pool = (
+        ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) if config.workers > 1 else None
+    )
+    try:
+        return _generate(config, out, plan, pool, progress, t0)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _generate(
+    config: SynthConfig, out: Path, plan: Plan, pool: Executor | None, progress: bool, t0: float
+) -> SynthSummary:
     dicom_root = "." if config.release in ("dicom", "both") else None
     jpg_root = {"dicom": None, "jpg": ".", "both": "jpg"}[config.release]
     report_root = out if dicom_root is not None else out / "reports"
-    labels, has_report = _write_reports(plan, report_root, progress)
+    labels, has_report = _write_reports(plan, report_root, pool, progress)
     chexpert = tables.chexpert_frame(plan.studies, labels, has_report)
     images = joined_images(plan)
     rel = tables.rel_dir(pl.col("subject_id"), pl.col("study_id")) + "/" + pl.col("dicom_id")
@@ -227,15 +271,9 @@ def generate(config: SynthConfig, progress: bool = True) -> SynthSummary:
     if not config.metadata_only:
         rows = images.to_dicts()
         tasks = [(chunk, str(out), config.seed, dicom_root, jpg_root) for chunk in _chunks(rows, 24)]
-        bar = tqdm(total=len(rows), desc="images", unit="img", disable=not progress)
-        if config.workers > 1:
-            with ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) as pool:
-                for n in pool.map(_pixel_task, tasks):
-                    bar.update(n)
-        else:
-            for task in tasks:
-                bar.update(_pixel_task(task))
-        bar.close()
+        with tqdm(total=len(rows), desc="images", unit="img", disable=not progress) as bar:
+            for n in _run(pool, _pixel_task, tasks):
+                bar.update(n)
         from medst.synth.preview import write_preview
 
         paths["preview"] = write_preview(images, plan.studies, report_root, out / "preview.png")

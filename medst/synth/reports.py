@@ -13,10 +13,9 @@ underscores), ``empty`` (a zero-byte file; such studies have no row in the CheXp
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
 
 from medst.schemas import FINDINGS
 from medst.synth.trajectories import UNCERTAIN_BELOW
@@ -197,7 +196,7 @@ def compose(study: Mapping[str, Any], patient: Mapping[str, Any]) -> tuple[str, 
     `study` holds a row of the plan's studies table (sev_*, chg_*, procedure, report_variant, report_seed,
     study_index); `patient` a row of the patients table (sex, effusion_side, consolidation_lobe, ...).
     """
-    rng = np.random.default_rng(int(study["report_seed"]))
+    rng = random.Random(int(study["report_seed"]))  # stdlib: cheap to seed per report, stable across versions
     variant = str(study["report_variant"])
     labels: dict[str, float | None] = dict.fromkeys(FINDINGS)
     where = {
@@ -212,7 +211,7 @@ def compose(study: Mapping[str, Any], patient: Mapping[str, Any]) -> tuple[str, 
     negatives: list[str] = []
     for name in ("consolidation", "edema", "pleural_effusion", "pneumothorax", "cardiomegaly"):
         sev, chg = float(study[f"sev_{name}"]), str(study[f"chg_{name}"])
-        pick = int(rng.integers(0, 12))
+        pick = rng.randrange(12)
         if sev > 0 or chg == "resolved":
             sentence = change_sentence(name, chg, sev, where[name], pneu and name == "consolidation", pick)
             (positives if sev > 0 else negatives).append(sentence)
@@ -238,15 +237,15 @@ def compose(study: Mapping[str, Any], patient: Mapping[str, Any]) -> tuple[str, 
         return "", dict.fromkeys(FINDINGS)
 
     findings_text = " ".join(
-        positives + negatives + ([_FILLER[int(rng.integers(0, 4))]] if rng.random() < 0.4 else [])
+        positives + negatives + ([_FILLER[rng.randrange(4)]] if rng.random() < 0.4 else [])
     )
-    impression = positives if positives else [_NORMAL_IMPRESSION[int(rng.integers(0, 3))]]
+    impression = positives if positives else [_NORMAL_IMPRESSION[rng.randrange(3)]]
     if not findings_text:
         findings_text = "The lungs are clear."
     first = int(study["study_index"]) == 0
-    q = ["pleural effusion", "pneumonia", "edema", "pneumothorax", "CHF"][int(rng.integers(0, 5))]
+    q = ["pleural effusion", "pneumonia", "edema", "pneumothorax", "CHF"][rng.randrange(5)]
     sex_word, s = ("woman", "F") if patient["sex"] == "F" else ("man", "M")
-    indication = _INDICATIONS[int(rng.integers(0, len(_INDICATIONS)))].format(sex=sex_word, s=s, q=q)
+    indication = _INDICATIONS[rng.randrange(len(_INDICATIONS))].format(sex=sex_word, s=s, q=q)
     procedure = str(study["procedure"])
     lines = [HEADER]
     comparison = "None." if first else ("___" if rng.random() < 0.6 else "Chest radiograph from ___.")
@@ -261,7 +260,7 @@ def compose(study: Mapping[str, Any], patient: Mapping[str, Any]) -> tuple[str, 
     imp_text = " ".join(impression)
     findings_head, impression_head = "FINDINGS", "IMPRESSION"
     if variant == "misspelled":
-        kind = int(rng.integers(0, 3))
+        kind = rng.randrange(3)
         if kind == 0:
             impression_head = "IMPRESSIONS"
         elif kind == 1:
@@ -288,6 +287,6 @@ def compose(study: Mapping[str, Any], patient: Mapping[str, Any]) -> tuple[str, 
         lines += [
             UNDERSCORES,
             " " * 32 + "FINAL ADDENDUM",
-            *_wrap(f"ADDENDUM:  {_ADDENDA[int(rng.integers(0, 3))]}"),
+            *_wrap(f"ADDENDUM:  {_ADDENDA[rng.randrange(3)]}"),
         ]
     return "\n".join(lines) + "\n", labels
