@@ -199,6 +199,11 @@ def test_jpg_release_with_report_sources(
         assert got["frontal_dicom_id"].to_list() == ref["frontal_dicom_id"].to_list()
 
 
+def rejects_of(out: Path, kind: str, reason: str) -> list[str]:
+    rejects = pl.read_parquet(out / "rejects.parquet")
+    return rejects.filter((pl.col("item_kind") == kind) & (pl.col("reason") == reason))["item"].to_list()
+
+
 def _dicom_copy(src: Path, dst: Path, with_tables: bool = True) -> Path:
     shutil.copytree(src / "files", dst / "files")
     if with_tables:
@@ -220,6 +225,7 @@ def test_salted_archive_accounting(synth_archive: Path, tmp_path: Path) -> None:
     (root / paths[3]).write_bytes(b"garbage, not DICOM")  # unreadable header
     reports = sorted((root / "files").rglob("s*.txt"))
     reports[0].write_text("")  # emptied report
+    reports[1].unlink()  # a report the study list names, gone
     meta = root / "mimic-cxr-2.0.0-metadata.csv.gz"
     lines = gzip.decompress(meta.read_bytes()).decode().splitlines()
     lines.insert(3, "broken-row,not-a-number,,,")  # malformed metadata row
@@ -230,6 +236,7 @@ def test_salted_archive_accounting(synth_archive: Path, tmp_path: Path) -> None:
     for reason in ("missing_file", "unlisted_file", "truncated_pixel_data", "not_dicom", "malformed_row"):
         assert reasons.get(reason, 0) >= 1, (reason, reasons)
     assert reasons.get("empty_report", 0) >= 1
+    assert rejects_of(tmp_path / "out", "report", "missing_file") == [reports[1].relative_to(root).as_posix()]
     rejects = pl.read_parquet(tmp_path / "out" / "rejects.parquet")
     assert (
         paths[0].rsplit("/", 1)[1].removesuffix(".dcm")

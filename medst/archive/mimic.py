@@ -24,6 +24,7 @@ from medst.schemas.records import FINDINGS
 from medst.sequences.timeline import study_datetime
 
 RECORD_LIST = "cxr-record-list.csv"
+STUDY_LIST = "cxr-study-list.csv"
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
 SPLIT = "mimic-cxr-2.0.0-split.csv"
 CHEXPERT = "mimic-cxr-2.0.0-chexpert.csv"
@@ -263,6 +264,25 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
         reports = read_reports(config.reports)
     else:
         report_files = (files_dir, report_rel, "files/")
+    missing_reports = 0
+    study_p = find_table(root, STUDY_LIST)
+    if report_files is not None and report_files[2] == "files/" and report_rel and study_p is not None:
+        # The study list names every report; one it names that is not on disk is a report input, rejected.
+        listed_reports = read_table(study_p, ["path"], "study list").select(pl.col("path").str.strip_chars())
+        on_disk = pl.DataFrame({"path": ["files/" + r for r in report_rel]}, schema={"path": pl.String})
+        gone = listed_reports.filter(pl.col("path").str.ends_with(".txt")).join(
+            on_disk, on="path", how="anti"
+        )
+        rejects.append(
+            reject_frame(
+                gone,
+                pl.col("path"),
+                "report",
+                "missing_file",
+                pl.lit("listed in the study list but not on disk"),
+            )
+        )
+        missing_reports = gone.height
     labels = None
     chex_p = find_table(root, CHEXPERT)
     if chex_p is not None:
@@ -290,7 +310,8 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
         labels=labels,
         splits=splits,
         image_inputs=image_inputs,
-        report_inputs=reports.height if reports is not None else len(report_files[1]) if report_files else 0,
+        report_inputs=missing_reports
+        + (reports.height if reports is not None else len(report_files[1]) if report_files else 0),
         warnings=warnings,
         checked_files=checked,
         files_found={"images": len(disk_images), "reports": len(report_rel)},
