@@ -149,3 +149,47 @@ def test_resume_refuses_a_different_recipe_and_keeps_checkpoints_complete(
     steps = {float(s["step"]) for s in opt.state_dict()["state"].values()}
     assert steps == {4.0}
     assert all(torch.count_nonzero(s["exp_avg_sq"]) > 0 for s in opt.state_dict()["state"].values())
+
+
+def test_sigkilled_process_resumes_to_the_same_weights(
+    shards: Path, text_model: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    steps = 16
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "medst.cli", "pretrain", str(shards), "-o", str(killed), "--config", "demo",
+           "--steps", str(steps), "--batch-size", "2", "--text-model", str(text_model), "--ckpt-every", "2",
+           "--val-every", "1000", "--num-workers", "0", "--device", "cpu", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while find_latest(killed) is None or find_latest(killed) == killed / "checkpoints" / "step-00000002":
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    stopped_at = find_latest(killed)
+    assert stopped_at is not None and stopped_at.name < f"step-{steps:08d}"
+
+    resumed = pretrain(
+        resolve_config(
+            "demo", _options(shards, killed, steps=steps, text_model=text_model, resume="latest", ckpt_every=2,
+                             val_every=1000, export=False)
+        )
+    )  # fmt: skip
+    unbroken = pretrain(
+        resolve_config(
+            "demo", _options(shards, tmp_path / "unbroken", steps=steps, text_model=text_model, ckpt_every=2,
+                             val_every=1000, export=False)
+        )
+    )  # fmt: skip
+    assert resumed.steps == unbroken.steps == steps
+    assert resumed.weights_sha256 == unbroken.weights_sha256
