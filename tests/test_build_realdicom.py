@@ -39,6 +39,7 @@ def _tree(realdata: Path, root: Path) -> Path:
 
 def test_real_dicoms_headers_only(realdata: Path, tmp_path: Path) -> None:
     root = _tree(realdata, tmp_path / "arch")
+    (root / "files" / "p10" / "stray.dcm").write_bytes(b"x")  # not at pXX/pNNN/sNNN/<id>.dcm
     build_sequences(BuildConfig(archive=root, out=tmp_path / "out"), progress=False)
     report = json.loads((tmp_path / "out" / "build_report.json").read_text())
     images = pl.read_parquet(tmp_path / "out" / "images.parquet")
@@ -47,7 +48,10 @@ def test_real_dicoms_headers_only(realdata: Path, tmp_path: Path) -> None:
     for what in ("images", "reports"):
         acc = report["accounting"][what]
         assert acc["inputs"] == acc["accepted"] + acc["rejected"]
-    assert report["accounting"]["images"]["inputs"] == len(LAYOUT)
+    assert report["accounting"]["images"]["inputs"] == len(LAYOUT) + 1
+    assert rejects.filter(pl.col("reason") == "unrecognised_path")["item"].to_list() == [
+        "files/p10/stray.dcm"
+    ]
     # Non-chest: the hips and the C-spine series are rejected with their reason.
     non_chest = set(rejects.filter(pl.col("reason") == "non_chest")["item"].to_list())
     assert non_chest == {"aaaa0004", "aaaa0005", "aaaa0006", "aaaa0007", "aaaa0008"}

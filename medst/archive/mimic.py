@@ -146,6 +146,7 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
             "point ARCHIVE at a MIMIC-CXR release, or describe your archive with --table"
         )
 
+    unrecognised = 0
     if listed_parts:
         listed = pl.concat(listed_parts, how="diagonal").unique("dicom_id", keep="first", maintain_order=True)
         derived = (
@@ -181,6 +182,9 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
             pl.int_range(1, pl.len() + 1).alias("input_order"),
         )
         odd = listed.filter(pl.col("dicom_id").is_null())
+        unrecognised = odd.height
+        odd_paths = set(odd.get_column("path").to_list())
+        disk_images = [p for p in disk_images if p not in odd_paths]  # already rejected, not "unlisted" too
         rejects.append(
             reject_frame(
                 odd,
@@ -194,7 +198,7 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
         warnings.append("no record list or metadata CSV: images found on disk, ids taken from their paths")
     if "has_meta" not in listed.columns:
         listed = listed.with_columns(pl.lit(None, pl.Boolean).alias("has_meta"))
-    image_inputs = listed.height
+    image_inputs = listed.height + unrecognised
 
     # 2. Reconcile with disk.
     if checked:
