@@ -329,3 +329,24 @@ def test_jpg_release_without_record_list(
     assert report["rejects_by_reason"].get("unlisted_file", 0) == 0
     assert report["rejects_by_reason"].get("missing_file", 0) == 0
     assert studies["frontal_dicom_id"].to_list() == clean_build[0]["frontal_dicom_id"].to_list()
+
+
+def test_cli_unreadable_table_and_missing_column(synth_archive: Path, tmp_path: Path) -> None:
+    from medst.cli.app import app
+    from typer.testing import CliRunner
+
+    root = tmp_path / "arch"
+    root.mkdir()
+    for p in synth_archive.glob("*.csv.gz"):
+        shutil.copy(p, root / p.name)
+    (root / "mimic-cxr-2.0.0-metadata.csv.gz").write_bytes(b"\x1f\x8b garbage")
+    runner = CliRunner()
+    res = runner.invoke(app, ["build-sequences", str(root), "-o", str(tmp_path / "o"), "--no-progress"])
+    assert res.exit_code == 2
+    assert "mimic-cxr-2.0.0-metadata.csv.gz" in res.output and len(res.output.strip().splitlines()) == 1
+    (root / "mimic-cxr-2.0.0-metadata.csv.gz").unlink()
+    rec = root / "cxr-record-list.csv.gz"
+    rec.write_bytes(gzip.compress(b"subject_id,dicom_id,path\n1,2,3\n"))
+    res = runner.invoke(app, ["build-sequences", str(root), "-o", str(tmp_path / "o"), "--no-progress"])
+    assert res.exit_code == 2 and "study_id" in res.output and "cxr-record-list" in res.output
+    assert not (tmp_path / "o").exists()
