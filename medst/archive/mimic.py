@@ -172,7 +172,18 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
         )
         if meta is not None:
             meta_cols = [c for c in meta.columns if c not in ("subject_id", "study_id", ROW_INDEX)]
-            listed = listed.join(meta.select(meta_cols), on="dicom_id", how="left", maintain_order="left")
+            listed = listed.join(
+                meta.select(*meta_cols, pl.col(ROW_INDEX).alias("_meta_order")),
+                on="dicom_id",
+                how="left",
+                maintain_order="left",
+            )
+            # "Table order" (used by --compat reference) is the metadata CSV's row order, as the authors read it.
+            listed = listed.with_columns(
+                pl.coalesce(
+                    pl.col("_meta_order").cast(pl.Int64), pl.col("input_order").cast(pl.Int64) + 10**9
+                ).alias("input_order")
+            ).drop("_meta_order")
     else:
         # No tables: the tree itself lists the images; ids come from the path.
         listed = pl.DataFrame({"path": disk_images}).with_columns(
