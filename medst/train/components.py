@@ -181,7 +181,7 @@ def build_loaders(
     val = None
     if shard_files(config.shards, config.val_split):
         val_loader = TimelineLoader(
-            LoaderConfig(split=config.val_split, train=False, shuffle=False, drop_last=True, **common),
+            LoaderConfig(split=config.val_split, train=False, shuffle=False, drop_last=False, **common),
             tokenizer,
             rank=info.rank,
             world_size=info.world_size,
