@@ -1,0 +1,52 @@
+"""`medst demo`: the whole pipeline on a small synthetic archive, on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo_command(
+        out: Path = typer.Option(Path("demo_out"), "-o", "--out", help="folder for every stage's output"),
+        patients: int = typer.Option(160, "--patients", help="synthetic patients"),
+        steps: int | None = typer.Option(None, "--steps", help="training steps (default: the demo preset's)"),
+        lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),
+        seed: int = typer.Option(0, "--seed"),
+        workers: int = typer.Option(2, "--workers", help="processes for synth, build and shard"),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Synth -> build-sequences -> shard -> pretrain -> eval on a synthetic archive; prints results and pictures."""
+        from medst.demo import DemoConfig, run_demo
+        from medst.errors import MedstError
+
+        try:
+            result = run_demo(
+                DemoConfig(
+                    out=out,
+                    patients=patients,
+                    steps=steps,
+                    lambda2=lambda2,
+                    seed=seed,
+                    workers=workers,
+                    progress=progress,
+                ),
+                echo=typer.echo,
+            )
+        except MedstError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+        typer.echo("\n== results (trained vs untrained vs chance) ==")
+        typer.echo(result.table)
+        if result.zero_shot:
+            typer.echo("\n" + result.zero_shot)
+        typer.echo("\n== pictures ==")
+        for path in result.pictures:
+            typer.echo(f"  {path}")
+        typer.echo("\n== time per stage (s) ==")
+        typer.echo("  " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
+        typer.echo(
+            f"\nEverything is in {result.out}. Next: `medst --help`, and the README's 'Real data' section."
+        )
