@@ -210,3 +210,28 @@ def test_study_listed_under_two_patients_is_rejected(realdata: Path, tmp_path: P
     assert summary.rejects_by_reason.get("study_with_several_patients") == 2
     assert summary.studies == 1 and summary.images.accepted == 1
     assert summary.reports.inputs == summary.reports.accepted + summary.reports.rejected
+
+
+def test_failed_write_leaves_previous_output_and_no_temp(
+    covid_build: Path, realdata: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import medst.sequences.report as report_mod
+
+    out = tmp_path / "seq"
+    shutil.copytree(covid_build, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report_mod, "write_markdown", boom)  # fault injection in the last write step
+    root = _covid(realdata)
+    cfg = BuildConfig(
+        archive=root, out=out, table=Path("metadata.csv"), columns=COLUMNS, image_root=root / "images"
+    )
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_sequences(cfg, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]

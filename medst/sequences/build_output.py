@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import polars as pl
@@ -84,16 +85,38 @@ def write_outputs(
     warnings: list[str],
     lateral_only: int = 0,
 ) -> BuildSummary:
-    """Write everything into a temporary folder next to ``config.out``, then rename it into place."""
+    """Write everything into a temporary folder next to ``config.out``, then rename it into place (a failure
+    removes the temporary folder and leaves any previous OUT untouched)."""
     from medst.sequences.build import replace_dir
-    from medst.sequences.report import write_markdown
 
     out = config.out.resolve()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    try:
+        summary = _write_into(tmp, config, src, images, steps, seqs, rejects, warnings, lateral_only)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary.model_copy(update={"out": out})
 
+
+def _write_into(
+    tmp: Path,
+    config: BuildConfig,
+    src: SourceData,
+    images: pl.DataFrame,
+    steps: pl.DataFrame,
+    seqs: pl.DataFrame,
+    rejects: pl.DataFrame,
+    warnings: list[str],
+    lateral_only: int,
+) -> BuildSummary:
+    from medst.sequences.report import write_markdown
+
+    out = config.out.resolve()
     images_out = images.sort(["subject_id", "study_id", "dicom_id"]).select(_IMAGE_COLUMNS)
     studies_out = steps.sort(["subject_id", "order"]).select(_STUDY_COLUMNS)
     seq_out = seqs.sort(["subject_id", "window"]).select(
@@ -188,7 +211,6 @@ def write_outputs(
     }
     (tmp / "build_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     write_markdown(tmp, report)
-    replace_dir(tmp, out)
     return BuildSummary(
         out=out,
         source=src.kind,
