@@ -81,7 +81,9 @@ def build_sequences_command(
         summary = build_sequences(config, progress=progress)
     except ValidationError as err:
         first = err.errors()[0]
-        typer.echo(f"error: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}", err=True)
+        where = ".".join(str(x) for x in first["loc"])
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        typer.echo(f"error: --{where.replace('_', '-')}: {msg}" if where else f"error: {msg}", err=True)
         raise typer.Exit(2) from err
     except UserInputError as err:
         typer.echo(f"error: {err}", err=True)
