@@ -350,3 +350,33 @@ def test_cli_unreadable_table_and_missing_column(synth_archive: Path, tmp_path: 
     res = runner.invoke(app, ["build-sequences", str(root), "-o", str(tmp_path / "o"), "--no-progress"])
     assert res.exit_code == 2 and "study_id" in res.output and "cxr-record-list" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_build_prints_accounting(synth_archive: Path, tmp_path: Path) -> None:
+    from medst.cli.app import app
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(
+        app,
+        [
+            "build-sequences",
+            str(synth_archive),
+            "-o",
+            str(tmp_path / "o"),
+            "--workers",
+            "2",
+            "--no-progress",
+            "--compat",
+            "reference",
+            "--seq-len",
+            "3",
+            "--stride",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "accepted" in res.output and "checked against medst-synth" in res.output
+    report = json.loads((tmp_path / "o" / "build_report.json").read_text())
+    assert report["options"]["seq_len"] == 3 and report["options"]["compat"] == "reference"
+    seqs = pl.read_parquet(tmp_path / "o" / "sequences.parquet")
+    assert seqs["study_ids"].list.len().max() == 3
