@@ -135,6 +135,8 @@ def phrases(name: str, sev: float, where: str, pneumonia: bool) -> dict[str, str
     else:
         base, full = "cardiomegaly", f"{sw} cardiomegaly"
     article = "an" if full[0] in "aeiou" else "a"
+    if name in ("edema", "cardiomegaly", "consolidation"):
+        article = ""  # uncountable: "mild pulmonary edema", "dense consolidation in ..."
     if name == "pleural_effusion" and where == "bilateral":
         article = ""  # plural: "There is small bilateral pleural effusions" reads oddly but stays parseable
     return {"full": full, "base": base, "sev": sw, "a": article}
@@ -145,14 +147,23 @@ def _fill(template: str, p: Mapping[str, str]) -> str:
         full=p["full"], Full=p["full"], base=p["base"], Base=p["base"], sev=p["sev"], a=p["a"], A=p["a"]
     )
     text = " ".join(text.split())
+    if p["base"].endswith("effusions"):  # bilateral: plural verbs
+        for singular, plural in _PLURAL:
+            text = text.replace(singular, plural)
     return text[0].upper() + text[1:]
+
+
+_PLURAL = (("There is a new", "There are new"), ("There is ", "There are "), ("This has", "These have"),
+           ("This is unchanged", "These are unchanged"), ("This is new", "These are new"), (" has ", " have "),
+           (" is unchanged", " are unchanged"), (" is present", " are present"),
+           ("represent a ", "represent "), ("development of a ", "development of "))  # fmt: skip
 
 
 def change_sentence(name: str, change: str, sev: float, where: str, pneumonia: bool, pick: int) -> str:
     """One sentence stating a finding and its change; `pick` chooses among equivalent phrasings."""
     p = phrases(name, sev, where, pneumonia)
     if change != "resolved" and 0 < sev < UNCERTAIN_BELOW:
-        text = _fill(_HEDGED[pick % len(_HEDGED)], p) + _HEDGE_SUFFIX.get(change, "")
+        text = _fill(_HEDGED[pick % len(_HEDGED)] + _HEDGE_SUFFIX.get(change, ""), p)
     else:
         options = _TEMPLATES[change]
         text = _fill(options[pick % len(options)], p)
