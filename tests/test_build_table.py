@@ -60,6 +60,11 @@ def test_covid_timelines(covid_build: Path, realdata: Path) -> None:
     p142 = by_patient["142"]
     assert p142["day_offset"].to_list() == [0.0, 5.0, 6.0]
     assert [len(x) for x in p142["other_dicom_ids"].to_list()] == [0, 1, 0]
+    # Of the two day-6 APs the larger image is the frontal (sizes read from the JPEG headers).
+    images = pl.read_parquet(covid_build / "images.parquet")
+    area = dict(images.select("dicom_id", pl.col("rows") * pl.col("columns")).iter_rows())
+    day6 = p142.row(1, named=True)
+    assert area[day6["frontal_dicom_id"]] > area[day6["other_dicom_ids"][0]]
     # Order is by day offset within each patient.
     for g in by_patient.values():
         assert g["day_offset"].to_list() == sorted(g["day_offset"].to_list())

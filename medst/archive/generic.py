@@ -102,6 +102,7 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
         pl.lit("image file not found under the image root: ") + pl.col("image"),
     )
 
+    df = _raster_sizes(df, image_root)
     df = _dicom_headers(df, image_root, config, rejects, progress)
     study = pl.col("study") if "study" in cols else pl.col("patient") + pl.lit("@") + time_key
     df = df.with_columns(
@@ -154,6 +155,29 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
     )
 
 
+def _raster_sizes(df: pl.DataFrame, image_root: Path) -> pl.DataFrame:
+    """``rows``/``columns`` of PNG/JPEG/... images from their file header (no pixel decoding), so the clean view
+    choice can prefer the largest image; null for DICOM files (read from headers) and unreadable files (the shard
+    stage rejects those with its decode reason)."""
+    from PIL import Image
+
+    rows: list[int | None] = []
+    cols: list[int | None] = []
+    for rel in df.get_column("image").to_list():
+        size = None
+        if not rel.lower().endswith(".dcm"):
+            try:
+                with Image.open(image_root / rel) as im:
+                    size = im.size
+            except Exception:  # not a raster image: leave the size unknown
+                size = None
+        cols.append(size[0] if size else None)
+        rows.append(size[1] if size else None)
+    return df.with_columns(
+        pl.Series("rows", rows, dtype=pl.Int64), pl.Series("columns", cols, dtype=pl.Int64)
+    )
+
+
 def _dicom_headers(
     df: pl.DataFrame, image_root: Path, config: BuildConfig, rejects: list[pl.DataFrame], progress: bool
 ) -> pl.DataFrame:
@@ -193,7 +217,16 @@ def _dicom_headers(
         )
     )
     df = df.join(bad.select(ROW_INDEX), on=ROW_INDEX, how="anti")
-    return df.join(heads.select(ROW_INDEX, *cols), on=ROW_INDEX, how="left", maintain_order="left")
+    heads = heads.select(ROW_INDEX, *cols).rename({c: f"{c}_h" for c in cols})
+    df = df.join(heads, on=ROW_INDEX, how="left", maintain_order="left")
+    return df.with_columns(
+        [
+            pl.coalesce(pl.col(f"{c}_h"), pl.col(c)).alias(c)
+            if c in df.columns
+            else pl.col(f"{c}_h").alias(c)
+            for c in cols
+        ]
+    ).drop([f"{c}_h" for c in cols])
 
 
 def _read_text(path: Path) -> str | None:
