@@ -380,3 +380,25 @@ def test_cli_build_prints_accounting(synth_archive: Path, tmp_path: Path) -> Non
     assert report["options"]["seq_len"] == 3 and report["options"]["compat"] == "reference"
     seqs = pl.read_parquet(tmp_path / "o" / "sequences.parquet")
     assert seqs["study_ids"].list.len().max() == 3
+
+
+def test_manifest_check_names_missing_files_columns_and_formats(synth_archive: Path, tmp_path: Path) -> None:
+    from medst.archive.manifests import check_archive, load_manifest
+
+    root = tmp_path / "jpg"
+    root.mkdir()
+    meta = pl.read_csv(synth_archive / "mimic-cxr-2.0.0-metadata.csv.gz", infer_schema=False)
+    meta.drop("StudyTime").write_csv(root / "mimic-cxr-2.0.0-metadata.csv")  # a column short, not gzipped
+    images = pl.DataFrame(
+        {
+            "subject_id": ["10000032", "ABC"],
+            "study_id": ["50414267", "50414268"],
+            "dicom_id": ["02aa804e-bde0afdd-112c0b34-7bc16630-4e384014", "x"],
+        }
+    )
+    diffs = check_archive(root, load_manifest("mimic-cxr-jpg-2.0.0"), images, {"images": 2, "patients": 2})
+    text = "\n".join(diffs)
+    assert "missing file mimic-cxr-2.0.0-split.csv.gz" in text
+    assert "lacks column(s) StudyTime" in text
+    assert "1 image rows have a subject_id" in text and "1 image rows have a dicom_id" in text
+    assert "images: found 2, the release publishes 377110" in text
