@@ -49,7 +49,7 @@ class Anatomy:
     dome_r: float = 0.655
     dome_l: float = 0.685
     heart_w: float = 0.145
-    heart_h: float = 0.092
+    heart_h: float = 0.115
     body_w: float = 0.47
     rib_phase: float = 0.0
     soft: float = 1.0
@@ -64,7 +64,7 @@ class Anatomy:
             dome_r=float(rng.uniform(0.63, 0.68)),
             dome_l=float(rng.uniform(0.66, 0.71)),
             heart_w=float(rng.uniform(0.135, 0.155)),
-            heart_h=float(rng.uniform(0.085, 0.10)),
+            heart_h=float(rng.uniform(0.105, 0.125)),
             body_w=float(rng.uniform(0.44, 0.50)),
             rib_phase=float(rng.uniform(-0.01, 0.01)),
             soft=float(rng.uniform(0.8, 1.25)),
@@ -296,12 +296,14 @@ def _frontal_smooth(
     a += 0.10 * _ellipse(x, y, 0.5, 0.50, 0.03, 0.55) * (0.8 + 0.2 * np.cos(y * np.pi * 40))  # spine
     cm = f.cardiomegaly
     hw, hh = an.heart_w * (1 + 0.45 * cm), an.heart_h * (1 + 0.15 * cm)
-    heart = _soft_ellipse(0.535 + 0.55 * (hw - an.heart_w), an.dome_l - hh * 0.55, hw, hh, -18.0, side, 0.008)
+    heart = _soft_ellipse(0.535 + 0.55 * (hw - an.heart_w), an.dome_l - hh * 0.7, hw, hh, -22.0, side, 0.008)
     heart = np.maximum(heart, _soft_ellipse(0.455, an.dome_r - 0.07, 0.045, 0.075, 0.0, side, 0.008))
     dome_line = np.maximum(np.interp(x[0], *domes["right"]), np.interp(x[0], *domes["left"]))[None, :]
     dome_line = dome_line + 1.5 * np.clip(np.abs(x - 0.5) - 0.36 * an.lung_w / 0.175, 0, None)  # to the wall
     below = _smoothstep((y - dome_line) / 0.03) * np.clip(body * 4, 0, 1)
-    a += 0.44 * heart * (1 - below) + 0.24 * below  # the heart sits on the diaphragm; liver/spleen below it
+    a += (
+        0.44 * heart * (1 - below) + (0.22 + 0.03 * noise) * below
+    )  # the heart sits on the diaphragm; liver/spleen below it
     a -= 0.10 * _ellipse(x, y, 0.64, an.dome_l + 0.045, 0.045, 0.028)  # gastric bubble
     if f.pleural_effusion > 0:
         sides = ("right", "left") if f.effusion_side == "bilateral" else (f.effusion_side,)
@@ -364,7 +366,7 @@ def _lateral_smooth(
     depth = cv2.resize(cv2.GaussianBlur(lung[::4, ::4], (0, 0), max(1.0, side / 4 * 0.05)), (side, side))
     a -= lung * (0.30 + 0.32 * depth)
     cm = f.cardiomegaly
-    hw, hh = an.heart_w * 1.2 * (1 + 0.40 * cm), an.heart_h * 1.25 * (1 + 0.2 * cm)
+    hw, hh = an.heart_w * 1.2 * (1 + 0.40 * cm), an.heart_h * (1 + 0.2 * cm)
     heart = _soft_ellipse(0.36 + 0.3 * (hw - an.heart_w * 1.2), d - hh * 0.8, hw, hh, 25.0, side, 0.01)
     dome_line = np.interp(x[0], dome[:, 0], dome[:, 1])[None, :] + 1.5 * np.clip(0.24 - x, 0, None)
     dome_line = dome_line + 0.8 * np.clip(x - 0.78, 0, None)
