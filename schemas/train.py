@@ -41,6 +41,12 @@ class PretrainConfig(BaseModel):
         default=False,
         description="without --text-model, train a WordPiece tokenizer + tiny BERT on the shards",
     )
+    demo_text_dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="dropout of the demo BERT built by the run (tiny data, few steps)",
+    )
     init_image: Path | None = Field(
         default=None, description="timm/DeiT or MGCA checkpoint for the image encoder"
     )
@@ -127,7 +133,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "build_demo_text_model": True,
         "batch_size": 8,
         "num_workers": 1,
-        "steps": 300,
+        "steps": 400,
         "epochs": None,
         "lr": 1e-3,
         "weight_decay": 0.01,
@@ -142,15 +148,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def _load_file(path: Path) -> dict[str, Any]:
     import yaml
 
     if not path.is_file():
         raise UserInputError(
             f"config file not found: {path} (give a preset name {sorted(PRESETS)} or a YAML file)"
         )
-    with path.open() as f:
-        data = yaml.safe_load(f) or {}
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError as err:  # Python 3.10
+            raise UserInputError(f"{path}: TOML configs need Python 3.11+; use YAML") from err
+        data = tomllib.loads(path.read_text())
+    else:
+        with path.open() as f:
+            data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
         raise UserInputError(f"config file {path} must hold a mapping of option: value")
     return data
@@ -161,7 +174,7 @@ def resolve_config(
 ) -> PretrainConfig:
     """Resolve a run's config: defaults -> preset -> YAML file -> overrides (``None`` values are ignored).
 
-    ``config`` is a preset name (``paper``, ``demo``) or a YAML file of `PretrainConfig` fields, which may name a
+    ``config`` is a preset name (``paper``, ``demo``) or a YAML (or TOML) file of `PretrainConfig` fields, which may name a
     base with ``preset: NAME``. Setting ``steps`` in a later layer clears ``epochs`` and the other way round.
     Raises `UserInputError` naming the bad option.
     """
@@ -170,7 +183,7 @@ def resolve_config(
     if name in PRESETS:
         layers.append({"preset": name, **PRESETS[name]})
     else:
-        data = _load_yaml(Path(name))
+        data = _load_file(Path(name))
         base = str(data.get("preset", "paper"))
         if base not in PRESETS:
             raise UserInputError(f"{name}: unknown preset {base!r}; known presets: {sorted(PRESETS)}")

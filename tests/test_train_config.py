@@ -42,6 +42,13 @@ def test_yaml_file_names_its_base_preset_and_cli_wins(tmp_path: Path) -> None:
     assert cfg.model_overrides == {"text.max_length": 32, "depth": 1}
 
 
+def test_toml_file(tmp_path: Path) -> None:
+    file = tmp_path / "mine.toml"
+    file.write_text('preset = "demo"\nseq_len = 3\n[model_overrides]\n"text.max_length" = 48\n')
+    cfg = resolve_config(file)
+    assert cfg.preset == "demo" and cfg.seq_len == 3 and cfg.model_overrides == {"text.max_length": 48}
+
+
 def test_written_config_round_trips(tmp_path: Path) -> None:
     cfg = resolve_config("demo", {"steps": 11, "text_model": tmp_path})
     file = tmp_path / "config.yaml"

@@ -88,6 +88,12 @@ def prepare_text_model(config: PretrainConfig, run_dir: Path, info: DistInfo) ->
             max_length=text_cfg.max_length,
             seed=config.seed,
         )
+        hf_config_file = staging / "config.json"
+        hf_config = json.loads(hf_config_file.read_text())
+        hf_config["hidden_dropout_prob"] = hf_config["attention_probs_dropout_prob"] = (
+            config.demo_text_dropout
+        )
+        hf_config_file.write_text(json.dumps(hf_config, indent=2))
         staging.rename(target)
     barrier(info)
     return target
