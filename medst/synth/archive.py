@@ -172,6 +172,17 @@ def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield cur
 
 
+def write_file(path: str, data: bytes) -> None:
+    """Write `data` to `path` with the fewest system calls (a MIMIC-scale run writes ~230k reports)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def _report_task(
     args: tuple[list[dict[str, Any]], dict[int, dict[str, Any]], str],
 ) -> tuple[list[dict[str, float | None]], list[bool]]:
@@ -187,8 +198,7 @@ def _report_task(
         if folder not in made:
             os.makedirs(folder, exist_ok=True)
             made.add(folder)
-        with open(os.path.join(folder, f"s{st['study_id']}.txt"), "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
+        write_file(os.path.join(folder, f"s{st['study_id']}.txt"), text.encode())
         labels.append(lab)
         has_report.append(bool(text))
     return labels, has_report
