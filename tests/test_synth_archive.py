@@ -253,3 +253,17 @@ def test_jpg_only_release_keeps_reports_aside(tmp_path: Path) -> None:
     assert all((out / p).is_file() for p in rec["path"])
     st = read_csv_gz(out / "cxr-study-list.csv.gz")
     assert all((out / "reports" / p).is_file() for p in st["path"])
+
+
+def test_cli_prints_a_summary_and_the_next_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medst.cli.app import app
+
+    out = tmp_path / "arch"
+    args = ["synth", str(out), "--patients", "2", "--image-size", "64", "--metadata-only", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 patients" in result.output and f"next: medst build-sequences {out} -o" in result.output
+    bad = CliRunner().invoke(app, ["synth", str(tmp_path / "x"), "--release", "png"])
+    assert bad.exit_code == 2 and "--release" in bad.output
