@@ -256,9 +256,8 @@ def test_jpg_only_release_keeps_reports_aside(tmp_path: Path) -> None:
 
 
 def test_cli_prints_a_summary_and_the_next_command(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
     from medst.cli.app import app
+    from typer.testing import CliRunner
 
     out = tmp_path / "arch"
     args = ["synth", str(out), "--patients", "2", "--image-size", "64", "--metadata-only", "--quiet"]

@@ -16,10 +16,20 @@ Everything is vectorised numpy/cv2; a 512 px image takes a few tens of milliseco
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from medst.synth.drawing import (
+    ellipse,
+    gauss,
+    grid,
+    marker,
+    smooth_noise,
+    smoothstep,
+    soft_ellipse,
+    soft_poly,
+)
 
 LOBES_FRONTAL: dict[str, tuple[float, float]] = {
     "right upper lobe": (0.31, 0.27),
@@ -113,58 +123,6 @@ class Exposure:
         )
 
 
-@lru_cache(maxsize=8)
-def _grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """Broadcastable coordinates as image fractions: x of shape (1, cols), y of shape (rows, 1)."""
-    x = (np.arange(cols, dtype=np.float32) / cols)[None, :]
-    y = (np.arange(rows, dtype=np.float32) / rows)[:, None]
-    return x, y
-
-
-def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
-    """Thickness profile of an ellipsoid: 1 at the centre, 0 outside (float32)."""
-    r2 = ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2
-    return np.sqrt(np.clip(1.0 - r2, 0.0, 1.0))
-
-
-def _gauss(x: np.ndarray, y: np.ndarray, cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
-    return np.exp(-(((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2) * 0.5)
-
-
-def _smooth_noise(rng: np.random.Generator, rows: int, cols: int, cell: int) -> np.ndarray:
-    """Low-frequency noise in about [-1, 1], features about `cell` pixels wide."""
-    small = rng.standard_normal((max(2, rows // cell), max(2, cols // cell))).astype(np.float32)
-    return cv2.resize(small, (cols, rows), interpolation=cv2.INTER_CUBIC)
-
-
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def _soft_poly(points: list[tuple[float, float]], side: int, sigma: float) -> np.ndarray:
-    """A filled polygon (points as image fractions) as a float32 (side, side) mask with edges blurred by
-    `sigma` (fraction of the side); drawn at quarter resolution for speed."""
-    low = max(32, side // 4)
-    canvas = np.zeros((low, low), np.uint8)
-    pts = np.round(np.asarray(points, np.float64) * low * 16).astype(np.int32)
-    cv2.fillPoly(canvas, [pts], 255, cv2.LINE_AA, shift=4)
-    mask: np.ndarray = canvas.astype(np.float32) / 255.0
-    if sigma > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), sigma * low)
-    return cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
-
-
-def _soft_ellipse(
-    cx: float, cy: float, ax: float, ay: float, angle: float, side: int, sigma: float
-) -> np.ndarray:
-    low = max(32, side // 4)
-    canvas = np.zeros((low, low), np.uint8)
-    cv2.ellipse(canvas, ((cx * low, cy * low), (2 * ax * low, 2 * ay * low), angle), 255, -1, cv2.LINE_AA)
-    mask = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), max(sigma * low, 0.3))
-    return cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
-
-
 def _lung_outline(an: Anatomy, side: str) -> tuple[list[tuple[float, float]], np.ndarray, np.ndarray]:
     """Outline of one lung in the frontal view and its dome (diaphragm) as (x, y) arrays sorted by x."""
     d = an.dome_r if side == "right" else an.dome_l
@@ -243,8 +201,8 @@ def _frontal(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> n
     a_lo, lungs_lo = _frontal_smooth(lo, an, f, smooth_rng)
     a = np.asarray(cv2.resize(a_lo, (side, side), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
     lungs = cv2.resize(lungs_lo, (side, side), interpolation=cv2.INTER_LINEAR)
-    x, y = _grid(side, side)
-    noise = _smooth_noise(rng, side, side, max(4, side // 48))
+    x, y = grid(side, side)
+    noise = smooth_noise(rng, side, side, max(4, side // 48))
     markings = (_vessels(side, an, [(0.41, 0.44, -1.0), (0.59, 0.43, 1.0)]) + 0.012 * noise) * lungs
     if f.pneumothorax > 0:
         s = f.pneumothorax
@@ -255,7 +213,7 @@ def _frontal(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> n
         )
         dist = cv2.resize(dist / low, (side, side), interpolation=cv2.INTER_LINEAR)
         own = (x < 0.5) if f.pneumothorax_side == "right" else (x >= 0.5)
-        upper = _smoothstep((an.lung_cy + 0.12 - y) / 0.12)
+        upper = smoothstep((an.lung_cy + 0.12 - y) / 0.12)
         width = 0.015 + 0.09 * s
         rim = (dist < width * upper) & own & (lungs > 0.5)
         markings = np.where(rim, 0.0, markings)
@@ -273,38 +231,38 @@ def _frontal_smooth(
     side: int, an: Anatomy, f: Findings, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """The smooth part of the frontal attenuation map and the soft lung mask, both (side, side)."""
-    x, y = _grid(side, side)
-    body = _ellipse(x, y, 0.5, 0.62, an.body_w, 0.66)
+    x, y = grid(side, side)
+    body = ellipse(x, y, 0.5, 0.62, an.body_w, 0.66)
     a = 0.62 * an.soft * body
     for cx in (0.12, 0.88):  # shoulders
-        a += 0.22 * an.soft * _ellipse(x, y, cx, 0.10, 0.15, 0.13)
-    a += 0.25 * an.soft * _ellipse(x, y, 0.5, 0.0, 0.11, 0.14)  # neck
+        a += 0.22 * an.soft * ellipse(x, y, cx, 0.10, 0.15, 0.13)
+    a += 0.25 * an.soft * ellipse(x, y, 0.5, 0.0, 0.11, 0.14)  # neck
     lungs = np.zeros((side, side), np.float32)
     domes = {}
     for side_name in ("right", "left"):
         pts, dx, dy = _lung_outline(an, side_name)
         domes[side_name] = (dx, dy)
-        lungs = np.maximum(lungs, _soft_poly(pts, side, 0.006))
+        lungs = np.maximum(lungs, soft_poly(pts, side, 0.006))
     depth = cv2.GaussianBlur(lungs[::4, ::4], (0, 0), max(1.0, side / 4 * 0.04))
     depth = cv2.resize(depth, (side, side), interpolation=cv2.INTER_LINEAR)
     a -= lungs * (0.26 + 0.30 * depth)
-    noise = _smooth_noise(rng, side, side, max(4, side // 24))
+    noise = smooth_noise(rng, side, side, max(4, side // 24))
     mediastinum = [(0.45, 0.0), (0.55, 0.0), (0.565, 0.24), (0.59, 0.29), (0.575, 0.34), (0.56, 0.5),
                    (0.44, 0.5), (0.435, 0.3)]  # fmt: skip
-    a += 0.22 * _soft_poly(mediastinum, side, 0.01)
-    a -= 0.10 * _soft_poly([(0.488, 0.0), (0.512, 0.0), (0.514, 0.30), (0.486, 0.30)], side, 0.004)  # trachea
-    a += 0.10 * _ellipse(x, y, 0.5, 0.50, 0.03, 0.55) * (0.8 + 0.2 * np.cos(y * np.pi * 40))  # spine
+    a += 0.22 * soft_poly(mediastinum, side, 0.01)
+    a -= 0.10 * soft_poly([(0.488, 0.0), (0.512, 0.0), (0.514, 0.30), (0.486, 0.30)], side, 0.004)  # trachea
+    a += 0.10 * ellipse(x, y, 0.5, 0.50, 0.03, 0.55) * (0.8 + 0.2 * np.cos(y * np.pi * 40))  # spine
     cm = f.cardiomegaly
     hw, hh = an.heart_w * (1 + 0.45 * cm), an.heart_h * (1 + 0.15 * cm)
-    heart = _soft_ellipse(0.535 + 0.55 * (hw - an.heart_w), an.dome_l - hh * 0.7, hw, hh, -22.0, side, 0.008)
-    heart = np.maximum(heart, _soft_ellipse(0.455, an.dome_r - 0.07, 0.045, 0.075, 0.0, side, 0.008))
+    heart = soft_ellipse(0.535 + 0.55 * (hw - an.heart_w), an.dome_l - hh * 0.7, hw, hh, -22.0, side, 0.008)
+    heart = np.maximum(heart, soft_ellipse(0.455, an.dome_r - 0.07, 0.045, 0.075, 0.0, side, 0.008))
     dome_line = np.maximum(np.interp(x[0], *domes["right"]), np.interp(x[0], *domes["left"]))[None, :]
     dome_line = dome_line + 1.5 * np.clip(np.abs(x - 0.5) - 0.36 * an.lung_w / 0.175, 0, None)  # to the wall
-    below = _smoothstep((y - dome_line) / 0.03) * np.clip(body * 4, 0, 1)
+    below = smoothstep((y - dome_line) / 0.03) * np.clip(body * 4, 0, 1)
     a += (
         0.44 * heart * (1 - below) + (0.22 + 0.03 * noise) * below
     )  # the heart sits on the diaphragm; liver/spleen below it
-    a -= 0.10 * _ellipse(x, y, 0.64, an.dome_l + 0.045, 0.045, 0.028)  # gastric bubble
+    a -= 0.10 * ellipse(x, y, 0.64, an.dome_l + 0.045, 0.045, 0.028)  # gastric bubble
     if f.pleural_effusion > 0:
         sides = ("right", "left") if f.effusion_side == "bilateral" else (f.effusion_side,)
         for side_name in sides:
@@ -312,22 +270,22 @@ def _frontal_smooth(
             lateral = np.clip(np.abs(x - 0.5) / 0.36, 0.0, 1.0)
             height = f.pleural_effusion * 0.24 * (0.35 + 0.65 * lateral**1.5)
             own = (x < 0.5) if side_name == "right" else (x >= 0.5)
-            fluid = _smoothstep((y - (np.interp(x[0], dx, dy)[None, :] - height)) / 0.02) * lungs * own
+            fluid = smoothstep((y - (np.interp(x[0], dx, dy)[None, :] - height)) / 0.02) * lungs * own
             a += 0.55 * fluid * (0.26 + 0.30 * depth + 0.1)
     if f.consolidation > 0:
         cx, cy = LOBES_FRONTAL[f.consolidation_lobe]
         r = 0.045 + 0.065 * f.consolidation
-        blob = _gauss(x, y, cx, cy, r, r * 1.15) * (
-            0.8 + 0.25 * _smooth_noise(rng, side, side, max(4, side // 12))
+        blob = gauss(x, y, cx, cy, r, r * 1.15) * (
+            0.8 + 0.25 * smooth_noise(rng, side, side, max(4, side // 12))
         )
         a += (0.35 + 0.45 * f.consolidation) * np.clip(blob, 0, None) * lungs
     if f.edema > 0:
-        haze = _gauss(x, y, 0.37, 0.45, 0.09, 0.12) + _gauss(x, y, 0.63, 0.45, 0.09, 0.12)
+        haze = gauss(x, y, 0.37, 0.45, 0.09, 0.12) + gauss(x, y, 0.63, 0.45, 0.09, 0.12)
         a += f.edema * (0.28 * haze + 0.07) * lungs * (0.9 + 0.12 * noise)
     if f.covid > 0:
         for cx in (0.19, 0.81):
-            blob = _gauss(x, y, cx, 0.55, 0.06, 0.12) * (
-                0.7 + 0.35 * _smooth_noise(rng, side, side, max(4, side // 12))
+            blob = gauss(x, y, cx, 0.55, 0.06, 0.12) * (
+                0.7 + 0.35 * smooth_noise(rng, side, side, max(4, side // 12))
             )
             a += 0.6 * f.covid * np.clip(blob, 0, None) * lungs
     return a, lungs
@@ -340,7 +298,7 @@ def _lateral(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> n
     a_lo, lung_lo = _lateral_smooth(lo, an, f, smooth_rng)
     a = np.asarray(cv2.resize(a_lo, (side, side), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
     lung = cv2.resize(lung_lo, (side, side), interpolation=cv2.INTER_LINEAR)
-    noise = _smooth_noise(rng, side, side, max(4, side // 48))
+    noise = smooth_noise(rng, side, side, max(4, side // 48))
     a += (_vessels(side, an, [(0.53, 0.43, -1.0), (0.55, 0.44, 1.0)]) * 0.6 + 0.01 * noise) * lung
     bones = np.zeros((side, side), np.float32)
     _ribs(bones, side, an, "lateral")
@@ -351,46 +309,46 @@ def _lateral_smooth(
     side: int, an: Anatomy, f: Findings, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """The smooth part of the lateral attenuation map and the soft lung mask, both (side, side)."""
-    x, y = _grid(side, side)
-    body = _ellipse(x, y, 0.52, 0.60, an.body_w * 0.92, 0.64)
+    x, y = grid(side, side)
+    body = ellipse(x, y, 0.52, 0.60, an.body_w * 0.92, 0.64)
     a = 0.80 * an.soft * body
-    a += 0.15 * _ellipse(x, y, 0.55, 0.08, 0.36, 0.14)  # arms and shoulders
+    a += 0.15 * ellipse(x, y, 0.55, 0.08, 0.36, 0.14)  # arms and shoulders
     d = 0.5 * (an.dome_r + an.dome_l) + 0.02
     top = an.lung_cy - an.lung_h
     outline = [(0.50, top), (0.42, top + 0.02), (0.34, top + 0.08), (0.27, top + 0.18), (0.235, top + 0.30),
                (0.225, top + 0.40), (0.24, d - 0.02), (0.32, d - 0.05), (0.45, d - 0.065), (0.58, d - 0.035),
                (0.70, d + 0.02), (0.78, d + 0.065), (0.80, 0.55), (0.79, 0.40), (0.75, top + 0.14),
                (0.67, top + 0.04), (0.58, top)]  # fmt: skip
-    lung = _soft_poly(outline, side, 0.008)
+    lung = soft_poly(outline, side, 0.008)
     dome = np.array(outline[6:12])
     depth = cv2.resize(cv2.GaussianBlur(lung[::4, ::4], (0, 0), max(1.0, side / 4 * 0.05)), (side, side))
     a -= lung * (0.30 + 0.32 * depth)
     cm = f.cardiomegaly
     hw, hh = an.heart_w * 1.2 * (1 + 0.40 * cm), an.heart_h * (1 + 0.2 * cm)
-    heart = _soft_ellipse(0.36 + 0.3 * (hw - an.heart_w * 1.2), d - hh * 0.8, hw, hh, 25.0, side, 0.01)
+    heart = soft_ellipse(0.36 + 0.3 * (hw - an.heart_w * 1.2), d - hh * 0.8, hw, hh, 25.0, side, 0.01)
     dome_line = np.interp(x[0], dome[:, 0], dome[:, 1])[None, :] + 1.5 * np.clip(0.24 - x, 0, None)
     dome_line = dome_line + 0.8 * np.clip(x - 0.78, 0, None)
-    below = _smoothstep((y - dome_line) / 0.015) * np.clip(body * 4, 0, 1)
+    below = smoothstep((y - dome_line) / 0.015) * np.clip(body * 4, 0, 1)
     a += 0.32 * heart * (1 - below) + 0.25 * below
-    vertebra = _smoothstep((np.cos(y * np.pi * 30) + 0.55) * 4)
-    a += 0.40 * _ellipse(x, y, 0.845, 0.58, 0.04, 0.62) * (0.55 + 0.45 * vertebra)
-    a += 0.12 * _ellipse(x, y, 0.18, 0.42, 0.012, 0.18)  # sternum
+    vertebra = smoothstep((np.cos(y * np.pi * 30) + 0.55) * 4)
+    a += 0.40 * ellipse(x, y, 0.845, 0.58, 0.04, 0.62) * (0.55 + 0.45 * vertebra)
+    a += 0.12 * ellipse(x, y, 0.18, 0.42, 0.012, 0.18)  # sternum
     if f.pleural_effusion > 0:
         post = np.clip((x - 0.40) / 0.38, 0.0, 1.0)
         height = f.pleural_effusion * 0.22 * (0.3 + 0.7 * post**1.5)
-        fluid = _smoothstep((y - (np.interp(x[0], dome[:, 0], dome[:, 1])[None, :] - height)) / 0.02) * lung
+        fluid = smoothstep((y - (np.interp(x[0], dome[:, 0], dome[:, 1])[None, :] - height)) / 0.02) * lung
         a += 0.55 * fluid * (0.30 + 0.32 * depth + 0.1)
     if f.consolidation > 0:
         lx, ly = LOBES_LATERAL[f.consolidation_lobe]
         r = 0.05 + 0.06 * f.consolidation
-        blob = _gauss(x, y, lx, ly, r, r) * (0.8 + 0.25 * _smooth_noise(rng, side, side, max(4, side // 12)))
+        blob = gauss(x, y, lx, ly, r, r) * (0.8 + 0.25 * smooth_noise(rng, side, side, max(4, side // 12)))
         a += (0.2 + 0.3 * f.consolidation) * np.clip(blob, 0, None) * lung
     if f.edema > 0:
-        a += f.edema * (0.26 * _gauss(x, y, 0.53, 0.44, 0.13, 0.14) + 0.06) * lung
+        a += f.edema * (0.26 * gauss(x, y, 0.53, 0.44, 0.13, 0.14) + 0.06) * lung
     if f.pneumothorax > 0:
-        a -= 0.05 * _smoothstep((top + 0.04 + 0.08 * f.pneumothorax - y) / 0.03) * lung
+        a -= 0.05 * smoothstep((top + 0.04 + 0.08 * f.pneumothorax - y) / 0.03) * lung
     if f.covid > 0:
-        a += 0.3 * f.covid * _gauss(x, y, 0.65, 0.58, 0.12, 0.1) * lung
+        a += 0.3 * f.covid * gauss(x, y, 0.65, 0.58, 0.12, 0.1) * lung
     return a, lung
 
 
@@ -428,19 +386,8 @@ def render(
     img /= max(float(1.0 - np.exp(-exposure.gain * 1.6)), 1e-6)
     img += exposure.noise * noise_rng.standard_normal(img.shape, dtype=np.float32)
     if exposure.marker:
-        img = np.maximum(img, _marker(rows, cols, "R" if view == "frontal" else "L"))
+        img = np.maximum(img, marker(rows, cols, "R" if view == "frontal" else "L"))
     return np.clip(img, 0.0, 1.0).astype(np.float32)
-
-
-@lru_cache(maxsize=16)
-def _marker(rows: int, cols: int, letter: str) -> np.ndarray:
-    """The lead side marker burnt into the film, as float32 (rows, cols) in {0..0.95}."""
-    canvas = np.zeros((rows, cols), np.uint8)
-    org = (int(cols * 0.06), int(rows * 0.10))
-    cv2.putText(
-        canvas, letter, org, cv2.FONT_HERSHEY_SIMPLEX, rows / 500, 242, max(1, rows // 200), cv2.LINE_AA
-    )
-    return canvas.astype(np.float32) / 255.0
 
 
 def consolidation_box(
