@@ -1,0 +1,302 @@
+"""The streaming loader: WebDataset shards of patient timelines -> `medst.batch.Batch`, deterministic and resumable.
+
+How an epoch is laid out (computed from the shard index alone, before any tar is opened):
+
+1. The split's complete shards are shuffled with (seed, epoch) and dealt to ranks (rank r takes every
+   world_size-th; with fewer shards than ranks a rank takes shard ``r % n``).
+2. Every rank makes exactly ``batches_per_epoch`` batches: the split's window count (from the per-sample timeline
+   lengths in the index) over ``world_size * windows_per_batch``. A rank whose shards hold fewer windows goes
+   round its shards again (padding with repeats); one with more stops early (truncation). No rank ever waits.
+3. The rank's window stream: for each shard in turn, its timelines cut into windows (random offset drawn per
+   timeline), the shard's windows shuffled; batch b = windows ``[b * W, (b + 1) * W)`` of that stream.
+4. DataLoader worker k of K builds batches ``b % K == k``: it streams the shards holding them, keeps the encoded
+   bytes of the samples it needs and decodes only those. PyTorch returns worker outputs round-robin, which is
+   batch order, so the batches are identical for any ``num_workers``; random crops are seeded per
+   (seed, epoch, rank, batch, window, step, view), so a resumed epoch gives the same batches as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from medst.batch import Batch
+from medst.errors import UserInputError
+from medst.schemas.shards import LoaderConfig, ShardIndexEntry
+
+from .collate import StudyItem, collate_windows
+from .index import list_entries
+from .tokenize import load_tokenizer
+from .transforms import image_pipeline
+from .windows import cut_windows, draw_offset
+
+# Window = (sample position in its shard, start, stop).
+Window = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One pass over one shard inside a rank's epoch: the shard and its windows in stream order."""
+
+    shard: Path
+    first_window: int  # position of windows[0] in the rank's stream
+    windows: list[Window]
+
+
+def _rng(*parts: int) -> np.random.Generator:
+    return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
+
+
+def count_windows(entries: list[ShardIndexEntry], config: LoaderConfig) -> int:
+    """Windows in these shards with offset 0 (the nominal count that sizes an epoch)."""
+    stride = config.effective_stride
+    return sum(
+        len(cut_windows(n, config.seq_len, stride, config.min_len))
+        for e in entries
+        for n in e.timeline_lengths
+    )
+
+
+def batches_per_epoch(entries: list[ShardIndexEntry], config: LoaderConfig, world_size: int) -> int:
+    """Batches every rank makes per epoch (identical on all ranks; at least 1 when there is any window)."""
+    total = count_windows(entries, config)
+    per = world_size * config.windows_per_batch
+    n = total // per if config.drop_last else -(-total // per)
+    return max(1, n) if total else 0
+
+
+def rank_segments(
+    entries: list[ShardIndexEntry],
+    shards: Path,
+    config: LoaderConfig,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    n_batches: int,
+) -> list[Segment]:
+    """The rank's epoch as shard passes whose windows cover exactly ``n_batches * windows_per_batch`` positions."""
+    order = list(range(len(entries)))
+    if config.shuffle:
+        order = [int(i) for i in _rng(config.seed, epoch, 1).permutation(len(entries))]
+    mine = order[rank::world_size] if len(order) >= world_size else [order[rank % len(order)]]
+    needed = n_batches * config.windows_per_batch
+    stride = config.effective_stride
+    segments: list[Segment] = []
+    total = 0
+    passes = 0
+    while total < needed:
+        for shard_id in mine:
+            entry = entries[shard_id]
+            windows: list[Window] = []
+            for pos, length in enumerate(entry.timeline_lengths):
+                offset = 0
+                if config.random_offset:
+                    offset = draw_offset(
+                        _rng(config.seed, epoch, 2, passes, shard_id, pos), config.seq_len, stride
+                    )
+                windows.extend(
+                    (pos, a, b)
+                    for a, b in cut_windows(length, config.seq_len, stride, config.min_len, offset)
+                )
+            if config.shuffle:
+                perm = _rng(config.seed, epoch, 3, passes, shard_id).permutation(len(windows))
+                windows = [windows[int(i)] for i in perm]
+            windows = windows[: needed - total]
+            if windows:
+                segments.append(Segment(shards / entry.shard, total, windows))
+                total += len(windows)
+            if total >= needed:
+                break
+        passes += 1
+        if passes > 1 and total == 0:
+            raise UserInputError(
+                f"shards of split {config.split!r} in {shards} hold no window of >= {config.min_len} studies"
+            )
+    return segments
+
+
+def _read_samples(path: Path, wanted: set[int]) -> dict[int, dict[str, bytes]]:
+    """Stream one tar (WebDataset layout) and keep the members of the samples at positions `wanted`."""
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    out: dict[int, dict[str, bytes]] = {}
+    last = max(wanted)
+    with open(path, "rb") as fh:
+        files = ({**f, "__url__": str(path)} for f in tar_file_iterator(fh))
+        for pos, sample in enumerate(group_by_keys(files)):
+            if pos in wanted:
+                out[pos] = sample
+            if pos >= last:
+                break
+    return out
+
+
+class _EpochStream(IterableDataset):  # type: ignore[type-arg]
+    """Batches ``start..n_batches-1`` of one rank's epoch; each DataLoader worker makes every K-th batch."""
+
+    def __init__(
+        self,
+        segments: list[Segment],
+        config: LoaderConfig,
+        tokenizer: Any,
+        epoch: int,
+        rank: int,
+        start: int,
+        n_batches: int,
+    ) -> None:
+        self.segments = segments
+        self.config = config
+        self.tokenizer = tokenizer
+        self.epoch = epoch
+        self.rank = rank
+        self.start = start
+        self.n_batches = n_batches
+
+    def _study(
+        self, sample: dict[str, Any], meta: dict[str, Any], step: int, b: int, slot: int, k: int
+    ) -> StudyItem:
+        c = self.config
+        study = meta["studies"][step]
+        idx = study["index"]
+        ext = next(name.rsplit(".", 1)[1] for name in sample if name.startswith(f"s{idx:02d}.frontal."))
+        rngs: list[np.random.Generator | None] = [None, None]
+        if c.train:
+            rngs = [_rng(c.seed, self.epoch, 4, self.rank, b, slot, k, view) for view in (0, 1)]
+        frontal = image_pipeline(sample[f"s{idx:02d}.frontal.{ext}"], c.letterbox, c.crop, rngs[0])
+        lateral_bytes = sample.get(f"s{idx:02d}.lateral.{ext}") if study["has_lateral"] else None
+        lateral = (
+            None if lateral_bytes is None else image_pipeline(lateral_bytes, c.letterbox, c.crop, rngs[1])
+        )
+        return StudyItem(frontal=frontal, lateral=lateral, text=study["text"], study_key=study["study_key"])
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:
+            import cv2
+
+            cv2.setNumThreads(1)
+            torch.set_num_threads(1)
+        w = self.config.windows_per_batch
+        pending: dict[int, dict[int, list[StudyItem]]] = {}
+        next_b = self.start + ((worker - self.start) % n_workers)
+        for seg in self.segments:
+            # (position in stream) -> batch, slot; keep only this worker's batches from `start` on.
+            mine: dict[int, list[tuple[int, int, Window]]] = {}
+            for j, win in enumerate(seg.windows):
+                b, slot = divmod(seg.first_window + j, w)
+                if b >= self.start and b % n_workers == worker and b < self.n_batches:
+                    mine.setdefault(win[0], []).append((b, slot, win))
+            if not mine:
+                continue
+            samples = _read_samples(seg.shard, set(mine))
+            for pos, jobs in sorted(mine.items()):
+                sample = samples[pos]
+                meta = json.loads(sample["json"])
+                for b, slot, (_, a, z) in jobs:
+                    pending.setdefault(b, {})[slot] = [
+                        self._study(sample, meta, step, b, slot, step - a) for step in range(a, z)
+                    ]
+            # Emit every finished batch in order (a batch can span two shards).
+            while next_b in pending and len(pending[next_b]) == w:
+                slots = pending.pop(next_b)
+                yield collate_windows([slots[s] for s in range(w)], self.tokenizer, self.config.max_tokens)
+                next_b += n_workers
+        if pending:
+            raise RuntimeError(
+                f"loader plan left batches {sorted(pending)} incomplete (shards changed while reading?)"
+            )
+
+
+def _worker_context() -> Any:
+    """A forkserver context with this module preloaded: workers start in a fraction of a second and never inherit
+    thread pools (OpenCV, OpenMP, tokenizers) that the caller used before forking, which hang a forked child."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["medst.shards.loader"])
+    return ctx
+
+
+def _identity(x: Batch) -> Batch:
+    return x
+
+
+class TimelineLoader:
+    """Iterable of `Batch` for one rank: ``batches_per_epoch`` batches per epoch, same on every rank.
+
+    Args:
+        config: the loader options (shard folder, split, windows, image and text sizes, seed, workers).
+        tokenizer: a Hugging Face fast tokenizer, or a local folder holding one.
+        rank, world_size: this process's place among the data-parallel processes.
+    """
+
+    def __init__(self, config: LoaderConfig, tokenizer: Any, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in [0, {world_size})")
+        self.config = config
+        self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, str | Path) else tokenizer
+        self.rank = rank
+        self.world_size = world_size
+        self.entries = list_entries(config.shards, config.split)
+        if not self.entries:
+            raise UserInputError(f"no complete shard of split {config.split!r} in {config.shards}")
+        self.batches_per_epoch = batches_per_epoch(self.entries, config, world_size)
+        self.epoch = 0
+        self._consumed = 0
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (shard order, shuffles, crops); a new epoch starts from its first batch."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._consumed = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Position to resume from: the epoch and how many of its batches were handed out."""
+        return {"epoch": self.epoch, "batches_consumed": self._consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self._consumed = int(state["batches_consumed"])
+
+    def __iter__(self) -> Iterator[Batch]:
+        start = self._consumed if self._consumed < self.batches_per_epoch else 0
+        self._consumed = start
+        segments = rank_segments(
+            self.entries,
+            self.config.shards,
+            self.config,
+            self.epoch,
+            self.rank,
+            self.world_size,
+            self.batches_per_epoch,
+        )
+        stream = _EpochStream(
+            segments, self.config, self.tokenizer, self.epoch, self.rank, start, self.batches_per_epoch
+        )
+        if self.config.num_workers == 0:
+            source: Any = stream
+        else:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            source = DataLoader(
+                stream,
+                multiprocessing_context=_worker_context(),
+                batch_size=None,
+                num_workers=min(self.config.num_workers, max(1, self.batches_per_epoch - start)),
+                collate_fn=_identity,  # type: ignore[arg-type]
+                prefetch_factor=2,
+            )
+        for batch in source:
+            self._consumed += 1
+            yield batch
