@@ -46,6 +46,17 @@ def _read(path: str) -> Any:
     return read_header(path)
 
 
+def _has_pixel_data(path: str) -> bool:
+    """Whether the file holds a Pixel Data element. Values over 256 bytes are skipped, not read, so this stays
+    cheap on a file cut short; a file pydicom cannot walk counts as having one (it is then reported truncated)."""
+    import pydicom
+
+    try:
+        return "PixelData" in pydicom.dcmread(path, defer_size=256, force=True)
+    except Exception:  # damaged bytes of any kind: keep the less specific verdict
+        return True
+
+
 def _text(ds: Any, keyword: str) -> str | None:
     value = ds.get(keyword)
     if value is None:
@@ -97,7 +108,10 @@ def read_one(path: str) -> dict[str, Any]:
             spp = int(ds.get("SamplesPerPixel") or 1)
             frames = int(ds.get("NumberOfFrames") or 1)
             need = int(rows) * int(cols) * spp * frames * bits // 8
-            if os.path.getsize(path) < need:
+            if os.path.getsize(path) < need and not _has_pixel_data(path):
+                row["error"] = "no_pixel_data"
+                row["error_message"] = f"{Path(path).name}: no Pixel Data element in the file"
+            elif os.path.getsize(path) < need:
                 row["error"] = "truncated_pixel_data"
                 row["error_message"] = f"{Path(path).name}: file shorter than its {need} bytes of pixels"
     except Exception as err:  # any failure is this file's problem, never the build's
