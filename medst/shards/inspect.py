@@ -1,0 +1,93 @@
+"""`medst inspect`: one patient's timeline drawn from the shards (frontal and lateral per study, day offset, first
+sentence of the report), so a user can see what went into training."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medst.errors import UserInputError
+
+from .index import list_entries
+from .transforms import decode_grey
+
+
+def find_timeline(shards: Path, patient: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The json and image members of patient `patient` (a pseudonymous key), or of the longest timeline if None."""
+    best: tuple[int, dict[str, Any], dict[str, bytes]] | None = None
+    for entry in list_entries(shards):
+        with tarfile.open(shards / entry.shard) as tar:
+            members = tar.getmembers()
+            keys = [m.name[: -len(".json")] for m in members if m.name.endswith(".json")]
+            if patient is not None and patient not in keys:
+                continue
+            for key in keys if patient is None else [patient]:
+                meta = json.loads(tar.extractfile(f"{key}.json").read())  # type: ignore[union-attr]
+                if best is not None and len(meta["studies"]) <= best[0]:
+                    continue
+                files = {
+                    m.name[len(key) + 1 :]: tar.extractfile(m).read()  # type: ignore[union-attr]
+                    for m in members
+                    if m.name.startswith(key + ".") and not m.name.endswith(".json")
+                }
+                best = (len(meta["studies"]), meta, files)
+        if patient is not None and best is not None:
+            break
+    if best is None:
+        raise UserInputError(
+            f"patient {patient!r} is in no complete shard of {shards}"
+            if patient
+            else f"{shards} holds no sample"
+        )
+    return best[1], best[2]
+
+
+def first_sentence(text: str, words: int = 12) -> str:
+    """The report's first sentence (training text has no full stops, so: its first `words` words)."""
+    head = text.split(". ")[0].split()
+    return " ".join(head[:words]) + (" ..." if len(head) > words else "")
+
+
+def draw_timeline(shards: Path, out: Path, patient: str | None = None, max_studies: int = 12) -> Path:
+    """Write a PNG: one column per study (frontal on top, lateral below or 'no lateral'), titled with the day
+    offset and the first words of its report. Returns `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meta, files = find_timeline(shards, patient)
+    studies = meta["studies"][:max_studies]
+    n = len(studies)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 6.2), squeeze=False)
+    for col, study in enumerate(studies):
+        for row, view in enumerate(("frontal", "lateral")):
+            ax = axes[row][col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            data = next((v for k, v in files.items() if k.startswith(f"s{study['index']:02d}.{view}.")), None)
+            if data is None:
+                ax.imshow(np.zeros((8, 8)), cmap="gray", vmin=0, vmax=1)
+                ax.text(4, 4, f"no {view}", color="white", ha="center", va="center", fontsize=9)
+            else:
+                ax.imshow(decode_grey(data), cmap="gray", vmin=0, vmax=255)
+            if row == 0:
+                ax.set_title(f"day {study['day_offset']:g}", fontsize=10)
+            else:
+                ax.set_xlabel("\n".join(textwrap.wrap(first_sentence(study["text"]), 26)), fontsize=7)
+        axes[0][col].set_ylabel("frontal" if col == 0 else "")
+        axes[1][col].set_ylabel("lateral" if col == 0 else "")
+    more = f" (first {max_studies} of {len(meta['studies'])})" if len(meta["studies"]) > max_studies else ""
+    fig.suptitle(
+        f"patient {meta['key']} ({meta['split']}): {len(meta['studies'])} studies{more}", fontsize=11
+    )
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
