@@ -200,7 +200,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
             *sorted(seq.glob("*.png")),
             *sorted(shards.glob("*.png")),
             run / "curves.png",
-            *sorted((out / "eval").glob("*.png")),
+            *sorted((out / "eval").glob("**/*.png")),
         ]
         if p.exists()
     ]

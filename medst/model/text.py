@@ -16,6 +16,15 @@ from medst.model.config import TextConfig
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def _quiet_transformers() -> None:
+    """Keep Hugging Face's per-load progress bars and load reports (e.g. an unused pooler) off the user's terminal;
+    medst reports what matters itself and errors still surface as exceptions."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def build_text_backbone(config: TextConfig) -> nn.Module:
     """The Hugging Face encoder named by ``config``: ``AutoModel`` from the local folder ``config.path`` (offline),
     or a randomly initialised ``BertModel`` of the configured size. Not yet truncated."""
@@ -27,6 +36,7 @@ def build_text_backbone(config: TextConfig) -> nn.Module:
             raise UserInputError(
                 f"text model folder {folder} has no config.json (give a local Hugging Face folder)"
             )
+        _quiet_transformers()
         return AutoModel.from_pretrained(str(folder), local_files_only=True)
     bert_config = BertConfig(
         vocab_size=config.vocab_size,
