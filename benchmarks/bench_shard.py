@@ -1,0 +1,164 @@
+"""Shard-writing throughput against its floor, measured in the same run.
+
+Floor: the bare per-image work of `medst shard` (decode with `read_image`, resize the longest side to 512 with area
+interpolation, encode JPEG q95) over exactly the same files, in one tight single-process loop.
+Measured: `write_shards` with 1 worker and with N workers (tar writing, JSON, hashing, index, rejects included).
+Prints images/s for each and the ratios (aims: 1 worker >= 0.85 of the floor; 2 workers >= 1.7x 1 worker).
+
+Input: the real covid-chestxray JPG/PNG images in ../shared/realdata (median longest side ~1000 px), the patients
+repeated `--repeat` times under new ids so the run is long enough to time.
+
+    .venv/bin/python benchmarks/bench_shard.py [--repeat 6] [--workers 2 4] [--rounds 2] [--synth 40 --size 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+COVID = "longitudinal/covid-chestxray"
+
+
+def make_seq(out: Path, repeat: int) -> Path:
+    """studies.parquet + build_report.json over the covid-chestxray images (one study per patient and offset)."""
+    import polars as pl
+
+    meta = pl.read_csv(REALDATA / COVID / "metadata.csv", encoding="latin-1", infer_schema_length=0)
+    meta = meta.filter(pl.col("offset").is_not_null() & (pl.col("offset") != ""))
+    rows = []
+    for r in range(repeat):
+        for pid in sorted(set(meta["patientid"].to_list())):
+            pm = meta.filter(pl.col("patientid") == pid)
+            offsets = sorted({float(o) for o in pm["offset"].to_list()})
+            for s_i, off in enumerate(offsets):
+                sm = pm.filter(pl.col("offset").cast(pl.Float64) == off)
+                frontal = sm.filter(pl.col("view") != "L")
+                lateral = sm.filter(pl.col("view") == "L")
+                if frontal.height == 0:
+                    continue
+                f = frontal.row(0, named=True)
+                lat = lateral.row(0, named=True) if lateral.height else None
+                rows.append(
+                    {
+                        "subject_id": f"{r}-{pid}",
+                        "study_id": f"{r}-{pid}-{s_i}",
+                        "study_datetime": datetime(2020, 1, 1) + timedelta(days=off),
+                        "day_offset": off - offsets[0],
+                        "split": "train",
+                        "frontal_dicom_id": f"{r}-{f['filename']}",
+                        "frontal_path": f"{COVID}/images/{f['filename']}",
+                        "lateral_dicom_id": f"{r}-{lat['filename']}" if lat else None,
+                        "lateral_path": f"{COVID}/images/{lat['filename']}" if lat else None,
+                        "text": "heart size is normal lungs are clear",
+                    }
+                )
+    out.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows).write_parquet(out / "studies.parquet")
+    (out / "build_report.json").write_text(
+        json.dumps({"image_root": str(REALDATA), "medst_version": "bench"})
+    )
+    return out
+
+
+def make_synth_seq(work: Path, patients: int, size: int) -> Path:
+    """A synthetic MIMIC-shaped DICOM archive (every transfer syntax synth writes) -> build-sequences -> SEQ."""
+    from medst.schemas.build import BuildConfig
+    from medst.schemas.synth import SynthConfig
+
+    from medst.sequences.build import build_sequences
+    from medst.synth import generate
+
+    archive, seq = work / "archive", work / "seq"
+    generate(
+        SynthConfig(out=archive, patients=patients, seed=0, image_size=size, release="dicom", workers=4),
+        progress=False,
+    )
+    build_sequences(BuildConfig(archive=archive, out=seq), progress=False)
+    return seq
+
+
+def floor_rate(paths: list[Path], size: int) -> float:
+    """Images/s of read_image + resize_longest + encode over `paths` in one tight loop (this process)."""
+    from medst.archive.pixels import read_image, resize_longest
+    from medst.shards.samples import encode_image
+
+    t0 = time.perf_counter()
+    for p in paths:
+        img = read_image(p)
+        if max(img.shape) > size:
+            img = resize_longest(img, size)
+        encode_image(img, "jpg", 95)
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def shard_rate(seq: Path, out: Path, workers: int, n_images: int) -> float:
+    from medst.schemas.shards import ShardConfig
+
+    from medst.shards.writer import write_shards
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = write_shards(
+        ShardConfig(seq=seq, out=out, workers=workers, samples_per_shard=16), progress=False
+    )
+    dt = time.perf_counter() - t0
+    images = sum(s["images"] for s in summary.splits.values())
+    assert images == n_images, (images, n_images)
+    return images / dt
+
+
+def main() -> None:
+    import polars as pl
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=6, help="copies of the real patients (real-JPG input)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[2], help="worker counts to compare with 1")
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="best of this many runs of each (shared machines are noisy)"
+    )
+    ap.add_argument(
+        "--synth", type=int, default=0, help="use N synthetic DICOM patients instead of the real JPGs"
+    )
+    ap.add_argument("--size", type=int, default=2048, help="image size of the synthetic DICOMs")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_shard_"))
+    try:
+        if args.synth:
+            seq = make_synth_seq(tmp, args.synth, args.size)
+            what = f"synthetic DICOM ({args.synth} patients, {args.size} px)"
+        else:
+            seq = make_seq(tmp / "seq", args.repeat)
+            what = f"real covid-chestxray JPG/PNG x{args.repeat}"
+        df = pl.read_parquet(seq / "studies.parquet")
+        root = Path(json.loads((seq / "build_report.json").read_text())["image_root"])
+        paths = [root / p for p in df["frontal_path"].to_list() + df["lateral_path"].drop_nulls().to_list()]
+        print(f"input: {len(paths)} images ({df.height} studies), {what}")
+        floor_rate(paths[:20], 512)  # warm the page cache and imports
+        floor = one = 0.0
+        for _ in range(args.rounds):  # alternate, so both see the same machine load
+            floor = max(floor, floor_rate(paths, 512))
+            one = max(one, shard_rate(seq, tmp / "out1", 1, len(paths)))
+        print(f"floor (decode + resize 512 + encode, tight loop): {floor:8.1f} images/s")
+        print(f"medst shard, 1 worker:                            {one:8.1f} images/s")
+        print(f"ratio 1 worker / floor: {one / floor:.2f}  (aim >= 0.85)")
+        for workers in args.workers:
+            many = max(shard_rate(seq, tmp / "outN", workers, len(paths)) for _ in range(args.rounds))
+            print(
+                f"medst shard, {workers} workers: {many:8.1f} images/s; ratio to 1 worker {many / one:.2f}"
+                f"  (aim >= 1.7 for 2; cores here: {os.cpu_count()})"
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
