@@ -28,6 +28,9 @@ def register(app: typer.Typer) -> None:
         lambda1: float | None = typer.Option(None, "--lambda1", help="weight of the local loss"),
         lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),
         lr: float | None = typer.Option(None, "--lr", help="peak learning rate"),
+        max_grad_norm: float | None = typer.Option(
+            None, "--max-grad-norm", help="clip the gradient norm to this value; 0 turns clipping off"
+        ),
         seed: int | None = typer.Option(None, "--seed"),
         device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
         num_workers: int | None = typer.Option(None, "--num-workers", help="loader worker processes"),
@@ -82,6 +85,8 @@ def register(app: typer.Typer) -> None:
         }
         try:
             cfg = resolve_config(config, overrides)
+            if max_grad_norm is not None:
+                cfg.max_grad_norm = max_grad_norm if max_grad_norm > 0 else None
             if print_config:
                 from medst.schemas.train import config_to_yaml
 
