@@ -36,28 +36,28 @@ def _ensure_namespace() -> None:
     """Make ``medst.cli``, ``medst.schemas`` and ``medst.data_manifests`` importable from a bare source tree.
 
     An installed medst maps the top-level ``cli/``, ``schemas/`` and ``data_manifests/`` folders into the
-    ``medst`` namespace; a GPU machine that only has the checkout on PYTHONPATH lacks that mapping.
+    ``medst`` namespace; a GPU machine that only has the checkout lacks that mapping. Then a temporary overlay
+    package of symlinks gives the installed layout, on ``sys.path`` and ``PYTHONPATH`` (so loader workers and
+    subprocesses see it too).
     """
-    import importlib.util
+    try:
+        import medst.cli
+        import medst.schemas  # noqa: F401
 
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    for name in ("schemas", "data_manifests", "cli"):
-        full = f"medst.{name}"
-        try:
-            importlib.import_module(full)
-            continue
-        except ModuleNotFoundError as err:
-            if err.name != full:
-                raise
-        spec = importlib.util.spec_from_file_location(
-            full, REPO / name / "__init__.py", submodule_search_locations=[str(REPO / name)]
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[full] = module
-        spec.loader.exec_module(module)
-        setattr(sys.modules["medst"], name, module)
+        return
+    except ModuleNotFoundError:
+        pass
+    overlay = Path(tempfile.mkdtemp(prefix="medst-overlay-"))
+    package = overlay / "medst"
+    package.mkdir()
+    for entry in (REPO / "medst").iterdir():
+        (package / entry.name).symlink_to(entry)
+    for name in ("schemas", "cli", "data_manifests"):
+        (package / name).symlink_to(REPO / name)
+    sys.path.insert(0, str(overlay))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(overlay), os.environ.get("PYTHONPATH")) if p)
+    for name in [m for m in sys.modules if m == "medst" or m.startswith("medst.")]:
+        del sys.modules[name]
 
 
 def _medst(*args: str) -> None:
