@@ -6,6 +6,7 @@ its tar has the recorded size" is the definition of a complete shard, for the wr
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -135,5 +136,7 @@ def plot_summary(out: Path, entries: list[ShardIndexEntry], path: Path) -> None:
     ax2.set_title("view availability")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

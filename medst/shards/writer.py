@@ -185,12 +185,26 @@ def _merge_rejects(out: Path, names: list[str]) -> int:
 
 
 def _discard_partial(out: Path, name: str) -> None:
-    """Delete temporary tars of shard `name` left by a killed run, and a tar without an index entry."""
-    for tmp in out.glob(f".{name}.tar.tmp-*"):
-        tmp.unlink(missing_ok=True)
-    for tmp in (out / shard_index.INDEX_DIR).glob(f".{name}.json.tmp-*"):
-        tmp.unlink(missing_ok=True)
+    """Delete temporary files of shard `name` left by a killed run, and a tar without an index entry."""
+    for pattern in (
+        f".{name}.tar.tmp-*",
+        f"{shard_index.INDEX_DIR}/.{name}.json.tmp-*",
+        f"{REJECT_DIR}/.{name}.parquet.tmp-*",
+    ):
+        for tmp in out.glob(pattern):
+            tmp.unlink(missing_ok=True)
     (out / f"{name}.tar").unlink(missing_ok=True)
+
+
+def _discard_stale_shared(out: Path) -> None:
+    """Delete temporary summary/rejects files of killed runs (their writer pid is gone on this machine)."""
+    for tmp in [*out.glob(".summary.*.tmp-*"), *out.glob(".rejects.parquet.tmp-*")]:
+        try:
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+        except (ValueError, ProcessLookupError):
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # a live process of another user
 
 
 def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
@@ -205,6 +219,7 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     (out / shard_index.INDEX_DIR).mkdir(exist_ok=True)
+    _discard_stale_shared(out)
     options = config.options()
     jobs, rows_by_key = plan_jobs(rows, config)
     mine = select_part(jobs, config.part)
