@@ -125,12 +125,15 @@ def rank_segments(
 
 def _read_samples(path: Path, wanted: set[int]) -> dict[int, dict[str, bytes]]:
     """Stream one tar (WebDataset layout) and keep the members of the samples at positions `wanted`."""
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
+    from webdataset.tariterators import group_by_keys
+
+    from .members import safe_tar_files
 
     out: dict[int, dict[str, bytes]] = {}
     last = max(wanted)
     with open(path, "rb") as fh:
-        files = ({**f, "__url__": str(path)} for f in tar_file_iterator(fh))
+        # Checked reader: a link, device or escaping name refuses the shard instead of being skipped silently.
+        files = safe_tar_files(fh, path)
         for pos, sample in enumerate(group_by_keys(files)):
             if pos in wanted:
                 out[pos] = sample
@@ -237,6 +240,10 @@ class TimelineLoader:
         config: the loader options (shard folder, split, windows, image and text sizes, seed, workers).
         tokenizer: a Hugging Face fast tokenizer, or a local folder holding one.
         rank, world_size: this process's place among the data-parallel processes.
+
+    With ``num_workers > 0`` the DataLoader workers start from a forkserver (see `_worker_context`), so a script
+    run as ``python script.py`` that iterates the loader needs the usual ``if __name__ == "__main__":`` guard
+    (``python -m medst.cli ...`` and torchrun entry points are fine as they are).
     """
 
     def __init__(self, config: LoaderConfig, tokenizer: Any, rank: int = 0, world_size: int = 1) -> None:
