@@ -40,6 +40,12 @@ HEADER_COLUMNS: dict[str, Any] = {
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
+def _max_pixels() -> int:
+    from medst.archive.pixels import DEFAULT_MAX_PIXELS
+
+    return DEFAULT_MAX_PIXELS
+
+
 def _read(path: str) -> Any:
     from medst.archive.pixels import read_header  # the shared safe reader (raises ImageDecodeError)
 
@@ -102,6 +108,10 @@ def read_one(path: str) -> dict[str, Any]:
                 "no_pixel_data",
                 f"{Path(path).name}: no Rows/Columns in header",
             )
+        elif int(rows) * int(cols) > _max_pixels():
+            # Refused here as `read_image` would refuse it, before anyone sizes a buffer from the claim.
+            row["error"] = "too_large"
+            row["error_message"] = f"{Path(path).name}: header claims {int(rows)} x {int(cols)} pixels"
         elif syntax in _NATIVE_SYNTAXES:
             # Uncompressed pixels have a known size: a file shorter than that was cut off.
             bits = int(ds.get("BitsAllocated") or 8)
