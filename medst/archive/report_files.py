@@ -23,6 +23,25 @@ from medst.errors import UserInputError
 
 _REPORT_NAME = re.compile(r"^s(\d+)\.txt$")
 
+MAX_REPORT_BYTES = 1 << 20
+"""A radiology report is a few kilobytes (MIMIC-CXR's longest is under 20 kB). A file over this size is not a
+report and is never read whole: parsing 100 MB of text takes minutes and gigabytes."""
+TOO_LARGE = "too_large"
+"""``section_used`` of a report file over `MAX_REPORT_BYTES`; the build turns it into a ``report_too_large``
+reject."""
+
+
+def _read_capped(path: str) -> str | None:
+    """The file's text (undecodable bytes replaced); None when unreadable; `TOO_LARGE` when over the cap."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_REPORT_BYTES + 1)
+    except OSError:
+        return None
+    if len(data) > MAX_REPORT_BYTES:
+        return TOO_LARGE
+    return data.decode("utf-8", errors="replace")
+
 
 def _scan(folder: str, prefix: str) -> list[str]:
     """Every file under `folder` as `prefix` + its POSIX path relative to `folder` (iterative scandir)."""
@@ -72,11 +91,9 @@ def reports_from_files(root: Path, rel_paths: Iterable[str]) -> pl.DataFrame:
         m = _REPORT_NAME.match(name)
         if not m:
             continue
-        try:
-            with open(os.path.join(root, rel), "rb") as fh:
-                raw = fh.read().decode("utf-8", errors="replace")
-        except OSError:
-            raw = None
+        raw = _read_capped(os.path.join(root, rel))
+        if raw == TOO_LARGE:
+            raw = None  # not a report: counted as an empty one
         ids.append(m.group(1))
         items.append(rel)
         texts.append(raw)
@@ -87,13 +104,12 @@ def _read_parse_chunk(args: tuple[str, list[str], int]) -> list[tuple[str | None
     from medst.archive.reports import parse_report
 
     root, rels, min_tokens = args
-    out = []
+    out: list[tuple[str | None, str, int, bool, bool]] = []
     for rel in rels:
-        try:
-            with open(os.path.join(root, rel), "rb") as fh:
-                raw: str | None = fh.read().decode("utf-8", errors="replace")
-        except OSError:
-            raw = None
+        raw = _read_capped(os.path.join(root, rel))
+        if raw == TOO_LARGE:
+            out.append((TOO_LARGE, "", 0, False, False))
+            continue
         p = parse_report(raw, min_tokens)
         out.append((p.section_used, p.text, p.n_tokens, p.is_empty, p.has_addendum))
     return out

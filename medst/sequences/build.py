@@ -21,7 +21,7 @@ import polars as pl
 
 from medst.archive.generic import read_generic
 from medst.archive.mimic import is_mimic_archive, read_mimic
-from medst.archive.report_files import parse_report_files
+from medst.archive.report_files import TOO_LARGE, parse_report_files
 from medst.archive.reports import parse_reports
 from medst.archive.source import REJECT_COLUMNS, SourceData, reject_frame
 from medst.errors import UserInputError
@@ -112,7 +112,9 @@ def _reports_per_study(
 
 def _report_reason(min_tokens: int) -> pl.Expr:
     return (
-        pl.when(pl.col("is_empty"))
+        pl.when(pl.col("section_used") == TOO_LARGE)
+        .then(pl.lit("report_too_large"))
+        .when(pl.col("is_empty"))
         .then(pl.lit("empty_report"))
         .when(pl.col("section_used").is_null())
         .then(pl.lit("no_report_text"))
@@ -211,11 +213,15 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
             pl.col("report_item"),
             "report",
             "",
-            pl.lit("report of study ")
-            + pl.col("study_id")
-            + pl.lit(" gives fewer than ")
-            + pl.lit(str(config.min_tokens))
-            + pl.lit(" tokens of impression/findings text"),
+            pl.when(pl.col("section_used") == TOO_LARGE)
+            .then(pl.lit("report file of study ") + pl.col("study_id") + pl.lit(" is over 1 MiB; not read"))
+            .otherwise(
+                pl.lit("report of study ")
+                + pl.col("study_id")
+                + pl.lit(" gives fewer than ")
+                + pl.lit(str(config.min_tokens))
+                + pl.lit(" tokens of impression/findings text")
+            ),
         ).with_columns(
             dropped.with_columns(_report_reason(config.min_tokens).alias("reason")).get_column("reason")
         )
