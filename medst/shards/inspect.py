@@ -14,6 +14,7 @@ import numpy as np
 from medst.errors import UserInputError
 
 from .index import list_entries
+from .members import check_members
 from .transforms import decode_grey
 
 
@@ -23,6 +24,7 @@ def find_timeline(shards: Path, patient: str | None = None) -> tuple[dict[str, A
     for entry in list_entries(shards):
         with tarfile.open(shards / entry.shard) as tar:
             members = tar.getmembers()
+            check_members(members, shards / entry.shard)
             keys = [m.name[: -len(".json")] for m in members if m.name.endswith(".json")]
             if patient is not None and patient not in keys:
                 continue
