@@ -171,3 +171,23 @@ def test_killed_builds_resume_to_identical_shards(seq: Path, reference: Path, tm
     assert _tars(out) == _tars(reference)
     assert not list(out.rglob("*.tmp-*"))
     assert json.loads((out / "summary.json").read_text())["complete"]
+
+
+def test_png_format_and_bad_part(seq: Path, tmp_path: Path) -> None:
+    out = tmp_path / "png"
+    write_shards(
+        ShardConfig(seq=seq, out=out, samples_per_shard=8, format="png", image_size=96), progress=False
+    )
+    with tarfile.open(next(out.glob("train-*.tar"))) as tar:
+        names = [m.name for m in tar.getmembers()]
+        image = next(n for n in names if not n.endswith(".json"))
+        img = cv2.imdecode(np.frombuffer(tar.extractfile(image).read(), np.uint8), 0)  # type: ignore[union-attr]
+    assert image.endswith(".png") and not any(n.endswith(".jpg") for n in names)
+    assert img is not None and max(img.shape) == 96
+    proc = subprocess.run(
+        [sys.executable, "-m", "medst.cli", "shard", str(seq), "-o", str(tmp_path / "x"), "--part", "3/2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and "part" in proc.stderr and "Traceback" not in proc.stderr
