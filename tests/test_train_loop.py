@@ -193,3 +193,18 @@ def test_sigkilled_process_resumes_to_the_same_weights(
     )  # fmt: skip
     assert resumed.steps == unbroken.steps == steps
     assert resumed.weights_sha256 == unbroken.weights_sha256
+
+
+def test_bf16_autocast_trains_on_the_cpu_too(shards: Path, text_model: Path, tmp_path: Path) -> None:
+    import math
+
+    summary = pretrain(
+        resolve_config(
+            "demo",
+            _options(
+                shards, tmp_path / "bf16", steps=3, precision="bf16", text_model=text_model, export=False
+            ),
+        )
+    )
+    assert summary.steps == 3 and summary.last_loss is not None and math.isfinite(summary.last_loss)
+    assert math.isfinite(summary.val["loss"])
