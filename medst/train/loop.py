@@ -25,6 +25,7 @@ from torch import nn
 from medst.batch import Batch
 from medst.errors import UserInputError
 from medst.schemas.train import PretrainConfig, config_differences, config_to_yaml, resolve_config
+from medst.shards.index import list_entries
 from medst.train import checkpoint as ckpt
 from medst.train.components import (
     build_loaders,
@@ -151,6 +152,10 @@ def _check_resume_config(path: Path, config: PretrainConfig) -> None:
 def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None = None) -> RunSummary:
     started = time.perf_counter()
     run_dir = config.out
+    # Checked on every rank before the first collective: a rank failing alone (rank 0 building the text model)
+    # would leave the others in a barrier, which gloo ends with a connection error instead of this message.
+    if loaders is None and not list_entries(config.shards, split=config.train_split):
+        raise UserInputError(f"no complete shard of split {config.train_split!r} in {config.shards}")
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
