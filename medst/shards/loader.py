@@ -7,8 +7,10 @@ How an epoch is laid out (computed from the shard index alone, before any tar is
 2. Every rank makes exactly ``batches_per_epoch`` batches: the split's window count (from the per-sample timeline
    lengths in the index) over ``world_size * windows_per_batch``. A rank whose shards hold fewer windows goes
    round its shards again (padding with repeats); one with more stops early (truncation). No rank ever waits.
+   Evaluation mode (``shuffle=False, drop_last=False``): every rank sees each of its windows exactly once, its last
+   own batch may be partial, and ranks with fewer windows pad with repeat batches up to the largest count.
 3. The rank's window stream: for each shard in turn, its timelines cut into windows (random offset drawn per
-   timeline), the shard's windows shuffled; batch b = windows ``[b * W, (b + 1) * W)`` of that stream.
+   timeline), the shard's windows shuffled; the stream is dealt in order into batches (of W windows, see 2).
 4. DataLoader worker k of K builds batches ``b % K == k``: it streams the shards holding them, keeps the encoded
    bytes of the samples it needs and decodes only those. PyTorch returns worker outputs round-robin, which is
    batch order, so the batches are identical for any ``num_workers``; random crops are seeded per
@@ -44,33 +46,88 @@ Window = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class Segment:
-    """One pass over one shard inside a rank's epoch: the shard and its windows in stream order."""
+    """One pass over one shard inside a rank's epoch: the shard and its windows, each with its (batch, slot)."""
 
     shard: Path
-    first_window: int  # position of windows[0] in the rank's stream
-    windows: list[Window]
+    windows: list[tuple[Window, int, int]]
 
 
 def _rng(*parts: int) -> np.random.Generator:
     return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
 
 
+def _exact(config: LoaderConfig) -> bool:
+    """Evaluation mode (no shuffle, keep the last batch): every window once per rank, last batch partial."""
+    return not config.drop_last and not config.shuffle
+
+
+def _rank_shards(n_shards: int, config: LoaderConfig, epoch: int, rank: int, world_size: int) -> list[int]:
+    order = list(range(n_shards))
+    if config.shuffle:
+        order = [int(i) for i in _rng(config.seed, epoch, 1).permutation(n_shards)]
+    return order[rank::world_size] if n_shards >= world_size else [order[rank % n_shards]]
+
+
+def _shard_windows(
+    entry: ShardIndexEntry, config: LoaderConfig, offsets_rng: tuple[int, ...] | None
+) -> list[Window]:
+    stride = config.effective_stride
+    windows: list[Window] = []
+    for pos, length in enumerate(entry.timeline_lengths):
+        offset = 0
+        if offsets_rng is not None:
+            offset = draw_offset(_rng(*offsets_rng, pos), config.seq_len, stride)
+        windows.extend(
+            (pos, a, b) for a, b in cut_windows(length, config.seq_len, stride, config.min_len, offset)
+        )
+    return windows
+
+
 def count_windows(entries: list[ShardIndexEntry], config: LoaderConfig) -> int:
     """Windows in these shards with offset 0 (the nominal count that sizes an epoch)."""
-    stride = config.effective_stride
-    return sum(
-        len(cut_windows(n, config.seq_len, stride, config.min_len))
-        for e in entries
-        for n in e.timeline_lengths
-    )
+    return sum(len(_shard_windows(e, config, None)) for e in entries)
 
 
 def batches_per_epoch(entries: list[ShardIndexEntry], config: LoaderConfig, world_size: int) -> int:
-    """Batches every rank makes per epoch (identical on all ranks; at least 1 when there is any window)."""
+    """Batches every rank makes per epoch (identical on all ranks; at least 1 when there is any window).
+
+    Training (drop_last): total windows // (world_size * windows_per_batch). Evaluation (no shuffle, no
+    drop_last): the most batches any rank needs to see each of its windows once.
+    """
     total = count_windows(entries, config)
-    per = world_size * config.windows_per_batch
+    if not total:
+        return 0
+    w = config.windows_per_batch
+    if _exact(config):
+        return max(
+            -(
+                -count_windows(
+                    [entries[i] for i in _rank_shards(len(entries), config, 0, r, world_size)], config
+                )
+                // w
+            )
+            for r in range(world_size)
+        )
+    per = world_size * w
     n = total // per if config.drop_last else -(-total // per)
-    return max(1, n) if total else 0
+    return max(1, n)
+
+
+def batch_sizes(
+    entries: list[ShardIndexEntry], config: LoaderConfig, rank: int, world_size: int, n_batches: int
+) -> list[int]:
+    """Windows in each of the rank's batches: all full, except in evaluation mode the rank's last own batch."""
+    w = config.windows_per_batch
+    if not _exact(config):
+        return [w] * n_batches
+    mine = count_windows(
+        [entries[i] for i in _rank_shards(len(entries), config, 0, rank, world_size)], config
+    )
+    own = -(-mine // w)
+    sizes = [w] * n_batches
+    if 0 < own <= n_batches and mine % w:
+        sizes[own - 1] = mine % w
+    return sizes
 
 
 def rank_segments(
@@ -82,41 +139,39 @@ def rank_segments(
     world_size: int,
     n_batches: int,
 ) -> list[Segment]:
-    """The rank's epoch as shard passes whose windows cover exactly ``n_batches * windows_per_batch`` positions."""
-    order = list(range(len(entries)))
-    if config.shuffle:
-        order = [int(i) for i in _rng(config.seed, epoch, 1).permutation(len(entries))]
-    mine = order[rank::world_size] if len(order) >= world_size else [order[rank % len(order)]]
-    needed = n_batches * config.windows_per_batch
-    stride = config.effective_stride
+    """The rank's epoch as shard passes; windows are dealt in stream order into batches of `batch_sizes`.
+
+    A rank whose shards run out goes round them again (repeats, so every rank makes ``n_batches``).
+    """
+    mine = _rank_shards(len(entries), config, epoch, rank, world_size)
+    sizes = batch_sizes(entries, config, rank, world_size, n_batches)
     segments: list[Segment] = []
-    total = 0
+    b = slot = 0
     passes = 0
-    while total < needed:
+    while b < n_batches:
+        dealt = 0
         for shard_id in mine:
             entry = entries[shard_id]
-            windows: list[Window] = []
-            for pos, length in enumerate(entry.timeline_lengths):
-                offset = 0
-                if config.random_offset:
-                    offset = draw_offset(
-                        _rng(config.seed, epoch, 2, passes, shard_id, pos), config.seq_len, stride
-                    )
-                windows.extend(
-                    (pos, a, b)
-                    for a, b in cut_windows(length, config.seq_len, stride, config.min_len, offset)
-                )
+            seeds = (config.seed, epoch, 2, passes, shard_id) if config.random_offset else None
+            windows = _shard_windows(entry, config, seeds)
             if config.shuffle:
                 perm = _rng(config.seed, epoch, 3, passes, shard_id).permutation(len(windows))
                 windows = [windows[int(i)] for i in perm]
-            windows = windows[: needed - total]
-            if windows:
-                segments.append(Segment(shards / entry.shard, total, windows))
-                total += len(windows)
-            if total >= needed:
+            placed: list[tuple[Window, int, int]] = []
+            for win in windows:
+                if b >= n_batches:
+                    break
+                placed.append((win, b, slot))
+                slot += 1
+                if slot == sizes[b]:
+                    b, slot = b + 1, 0
+            if placed:
+                segments.append(Segment(shards / entry.shard, placed))
+                dealt += len(placed)
+            if b >= n_batches:
                 break
         passes += 1
-        if passes > 1 and total == 0:
+        if dealt == 0 and b < n_batches:
             raise UserInputError(
                 f"shards of split {config.split!r} in {shards} hold no window of >= {config.min_len} studies"
             )
@@ -153,15 +208,16 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
         epoch: int,
         rank: int,
         start: int,
-        n_batches: int,
+        sizes: list[int],
     ) -> None:
         self.segments = segments
+        self.sizes = sizes
         self.config = config
         self.tokenizer = tokenizer
         self.epoch = epoch
         self.rank = rank
         self.start = start
-        self.n_batches = n_batches
+        self.n_batches = len(sizes)
 
     def _study(
         self, sample: dict[str, Any], meta: dict[str, Any], step: int, b: int, slot: int, k: int
@@ -188,15 +244,13 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
 
             cv2.setNumThreads(1)
             torch.set_num_threads(1)
-        w = self.config.windows_per_batch
         pending: dict[int, dict[int, list[StudyItem]]] = {}
         next_b = self.start + ((worker - self.start) % n_workers)
         for seg in self.segments:
-            # (position in stream) -> batch, slot; keep only this worker's batches from `start` on.
+            # sample position -> (batch, slot, window); keep only this worker's batches from `start` on.
             mine: dict[int, list[tuple[int, int, Window]]] = {}
-            for j, win in enumerate(seg.windows):
-                b, slot = divmod(seg.first_window + j, w)
-                if b >= self.start and b % n_workers == worker and b < self.n_batches:
+            for win, b, slot in seg.windows:
+                if b >= self.start and b % n_workers == worker:
                     mine.setdefault(win[0], []).append((b, slot, win))
             if not mine:
                 continue
@@ -209,9 +263,11 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
                         self._study(sample, meta, step, b, slot, step - a) for step in range(a, z)
                     ]
             # Emit every finished batch in order (a batch can span two shards).
-            while next_b in pending and len(pending[next_b]) == w:
+            while next_b in pending and len(pending[next_b]) == self.sizes[next_b]:
                 slots = pending.pop(next_b)
-                yield collate_windows([slots[s] for s in range(w)], self.tokenizer, self.config.max_tokens)
+                yield collate_windows(
+                    [slots[s] for s in range(len(slots))], self.tokenizer, self.config.max_tokens
+                )
                 next_b += n_workers
         if pending:
             raise RuntimeError(
@@ -289,9 +345,8 @@ class TimelineLoader:
             self.world_size,
             self.batches_per_epoch,
         )
-        stream = _EpochStream(
-            segments, self.config, self.tokenizer, self.epoch, self.rank, start, self.batches_per_epoch
-        )
+        sizes = batch_sizes(self.entries, self.config, self.rank, self.world_size, self.batches_per_epoch)
+        stream = _EpochStream(segments, self.config, self.tokenizer, self.epoch, self.rank, start, sizes)
         if self.config.num_workers == 0:
             source: Any = stream
         else:
