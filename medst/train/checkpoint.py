@@ -203,7 +203,19 @@ def load_checkpoint(
     """Restore model weights (strictly), optimizer state and this rank's RNG states from ``path``.
 
     Returns the trainer state and this rank's data position for the caller to hand to its loader.
+    A file that is not safetensors (e.g. a pickle put in its place) is refused unread: UserInputError.
     """
+    from safetensors import SafetensorError
+
+    try:
+        return _restore(path, model, optimizer, rank)
+    except SafetensorError as err:
+        raise UserInputError(
+            f"checkpoint {path} holds a file that is not safetensors ({err}); checkpoints are never unpickled"
+        ) from err
+
+
+def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rank: int) -> LoadedCheckpoint:
     missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
     if missing or unexpected:
         raise UserInputError(
