@@ -92,6 +92,13 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=10, help="windows per batch (paper: 10)")
     parser.add_argument("--patients", type=int, default=None)
+    parser.add_argument(
+        "--shards",
+        type=Path,
+        default=Path(os.environ["MEDST_GPU_SHARDS"]) if os.environ.get("MEDST_GPU_SHARDS") else None,
+        help="use these shards instead of generating them (a GPU image may lack pydicom/polars); "
+        "default: $MEDST_GPU_SHARDS",
+    )
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     parser.add_argument("--compile", action="store_true")
     args, _unknown = parser.parse_known_args()  # gpu_check.sh passes its own options through
@@ -122,7 +129,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
-        shards = make_shards(tmp, patients, 128 if args.tiny else 256, args.workers)
+        if args.shards is not None:
+            shards = args.shards.resolve()
+        else:
+            shards = make_shards(tmp, patients, 128 if args.tiny else 256, args.workers)
         result["data_s"] = round(time.perf_counter() - t0, 1)
 
         preset = "demo" if args.tiny else "paper"
