@@ -162,3 +162,15 @@ def test_run_folder_uses_its_export_and_latest_checkpoint_gives_the_same_model(
     partial = tmp_path / "partial"
     shutil.copytree(run, partial, ignore=shutil.ignore_patterns("export"))
     assert medst.load(partial, device="cpu").source == partial / "checkpoints" / "step-00000002"
+
+
+def test_an_exported_run_records_the_shard_preprocessing(run: Path) -> None:
+    """The export carries the shards' intensity preset and stored size, so nothing is assumed at load time."""
+    import json
+
+    options = json.loads((run.parent / "shards" / "summary.json").read_text())["options"]
+    recorded = json.loads((run / "export" / "config.json").read_text())["extra"]["data"]["options"]
+    assert recorded["preset"] == options["preset"] and recorded["image_size"] == options["image_size"]
+    settings = medst.load(run / "export", device="cpu").settings
+    assert settings.recorded
+    assert (settings.preset, settings.stored_size) == (options["preset"], options["image_size"])

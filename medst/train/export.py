@@ -87,6 +87,9 @@ def export_run(
         "medst_version": __version__,
         "pretrain_config": config.model_dump(mode="json"),
         "summary": summary.model_dump(mode="json"),
+        # The shard options (intensity preset, stored image size) travel with the weights, so `medst.load`
+        # prepares new images exactly as the training images were prepared.
+        "data": _data_summary(config.shards),
     }
     save_model(model, staging, tokenizer=tokenizer, extra=extra)  # type: ignore[arg-type]
     (staging / "training.json").write_text(json.dumps(extra, indent=1))
