@@ -219,6 +219,7 @@ def test_100mb_report_is_rejected_in_bounded_memory(synth_archive: Path, tmp_pat
             return rej.filter(pl.col("item") == {report.relative_to(root).as_posix()!r})["reason"].to_list()
         """
     )
+    print(f"100 MB report: peak RSS growth {delta:.1f} MB")
     assert reason == "['report_too_large']", reason
     assert delta < 60, f"peak RSS grew by {delta:.0f} MB reading a 100 MB report"
 
@@ -252,6 +253,7 @@ def test_dicom_claiming_65535_squared_pixels_is_rejected_in_bounded_memory(
             return "decoded"
         """
     )
+    print(f"65535 x 65535 DICOM: peak RSS growth {delta:.1f} MB")
     assert result == "too_large too_large", result
     assert delta < 60, f"peak RSS grew by {delta:.0f} MB on a 65535 x 65535 header"
 

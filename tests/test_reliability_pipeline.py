@@ -179,12 +179,16 @@ def test_no_phi_and_no_header_dump_in_any_output(pipe: dict[str, Any], synth_arc
     files = sorted(p for p in pipe["root"].rglob("*") if p.is_file() and not p.is_symlink())
     kinds = {p.suffix for p in files}
     assert {".tar", ".parquet", ".json", ".safetensors", ".yaml", ".png"} <= kinds, kinds
-    scanned_bytes = 0
+    scanned_bytes = raw_bytes = 0
     hits = []
     for path in files:
+        raw_bytes += path.stat().st_size
         for view in _views(path):
             scanned_bytes += len(view)
             low = view.lower()
             hits += [(str(path.relative_to(pipe["root"])), n.decode()) for n in needles if n in low]
-    print(f"PHI scan: {len(files)} files, {scanned_bytes} bytes (raw + decoded views), kinds {sorted(kinds)}")
+    print(
+        f"PHI scan: {len(files)} files, {raw_bytes} bytes on disk, {scanned_bytes} bytes scanned with decoded "
+        f"Parquet/gzip views; kinds {sorted(kinds)}"
+    )
     assert not hits, hits[:20]
