@@ -73,7 +73,9 @@ def pipe(synth_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         training_texts(shards), root / "text_model", vocab_size=text.vocab_size, hidden=text.hidden,
         layers=text.layers, heads=text.heads, max_length=text.max_length,
     )  # fmt: skip
+    started = time.perf_counter()
     result = pretrain(resolve_config("demo", _train_options(shards, run, text_model)))
+    train_s = time.perf_counter() - started
     evaluate(
         EvalConfig(
             run=run, data=synth_archive / "benchmarks", mimic_root=synth_archive, shards=shards,
@@ -95,7 +97,7 @@ def pipe(synth_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     return {"root": root, "seq": seq, "shards": shards, "run": run, "text_model": text_model,
-            "sha": result.weights_sha256}  # fmt: skip
+            "sha": result.weights_sha256, "train_s": train_s}  # fmt: skip
 
 
 # -- kills --------------------------------------------------------------------------------------------------
@@ -121,7 +123,8 @@ def test_pretrain_sigkilled_at_random_moments_resumes_to_identical_weights(
             while not (out / "config.yaml").is_file() and proc.poll() is None:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 2.5))
+            # A fraction of the uninterrupted run's duration, so the kill lands inside the run on any machine.
+            time.sleep(rng.uniform(0.05, 0.95) * pipe["train_s"])
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.wait()

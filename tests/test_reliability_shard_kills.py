@@ -35,19 +35,23 @@ def _outputs(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def seq_and_reference(synth_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def seq_and_reference(
+    synth_archive: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, float]:
+    """The build-sequences output, an uninterrupted 1-process shard build of it, and that build's seconds."""
     root = tmp_path_factory.mktemp("shard_kills")
     build_sequences(BuildConfig(archive=synth_archive, out=root / "seq"), progress=False)
+    started = time.perf_counter()
     write_shards(
         ShardConfig(seq=root / "seq", out=root / "ref", image_size=96, samples_per_shard=2), progress=False
     )
-    return root / "seq", root / "ref"
+    return root / "seq", root / "ref", time.perf_counter() - started
 
 
 def test_sigkilled_shard_builds_resume_byte_identical(
-    seq_and_reference: tuple[Path, Path], tmp_path: Path
+    seq_and_reference: tuple[Path, Path, float], tmp_path: Path
 ) -> None:
-    seq, ref = seq_and_reference
+    seq, ref, build_s = seq_and_reference
     reference = _outputs(ref)
     n_shards = len([k for k in reference if k.endswith(".tar")])
     assert n_shards >= 8
@@ -67,7 +71,8 @@ def test_sigkilled_shard_builds_resume_byte_identical(
             if out.is_dir() and (any(out.glob(".*.tmp-*")) or any(out.glob("index/*.json"))):
                 break
             time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 0.5))
+        # A fraction of an uninterrupted build's duration, so the kill lands inside the build on any machine.
+        time.sleep(rng.uniform(0.0, 0.6) * build_s)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         done = len(list(out.glob("index/*.json"))) if out.is_dir() else 0
