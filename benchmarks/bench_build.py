@@ -25,7 +25,6 @@ from pathlib import Path
 
 def _ensure_archive(root: Path, patients: int, metadata_only: bool, image_size: int = 256) -> Path:
     from medst.schemas.synth import SynthConfig
-
     from medst.synth import generate
 
     if not (root / "synth_truth.parquet").is_file():

@@ -28,7 +28,6 @@ FLOOR = 0.5
 
 def _archive(work: Path, patients: int, image_size: int) -> Path:
     from medst.schemas.synth import SynthConfig
-
     from medst.synth import generate
 
     root = work / f"synth-{patients}-{image_size}"
@@ -62,13 +61,13 @@ def main() -> None:
 
     torch.set_num_threads(1)
     import polars as pl
-    from medst.schemas.embed import EmbedConfig
 
     import medst
     from medst.errors import ImageDecodeError
     from medst.inference.embed import embed
     from medst.inference.images import load_grey, transform_grey
     from medst.inference.sources import image_source
+    from medst.schemas.embed import EmbedConfig
 
     args.work.mkdir(parents=True, exist_ok=True)
     archive = _archive(args.work, args.patients, args.image_size)

@@ -35,7 +35,6 @@ def prepare(work: Path, patients: int, size: int) -> tuple[Path, Path]:
     from medst.schemas.build import BuildConfig
     from medst.schemas.shards import ShardConfig
     from medst.schemas.synth import SynthConfig
-
     from medst.sequences.build import build_sequences
     from medst.shards.writer import write_shards
     from medst.synth import generate
@@ -121,7 +120,6 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="reuse this folder for the generated data")
     args = ap.parse_args()
     from medst.schemas.shards import LoaderConfig
-
     from medst.shards.loader import TimelineLoader
     from medst.shards.tokenize import load_tokenizer
 

@@ -73,7 +73,6 @@ def make_synth_seq(work: Path, patients: int, size: int) -> Path:
     """A synthetic MIMIC-shaped DICOM archive (every transfer syntax synth writes) -> build-sequences -> SEQ."""
     from medst.schemas.build import BuildConfig
     from medst.schemas.synth import SynthConfig
-
     from medst.sequences.build import build_sequences
     from medst.synth import generate
 
@@ -108,7 +107,6 @@ def shard_rate(seq: Path, out: Path, workers: int, n_images: int) -> tuple[float
     time of an immediate re-run that finds every shard complete and only does that fixed work.
     """
     from medst.schemas.shards import ShardConfig
-
     from medst.shards.writer import write_shards
 
     shutil.rmtree(out, ignore_errors=True)

@@ -19,7 +19,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from medst.schemas.synth import SynthConfig
-
 from medst.synth import generate
 from medst.synth.archive import joined_images, render_row
 from medst.synth.trajectories import build_plan

@@ -23,10 +23,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from medst.schemas.train import PretrainConfig, resolve_config
 from train_shards import make_tiny_shards
 
 from medst.batch import Batch
+from medst.schemas.train import PretrainConfig, resolve_config
 from medst.train.components import (
     build_loaders,
     build_model,

@@ -104,10 +104,10 @@ def main() -> None:
     args, _unknown = parser.parse_known_args()  # gpu_check.sh passes its own options through
 
     import torch
-    from medst.schemas.train import resolve_config
     from torch.utils.flop_counter import FlopCounterMode
 
     from medst.model.text import build_demo_text_model
+    from medst.schemas.train import resolve_config
     from medst.train.components import (
         build_loaders,
         build_model,

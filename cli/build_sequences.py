@@ -54,10 +54,10 @@ def build_sequences_command(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Scan ARCHIVE, group views, parse reports, order studies in time and write the manifests to OUT."""
-    from medst.schemas.build import BuildConfig
     from pydantic import ValidationError
 
     from medst.errors import UserInputError
+    from medst.schemas.build import BuildConfig
     from medst.sequences.build import build_sequences
 
     try:

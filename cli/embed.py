@@ -38,10 +38,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     ) -> None:
         """Write ids, paths and normalised embeddings (plus CLS features) to Parquet; bad files become error rows."""
-        from medst.schemas.embed import EmbedConfig
         from pydantic import ValidationError
 
         from medst.errors import MedstError
+        from medst.schemas.embed import EmbedConfig
 
         try:
             config = EmbedConfig(

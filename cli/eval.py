@@ -55,12 +55,12 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     ) -> None:
         """Evaluate a model on MS-CXR-T (image, sentence), RSNA zero-shot, COVIDx probe and retrieval."""
-        from medst.schemas.eval import ALL_TASKS, EvalConfig
         from pydantic import ValidationError
 
         from medst.errors import UserInputError
         from medst.eval.report import markdown_table
         from medst.eval.run import evaluate
+        from medst.schemas.eval import ALL_TASKS, EvalConfig
 
         try:
             bad = [t for t in task if t not in TASK_CHOICES]

@@ -51,9 +51,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, TensorBoard, curves.png, export/."""
-        from medst.schemas.train import resolve_config
-
         from medst.errors import MedstError
+        from medst.schemas.train import resolve_config
 
         overrides = {
             "shards": shards,

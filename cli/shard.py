@@ -30,10 +30,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     ) -> None:
         """Decode, resize and write patient timelines as WebDataset tars with an index and a summary."""
-        from medst.schemas.shards import DEFAULT_KEY_SALT, ShardConfig
         from pydantic import ValidationError
 
         from medst.errors import UserInputError
+        from medst.schemas.shards import DEFAULT_KEY_SALT, ShardConfig
         from medst.shards.assign import parse_part
         from medst.shards.writer import write_shards
 

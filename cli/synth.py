@@ -29,10 +29,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Write a synthetic MIMIC-CXR-shaped archive with a learnable signal."""
-        from medst.schemas.synth import SynthConfig
         from pydantic import ValidationError
 
         from medst.errors import UserInputError
+        from medst.schemas.synth import SynthConfig
         from medst.synth import generate
 
         try:

@@ -31,7 +31,6 @@ def synth_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     under benchmarks/), generated once per test process. Holds every transfer syntax, photometric interpretation
     and view variant of `medst synth` at least once. Treat it as read-only."""
     from medst.schemas.synth import SynthConfig
-
     from medst.synth import generate
 
     out = tmp_path_factory.mktemp("synth") / "archive"

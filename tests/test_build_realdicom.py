@@ -9,8 +9,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from medst.schemas.build import BuildConfig
 
+from medst.schemas.build import BuildConfig
 from medst.sequences.build import build_sequences
 
 # Real file -> (subject, study, dicom id) in a MIMIC-shaped tree. Study 50000001: the 2004 PA (J2K);

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from medst.schemas.build import BuildConfig
 from medst.schemas.records import StudyRecord
-
 from medst.sequences.build import build_sequences
 
 _SECTION = {
@@ -266,7 +266,6 @@ def test_headers_only_archive(
 def test_metadata_only_archive(tmp_path: Path) -> None:
     """CSVs and reports without pixel files: built from the tables alone, image files reported as not checked."""
     from medst.schemas.synth import SynthConfig
-
     from medst.synth import generate
 
     root = tmp_path / "meta"
@@ -332,8 +331,9 @@ def test_jpg_release_without_record_list(
 
 
 def test_cli_unreadable_table_and_missing_column(synth_archive: Path, tmp_path: Path) -> None:
-    from medst.cli.app import app
     from typer.testing import CliRunner
+
+    from medst.cli.app import app
 
     root = tmp_path / "arch"
     root.mkdir()
@@ -353,8 +353,9 @@ def test_cli_unreadable_table_and_missing_column(synth_archive: Path, tmp_path: 
 
 
 def test_cli_build_prints_accounting(synth_archive: Path, tmp_path: Path) -> None:
-    from medst.cli.app import app
     from typer.testing import CliRunner
+
+    from medst.cli.app import app
 
     res = CliRunner().invoke(
         app,

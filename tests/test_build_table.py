@@ -7,11 +7,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner
+
 from medst.cli.app import app
 from medst.schemas.build import BuildConfig
 from medst.schemas.records import ImageRecord, RejectRecord, SequenceRecord, StudyRecord
-from typer.testing import CliRunner
-
 from medst.sequences.build import build_sequences
 
 COLUMNS = {

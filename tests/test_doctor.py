@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 
-from medst.cli.app import app
 from typer.testing import CliRunner
 
 from medst.archive.decoders import decoder_table
+from medst.cli.app import app
 from medst.doctor import collect, render
 
 

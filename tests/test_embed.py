@@ -6,19 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
-
-pytest.importorskip(
-    "medst.shards.transforms", reason="the loader transforms (issue 4) are not in this tree yet"
-)
-
-import polars as pl
-from medst.cli.app import app
 from test_inference_helpers import build_tiny_export, write_images
 from typer.testing import CliRunner
 
 import medst
+from medst.cli.app import app
 from medst.inference import MedSTEncoder
 
 
@@ -92,10 +87,9 @@ def test_every_line_of_a_text_file_and_a_glob_of_images(
 def test_manifest_and_shards_embed_every_study_with_its_lateral(
     export: Path, enc: MedSTEncoder, tmp_path: Path
 ) -> None:
-    pytest.importorskip("medst.shards.writer")
-    from medst.schemas.shards import DEFAULT_KEY_SALT
     from train_shards import make_tiny_shards
 
+    from medst.schemas.shards import DEFAULT_KEY_SALT
     from medst.shards.assign import pseudonym
 
     shards = make_tiny_shards(tmp_path, patients=5, val_patients=0)  # two shards of <= 4 timelines

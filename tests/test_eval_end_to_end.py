@@ -5,19 +5,16 @@ another model; the CLI stops with one line when benchmark files are missing."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-pytest.importorskip("medst.inference.encoder", reason="inference API not in this checkout")
-pytest.importorskip("medst.model.io", reason="model export not in this checkout")
-
-from medst.schemas.eval import ALL_TASKS, EvalConfig
-
 from medst.eval.features import FeatureExtractor
 from medst.eval.run import evaluate
+from medst.schemas.eval import ALL_TASKS, EvalConfig
 
 TEXTS = [
     "no acute cardiopulmonary process",
@@ -74,14 +71,12 @@ def _encoder(folder: Path) -> Any:
 def shards(synth_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     """Shards built from the synthetic archive by the real pipeline (None when the loader is not in the checkout)."""
     try:
-        from medst.schemas.build import BuildConfig
-
         import medst.shards.loader  # noqa: F401
+        from medst.schemas.build import BuildConfig
         from medst.sequences.build import build_sequences
     except ImportError:
         return None
     from medst.schemas.shards import ShardConfig
-
     from medst.shards.writer import write_shards
 
     root = tmp_path_factory.mktemp("eval_shards")
@@ -184,15 +179,16 @@ def test_eval_all_tasks_end_to_end(
         config.model_copy(update={"tasks": ["mscxrt-image", "rsna-zeroshot"], "seeds": [42]}), encoder=encoder
     )
     assert _parts(out / "feature_cache") == parts
-    assert (
-        again.get("rsna-zeroshot", "auroc", "clean").value
-        == results.get("rsna-zeroshot", "auroc", "clean").value
-    )
+    # NaN when the small synthetic RSNA test split holds one class only; NaN must then stay NaN.
+    first = results.get("rsna-zeroshot", "auroc", "clean").value
+    second = again.get("rsna-zeroshot", "auroc", "clean").value
+    assert second == first or (math.isnan(first) and math.isnan(second))
 
 
 def test_cli_missing_benchmark_files_is_one_line(models: tuple[Path, Path], tmp_path: Path) -> None:
-    from medst.cli.app import app
     from typer.testing import CliRunner
+
+    from medst.cli.app import app
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -246,12 +242,10 @@ def test_rsna_zero_shot_on_real_dicoms_rejects_the_corrupt_one(
 def test_cli_eval_runs_and_prints_the_table(
     models: tuple[Path, Path], synth_archive: Path, tmp_path: Path
 ) -> None:
-    import medst
 
-    if not hasattr(medst, "load"):
-        pytest.skip("medst.load not in this checkout")
-    from medst.cli.app import app
     from typer.testing import CliRunner
+
+    from medst.cli.app import app
 
     out = tmp_path / "o"
     args = ["eval", str(models[0]), "--task", "mscxrt-sentence", "--task", "rsna-zeroshot", "--data", str(synth_archive),

@@ -120,9 +120,8 @@ def test_confusion_matrix_rows_true_columns_predicted() -> None:
 
 
 def test_comparison_table_lines_up_runs_with_chance() -> None:
-    from medst.schemas.eval import MetricResult, Results
-
     from medst.eval.report import comparison_table
+    from medst.schemas.eval import MetricResult, Results
 
     def res(value: float) -> Results:
         m = MetricResult(

@@ -9,11 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-pytest.importorskip(
-    "medst.shards.transforms", reason="the loader transforms (issue 4) are not in this tree yet"
-)
-
 from test_inference_helpers import build_tiny_export, write_images
 
 import medst

@@ -11,11 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-pytest.importorskip(
-    "medst.shards.transforms", reason="the loader transforms (issue 4) are not in this tree yet"
-)
-
 from test_inference_helpers import build_tiny_export, write_images
 
 import medst
@@ -132,10 +127,9 @@ def test_recorded_preprocessing_is_used(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two real training steps of the demo preset on tiny shards: RUN/export and RUN/checkpoints/step-00000002."""
-    pytest.importorskip("medst.shards.loader", reason="the streaming loader is not in this tree yet")
-    from medst.schemas.train import resolve_config
     from train_shards import make_tiny_shards
 
+    from medst.schemas.train import resolve_config
     from medst.train.loop import pretrain
 
     root = tmp_path_factory.mktemp("run")

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from medst.schemas.shards import LoaderConfig, ShardConfig
 from test_shards_helpers import build_seq
 
 from medst.batch import Batch
+from medst.schemas.shards import LoaderConfig, ShardConfig
 from medst.shards.loader import TimelineLoader
 from medst.shards.tokenize import encode_texts, load_tokenizer
 from medst.shards.transforms import letterbox

@@ -15,18 +15,15 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from medst.cli.app import app
-from medst.schemas.shards import ShardConfig
-from medst.schemas.train import resolve_config
 from salting import copy_dicom_release
 from train_shards import make_tiny_shards
 from typer.testing import CliRunner
 
+from medst.cli.app import app
 from medst.errors import MedstError
+from medst.schemas.shards import ShardConfig
+from medst.schemas.train import resolve_config
 from medst.shards.index import list_entries
-
-pytest.importorskip("medst.shards.loader", reason="the streaming loader is not in this tree yet")
-
 from medst.shards.loader import TimelineLoader
 from medst.train.components import load_tokenizer
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from medst.cli.app import app
-from medst.schemas.build import BuildConfig
-from medst.schemas.shards import DEFAULT_KEY_SALT, ShardConfig
 from salting import Salt, copy_dicom_release, salt_archive
 from typer.testing import CliRunner
 
+from medst.cli.app import app
+from medst.schemas.build import BuildConfig
+from medst.schemas.shards import DEFAULT_KEY_SALT, ShardConfig
 from medst.sequences.build import build_sequences
 from medst.shards.assign import pseudonym
 from medst.shards.writer import write_shards

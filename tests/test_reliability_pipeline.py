@@ -22,16 +22,14 @@ from typing import Any
 import polars as pl
 import pydicom
 import pytest
+from typer.testing import CliRunner
+
 from medst.cli.app import app
+from medst.eval.run import evaluate
 from medst.schemas.build import BuildConfig
 from medst.schemas.eval import EvalConfig
 from medst.schemas.shards import ShardConfig
 from medst.schemas.train import resolve_config
-from typer.testing import CliRunner
-
-pytest.importorskip("medst.shards.loader", reason="the streaming loader is not in this tree yet")
-
-from medst.eval.run import evaluate
 from medst.sequences.build import build_sequences
 from medst.shards.writer import write_shards
 from medst.train.checkpoint import find_latest

@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from train_shards import make_tiny_shards
 
-pytest.importorskip("medst.shards.loader", reason="the streaming loader is not in this tree yet")
-
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
 
@@ -35,9 +33,8 @@ def _rank(rank: int, world_size: int, port: int, shards: str, out: str, num_work
     import torch
 
     torch.set_num_threads(1)
-    from medst.schemas.train import resolve_config
-
     from medst.errors import MedstError
+    from medst.schemas.train import resolve_config
     from medst.train.loop import pretrain
 
     try:

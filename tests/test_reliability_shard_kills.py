@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from medst.schemas.build import BuildConfig
 from medst.schemas.shards import ShardConfig
-
 from medst.sequences.build import build_sequences
 from medst.shards.writer import write_shards
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import cv2
 import pytest
-from medst.cli.app import app
-from medst.schemas.shards import ShardConfig
 from test_shards_helpers import build_seq
 from typer.testing import CliRunner
 
+from medst.cli.app import app
+from medst.schemas.shards import ShardConfig
 from medst.shards.inspect import draw_timeline, find_timeline
 from medst.shards.writer import write_shards
 

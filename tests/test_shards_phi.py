@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pydicom
 import pytest
-from medst.schemas.shards import ShardConfig
 
+from medst.schemas.shards import ShardConfig
 from medst.shards.writer import write_shards
 
 PHI_TAGS = (
@@ -30,7 +30,6 @@ PHI_TAGS = (
 @pytest.fixture(scope="module")
 def built(synth_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from medst.schemas.build import BuildConfig
-
     from medst.sequences.build import build_sequences
 
     seq = tmp_path_factory.mktemp("phi") / "seq"

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import polars as pl
 import pytest
-from medst.schemas.records import TimelineSample
-from medst.schemas.shards import ShardConfig
 from test_shards_helpers import build_seq
 
 from medst.errors import UserInputError
+from medst.schemas.records import TimelineSample
+from medst.schemas.shards import ShardConfig
 from medst.shards.writer import write_shards
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,10 +12,10 @@ import numpy as np
 import polars as pl
 import pydicom
 import pytest
-from medst.schemas import FINDINGS
-from medst.schemas.synth import SynthConfig
 
 from medst.errors import UserInputError
+from medst.schemas import FINDINGS
+from medst.schemas.synth import SynthConfig
 from medst.synth import generate
 from medst.synth.trajectories import PHOTOMETRICS, TRANSFER_SYNTAXES, VIEWS
 
@@ -256,8 +256,9 @@ def test_jpg_only_release_keeps_reports_aside(tmp_path: Path) -> None:
 
 
 def test_cli_prints_a_summary_and_the_next_command(tmp_path: Path) -> None:
-    from medst.cli.app import app
     from typer.testing import CliRunner
+
+    from medst.cli.app import app
 
     out = tmp_path / "arch"
     args = ["synth", str(out), "--patients", "2", "--image-size", "64", "--metadata-only", "--quiet"]

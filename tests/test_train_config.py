@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from medst.schemas.train import PRESETS, PretrainConfig, config_differences, config_to_yaml, resolve_config
 
 from medst.errors import UserInputError
+from medst.schemas.train import PRESETS, PretrainConfig, config_differences, config_to_yaml, resolve_config
 
 
 def test_paper_preset_is_the_authors_recipe() -> None:
@@ -82,8 +82,9 @@ def test_every_preset_validates() -> None:
 
 
 def test_cli_prints_the_resolved_config(tmp_path: Path) -> None:
-    from medst.cli.app import app
     from typer.testing import CliRunner
+
+    from medst.cli.app import app
 
     result = CliRunner().invoke(
         app,

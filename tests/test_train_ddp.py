@@ -7,11 +7,8 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
 import torch.multiprocessing as mp
 from train_shards import make_tiny_shards
-
-pytest.importorskip("medst.shards.loader", reason="the streaming loader (issue 4) is not in this tree yet")
 
 
 def _free_port() -> int:
@@ -33,7 +30,6 @@ def _worker(rank: int, world_size: int, port: int, shards: str, out: str) -> Non
 
     torch.set_num_threads(1)
     from medst.schemas.train import resolve_config
-
     from medst.train.loop import pretrain
 
     config = resolve_config(
@@ -54,9 +50,8 @@ def test_two_gloo_processes_train_to_identical_weights(tmp_path: Path) -> None:
     assert all(r["world_size"] == 2 and r["steps"] == 6 for r in ranks)
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     # Training really happened on both ranks: the weights moved away from their common initialisation...
-    from medst.schemas.train import resolve_config
-
     from medst.model.io import load_model
+    from medst.schemas.train import resolve_config
     from medst.train.components import build_model
     from medst.train.loop import seed_everything, weights_digest
 

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from medst.cli.app import app
-from medst.schemas.train import resolve_config
 from train_shards import make_tiny_shards
-
-pytest.importorskip("medst.shards.loader", reason="the streaming loader (issue 4) is not in this tree yet")
 from typer.testing import CliRunner
 
+from medst.cli.app import app
 from medst.errors import UserInputError
 from medst.model.io import load_model
+from medst.schemas.train import resolve_config
 from medst.train.checkpoint import find_latest, load_checkpoint
 from medst.train.loop import pretrain, weights_digest
 

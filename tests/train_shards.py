@@ -32,8 +32,8 @@ def make_tiny_shards(root: Path, patients: int = 12, val_patients: int = 4, seed
     """Write an image folder, a build-sequences-like ``studies.parquet`` and shards; returns the shard folder."""
     import cv2
     import polars as pl
-    from medst.schemas.shards import ShardConfig
 
+    from medst.schemas.shards import ShardConfig
     from medst.shards.writer import write_shards
 
     rng = np.random.default_rng(seed)
