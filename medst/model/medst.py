@@ -136,7 +136,9 @@ class MedST(nn.Module):
             not_negative = None
             if self.clean and cfg.mask_duplicate_reports:
                 not_negative = duplicate_report_mask(batch.input_ids, batch.sequence_index)
-            gather = self.clean and cfg.gather_negatives
+            # Negatives from every rank in training only: evaluation stays per batch (comparable across runs),
+            # and ranks may hold different numbers of validation batches, where a collective would hang.
+            gather = self.clean and cfg.gather_negatives and self.training
             l_global = global_loss(u, v, cfg.temperatures.global_, not_negative, gather)
             l_word, l_patch = local_loss(
                 txt.words.float(),

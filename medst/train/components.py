@@ -112,6 +112,11 @@ def model_config_for(config: PretrainConfig, text_path: Path | None) -> ModelCon
     ``model_overrides`` (dotted keys such as ``text.num_layers``)."""
     from medst.model.config import ModelConfig
 
+    if config.gather_negatives and config.compat == "reference":
+        raise UserInputError(
+            "--gather-negatives is a clean-mode option (the reference recipe uses each GPU's own batch); "
+            "drop it or use --compat clean"
+        )
     base = ModelConfig.preset(config.model_preset).model_dump(by_alias=True)
     base.update(
         lambda1=config.lambda1,
@@ -120,6 +125,8 @@ def model_config_for(config: PretrainConfig, text_path: Path | None) -> ModelCon
         lateral_init=config.lateral_init,
         grad_checkpointing=config.grad_checkpointing,
         seq_len=max(2, config.seq_len),
+        # The model gathers through the default process group; a world of one has nothing to gather.
+        gather_negatives=config.gather_negatives,
     )
     base["text"]["path"] = str(text_path) if text_path is not None else None
     for key, value in config.model_overrides.items():

@@ -36,7 +36,6 @@ from medst.train.components import (
 )
 from medst.train.distributed import (
     DistInfo,
-    all_gather_with_grad,
     all_reduce_mean,
     barrier,
     init_distributed,
@@ -191,15 +190,6 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     config_yaml = config_to_yaml(config)
     if info.is_main:
         (run_dir / "config.yaml").write_text(config_yaml)
-
-    if config.gather_negatives and info.distributed:
-        # The model owns the global loss; it takes the gather function if it supports global negatives.
-        setter = getattr(model, "set_negatives_gather", None)
-        if setter is None:
-            raise UserInputError(
-                "--gather-negatives: this model does not support gathering negatives across ranks"
-            )
-        setter(all_gather_with_grad)
 
     train_module: nn.Module = model
     ddp: nn.parallel.DistributedDataParallel | None = None
