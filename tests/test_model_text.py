@@ -98,11 +98,18 @@ def test_demo_text_model_folder(tmp_path: Path) -> None:
     again = build_demo_text_model(
         texts, tmp_path / "b", vocab_size=120, hidden=32, layers=2, heads=2, max_length=24
     )
-    assert (folder / "model.safetensors").read_bytes() == (again / "model.safetensors").read_bytes()
+    # Every file byte-identical (the tokenizers trainer used to give a different vocabulary order per call).
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(p.name for p in again.iterdir()) and "tokenizer.json" in names
+    for name in names:
+        assert (folder / name).read_bytes() == (again / name).read_bytes(), name
     tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     enc = tok(["small effusions"], padding="max_length", max_length=24, return_tensors="pt")
     tokens = tok.convert_ids_to_tokens(enc["input_ids"][0])
     assert tokens[0] == "[CLS]" and "[SEP]" in tokens and tokens[-1] == "[PAD]"
+    assert "effusions" in tokens and "[UNK]" not in tokens
+    # A word never seen is spelled with the character pieces instead of becoming [UNK].
+    assert tok.tokenize("mildest") == ["mild", "##e", "##s", "##t"]
     assert AutoModel.from_pretrained(str(folder), local_files_only=True).config.hidden_size == 32
     # The whole model builds on it and runs a training step.
     config = ModelConfig.preset(

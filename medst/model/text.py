@@ -133,6 +133,30 @@ class TextEncoder(nn.Module):
         return hidden[:, 0], words, word_mask
 
 
+def demo_wordpiece_vocab(texts: Iterable[str], vocab_size: int) -> dict[str, int]:
+    """A WordPiece vocabulary of at most ``vocab_size`` entries (more only if the characters alone need more),
+    the same for the same texts in any process: the special tokens, every character seen (alone and as a
+    ``##`` continuation, so any word can be spelled), then whole words by falling count, ties alphabetically.
+
+    Built by counting rather than with the ``tokenizers`` trainer, whose merge ties (and so token ids) follow
+    hash order and changed between calls with identical input.
+    """
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    tokens = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    tokens += words[: max(0, vocab_size - len(tokens))]
+    return {token: i for i, token in enumerate(tokens)}
+
+
 def build_demo_text_model(
     texts: Iterable[str],
     out_dir: Path,
@@ -143,20 +167,18 @@ def build_demo_text_model(
     max_length: int = 112,
     seed: int = 0,
 ) -> Path:
-    """Train a WordPiece tokenizer on ``texts`` and save it with a randomly initialised ``BertModel`` as a local
-    Hugging Face folder (``AutoTokenizer`` / ``AutoModel`` load it offline). Deterministic for ``seed``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """Build a WordPiece tokenizer from ``texts`` (`demo_wordpiece_vocab`) and save it with a randomly initialised
+    ``BertModel`` as a local Hugging Face folder (``AutoTokenizer`` / ``AutoModel`` load it offline).
+    Byte-identical files for the same texts, sizes and ``seed``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    vocab = demo_wordpiece_vocab(texts, vocab_size)
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -186,5 +208,6 @@ def build_demo_text_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertModel(bert_config, add_pooling_layer=False)
+    _quiet_transformers()  # no "Writing model shards" bar in the middle of a run's output
     model.save_pretrained(str(out_dir))
     return out_dir
