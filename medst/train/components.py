@@ -137,16 +137,24 @@ def model_config_for(config: PretrainConfig, text_path: Path | None) -> ModelCon
         raise UserInputError(f"invalid model settings: {err}") from err
 
 
+def check_init_image(config: PretrainConfig) -> None:
+    """Raise `UserInputError` when ``--init-image`` names no file (cheap: the loop checks it before any work)."""
+    if config.init_image is not None and not config.init_image.is_file():
+        raise UserInputError(
+            f"--init-image {config.init_image}: file not found "
+            "(give a local timm/DeiT .safetensors/.pth or an MGCA .ckpt file)"
+        )
+
+
 def build_model(config: PretrainConfig, text_path: Path | None) -> MedST:
     """A freshly initialised `MedST` for the run (optionally with image weights from ``--init-image``)."""
     from medst.model import MedST
 
+    check_init_image(config)
     model = MedST(model_config_for(config, text_path))
     if config.init_image is not None:
         from medst.model.weights import load_vit_state_dict
 
-        if not config.init_image.is_file():
-            raise UserInputError(f"--init-image {config.init_image}: file not found")
         # Loaded after construction, so a "copy" lateral expert must be copied again from the loaded frontal one.
         load_vit_state_dict(model, config.init_image, lateral_init=config.lateral_init)
     return model

@@ -30,6 +30,7 @@ from medst.train import checkpoint as ckpt
 from medst.train.components import (
     build_loaders,
     build_model,
+    check_init_image,
     load_tokenizer,
     model_config_for,
     prepare_text_model,
@@ -155,6 +156,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     # would leave the others in a barrier, which gloo ends with a connection error instead of this message.
     if loaders is None and not list_entries(config.shards, split=config.train_split):
         raise UserInputError(f"no complete shard of split {config.train_split!r} in {config.shards}")
+    check_init_image(config)  # before the demo text model is trained, not minutes later
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
