@@ -11,7 +11,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_command(
         out: Path = typer.Option(Path("demo_out"), "-o", "--out", help="folder for every stage's output"),
-        patients: int = typer.Option(160, "--patients", help="synthetic patients"),
+        patients: int | None = typer.Option(None, "--patients", help="synthetic patients [default: 600]"),
         steps: int | None = typer.Option(None, "--steps", help="training steps (default: the demo preset's)"),
         lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),
         seed: int = typer.Option(0, "--seed"),
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
             result = run_demo(
                 DemoConfig(
                     out=out,
-                    patients=patients,
+                    **({} if patients is None else {"patients": patients}),
                     steps=steps,
                     lambda2=lambda2,
                     seed=seed,

@@ -214,12 +214,12 @@ def _frontal(side: int, an: Anatomy, f: Findings, rng: np.random.Generator) -> n
         dist = cv2.resize(dist / low, (side, side), interpolation=cv2.INTER_LINEAR)
         own = (x < 0.5) if f.pneumothorax_side == "right" else (x >= 0.5)
         upper = smoothstep((an.lung_cy + 0.12 - y) / 0.12)
-        width = 0.015 + 0.09 * s
+        width = 0.03 + 0.14 * s
         rim = (dist < width * upper) & own & (lungs > 0.5)
         markings = np.where(rim, 0.0, markings)
-        a -= 0.06 * rim
+        a -= 0.14 * rim
         line = np.exp(-(((dist - width * upper) / 0.003) ** 2)) * own * (upper > 0.3) * (lungs > 0.5)
-        a += 0.12 * line
+        a += 0.20 * line
     a += markings
     bones = np.zeros((side, side), np.float32)
     _ribs(bones, side, an, "frontal")
@@ -253,7 +253,7 @@ def _frontal_smooth(
     a -= 0.10 * soft_poly([(0.488, 0.0), (0.512, 0.0), (0.514, 0.30), (0.486, 0.30)], side, 0.004)  # trachea
     a += 0.10 * ellipse(x, y, 0.5, 0.50, 0.03, 0.55) * (0.8 + 0.2 * np.cos(y * np.pi * 40))  # spine
     cm = f.cardiomegaly
-    hw, hh = an.heart_w * (1 + 0.45 * cm), an.heart_h * (1 + 0.15 * cm)
+    hw, hh = an.heart_w * (1 + 0.60 * cm), an.heart_h * (1 + 0.20 * cm)
     heart = soft_ellipse(0.535 + 0.55 * (hw - an.heart_w), an.dome_l - hh * 0.7, hw, hh, -22.0, side, 0.008)
     heart = np.maximum(heart, soft_ellipse(0.455, an.dome_r - 0.07, 0.045, 0.075, 0.0, side, 0.008))
     dome_line = np.maximum(np.interp(x[0], *domes["right"]), np.interp(x[0], *domes["left"]))[None, :]
@@ -268,20 +268,20 @@ def _frontal_smooth(
         for side_name in sides:
             dx, dy = domes[side_name]
             lateral = np.clip(np.abs(x - 0.5) / 0.36, 0.0, 1.0)
-            height = f.pleural_effusion * 0.24 * (0.35 + 0.65 * lateral**1.5)
+            height = f.pleural_effusion * 0.30 * (0.35 + 0.65 * lateral**1.5)
             own = (x < 0.5) if side_name == "right" else (x >= 0.5)
             fluid = smoothstep((y - (np.interp(x[0], dx, dy)[None, :] - height)) / 0.02) * lungs * own
             a += 0.55 * fluid * (0.26 + 0.30 * depth + 0.1)
     if f.consolidation > 0:
         cx, cy = LOBES_FRONTAL[f.consolidation_lobe]
-        r = 0.045 + 0.065 * f.consolidation
+        r = 0.06 + 0.09 * f.consolidation
         blob = gauss(x, y, cx, cy, r, r * 1.15) * (
             0.8 + 0.25 * smooth_noise(rng, side, side, max(4, side // 12))
         )
-        a += (0.35 + 0.45 * f.consolidation) * np.clip(blob, 0, None) * lungs
+        a += (0.5 + 0.6 * f.consolidation) * np.clip(blob, 0, None) * lungs
     if f.edema > 0:
         haze = gauss(x, y, 0.37, 0.45, 0.09, 0.12) + gauss(x, y, 0.63, 0.45, 0.09, 0.12)
-        a += f.edema * (0.28 * haze + 0.07) * lungs * (0.9 + 0.12 * noise)
+        a += f.edema * (0.42 * haze + 0.12) * lungs * (0.9 + 0.12 * noise)
     if f.covid > 0:
         for cx in (0.19, 0.81):
             blob = gauss(x, y, cx, 0.55, 0.06, 0.12) * (
@@ -342,11 +342,11 @@ def _lateral_smooth(
         lx, ly = LOBES_LATERAL[f.consolidation_lobe]
         r = 0.05 + 0.06 * f.consolidation
         blob = gauss(x, y, lx, ly, r, r) * (0.8 + 0.25 * smooth_noise(rng, side, side, max(4, side // 12)))
-        a += (0.2 + 0.3 * f.consolidation) * np.clip(blob, 0, None) * lung
+        a += (0.35 + 0.45 * f.consolidation) * np.clip(blob, 0, None) * lung
     if f.edema > 0:
-        a += f.edema * (0.26 * gauss(x, y, 0.53, 0.44, 0.13, 0.14) + 0.06) * lung
+        a += f.edema * (0.38 * gauss(x, y, 0.53, 0.44, 0.13, 0.14) + 0.10) * lung
     if f.pneumothorax > 0:
-        a -= 0.05 * smoothstep((top + 0.04 + 0.08 * f.pneumothorax - y) / 0.03) * lung
+        a -= 0.10 * smoothstep((top + 0.05 + 0.12 * f.pneumothorax - y) / 0.03) * lung
     if f.covid > 0:
         a += 0.3 * f.covid * gauss(x, y, 0.65, 0.58, 0.12, 0.1) * lung
     return a, lung
@@ -396,7 +396,7 @@ def consolidation_box(
     """Bounding box (x, y, width, height in pixels) of a frontal consolidation as drawn by `render`."""
     side = max(rows, cols)
     cx, cy = LOBES_FRONTAL[findings.consolidation_lobe]
-    r = (0.05 + 0.07 * findings.consolidation) * 1.6
+    r = (0.06 + 0.09 * findings.consolidation) * 1.75
     corners = np.array(
         [[cx - r, cy - r * 1.1], [cx + r, cy - r * 1.1], [cx - r, cy + r * 1.1], [cx + r, cy + r * 1.1]]
     )

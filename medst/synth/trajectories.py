@@ -92,12 +92,13 @@ LOBES = (
 PTX_SIDES = ("right", "left")
 
 # per drawn finding: prevalence at the first study, chance of a new episode per later study, and the chance that a
-# present finding resolves / worsens / improves (else it stays, with a little jitter)
+# present finding resolves / worsens / improves (else it stays, with a little jitter). Frequent enough that most
+# timelines change (the demo learns from those changes), with steps of 0.2-0.4 so a change shows in the pixels.
 _DYNAMICS = {
-    "pleural_effusion": (0.25, 0.12, 0.20, 0.25, 0.25),
-    "consolidation": (0.20, 0.10, 0.25, 0.25, 0.25),
-    "edema": (0.15, 0.08, 0.25, 0.25, 0.25),
-    "pneumothorax": (0.07, 0.03, 0.40, 0.15, 0.25),
+    "pleural_effusion": (0.35, 0.18, 0.15, 0.30, 0.30),
+    "consolidation": (0.30, 0.15, 0.20, 0.30, 0.30),
+    "edema": (0.25, 0.12, 0.20, 0.30, 0.30),
+    "pneumothorax": (0.12, 0.06, 0.30, 0.25, 0.30),
     "cardiomegaly": (0.25, 0.02, 0.00, 0.10, 0.05),
 }
 
@@ -131,9 +132,9 @@ def _trajectories(rng: np.random.Generator, n_pat: int) -> dict[str, np.ndarray]
         sev[:, 0] = s
         for k in range(1, MAX_STUDIES):
             u = rng.random(n_pat)
-            step = rng.uniform(0.15, 0.35, n_pat)
+            step = rng.uniform(0.2, 0.4, n_pat)
             present = s > 0
-            onset = np.where(rng.random(n_pat) < p_new, rng.uniform(0.2, 0.8, n_pat), 0.0)
+            onset = np.where(rng.random(n_pat) < p_new, rng.uniform(0.3, 0.9, n_pat), 0.0)
             nxt = np.where(u < p_res, 0.0,
                   np.where(u < p_res + p_worse, np.minimum(s + step, 1.0),
                   np.where(u < p_res + p_worse + p_better, s - step,
