@@ -106,7 +106,7 @@ def plot_curves(metrics_file: Path, out_png: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     loss_keys = sorted({k for r in train for k in r if k == "loss" or k.startswith("loss_")})
     for key in loss_keys:
         points = [(r["step"], r[key]) for r in train if r.get(key) is not None]
@@ -118,14 +118,25 @@ def plot_curves(metrics_file: Path, out_png: Path) -> Path | None:
     axes[1].plot([p[0] for p in lr], [p[1] for p in lr])
     axes[1].set_title("learning rate")
     axes[1].set_xlabel("step")
-    val_keys = sorted({k for r in val for k in r if k not in ("kind", "step")})
-    for key in val_keys:
+
+    def series(key: str) -> tuple[list[float], list[float]]:
         points = [(r["step"], r[key]) for r in val if r.get(key) is not None]
-        axes[2].plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
-    axes[2].set_title("validation")
-    axes[2].set_xlabel("step")
-    if val_keys:
-        axes[2].legend(fontsize=7)
+        return [p[0] for p in points], [p[1] for p in points]
+
+    # Losses and retrieval live on different scales: one panel each, recall drawn against its chance level.
+    for key in sorted({k for r in val for k in r if k == "loss" or k.startswith("loss_")}):
+        axes[2].plot(*series(key), marker="o", label=key)
+    axes[2].set_title("validation loss")
+    recalls = sorted({k for r in val for k in r if k.startswith("split_r") or k.startswith("acc_")})
+    for key in recalls:
+        axes[3].plot(*series(key), marker="o", label=key.removeprefix("split_"))
+    for chance in sorted({k for r in val for k in r if "chance" in k}):
+        axes[3].plot(*series(chance), linestyle="--", color="grey", linewidth=1)
+    axes[3].set_title("validation retrieval (dashed: chance)")
+    for ax in axes[2:]:
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
