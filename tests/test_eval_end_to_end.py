@@ -256,3 +256,24 @@ def test_cli_eval_runs_and_prints_the_table(
     assert "| rsna-zeroshot | auroc | clean |" in result.output
     saved = json.loads((out / "results.json").read_text())
     assert {m["task"] for m in saved["metrics"]} == {"mscxrt-sentence", "rsna-zeroshot"}
+
+
+def test_eval_features_equal_the_inference_api(
+    models: tuple[Path, Path], synth_archive: Path, tmp_path: Path
+) -> None:
+    """What `medst eval` scores (through its cache) is what `medst.load(...).encode_images` gives: equal up to float
+    summation order (eval batches images in cache-key order), and bit-identical between a fresh and a cached run."""
+    import medst
+    from medst.eval.run import load_encoder
+
+    paths = sorted((synth_archive / "benchmarks" / "rsna" / "stage_2_train_images").glob("*.dcm"))[:6]
+    direct = medst.load(models[0], device="cpu")
+    cache = tmp_path / "cache"
+    fresh = FeatureExtractor(load_encoder(models[0], device="cpu"), cache, batch_size=4, progress=False)
+    cached = FeatureExtractor(load_encoder(models[0], device="cpu"), cache, batch_size=4, progress=False)
+    for features in ("global", "cls"):
+        want = direct.encode_images(paths, features=features).numpy()
+        got = fresh.images(paths, features)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=features)
+        np.testing.assert_array_equal(cached.images(paths, features), got, err_msg=features)
+    assert fresh.encoded_images == 2 * len(paths) and cached.encoded_images == 0
