@@ -108,23 +108,11 @@ def read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
 def check_state(model: nn.Module, state: dict[str, torch.Tensor], weights: Path, config: Path) -> None:
     """Raise `ModelLoadError` naming missing keys, unexpected keys and shape mismatches between ``state`` and
     the model built from ``config`` (nothing is loaded when they disagree)."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k}: weights {tuple(state[k].shape)} vs config {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es) (e.g. {'; '.join(shapes[:3])})")
-        raise ModelLoadError(f"{weights} does not match {config}: " + ", ".join(parts))
+    from medst.model.io import state_mismatch
+
+    mismatch = state_mismatch(model, state)
+    if mismatch:
+        raise ModelLoadError(f"{weights} does not match {config}: {mismatch}")
 
 
 def _load_export(src: ModelSource) -> tuple[MedST, Any, PreprocessSettings]:

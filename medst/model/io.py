@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from medst.errors import MedstError, UserInputError
 from medst.model.config import ModelConfig
@@ -71,6 +73,27 @@ def read_model_meta(folder: Path | str) -> dict:
     return meta
 
 
+def state_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """How ``state`` differs from ``model``'s own state dict (missing keys, unexpected keys, other shapes), or
+    None when it loads strictly. Names at most three examples of each."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:3])})")
+    return ", ".join(parts) or None
+
+
 def load_model(folder: Path | str, device: torch.device | str = "cpu") -> MedST:
     """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly (eval mode, on ``device``).
 
@@ -84,23 +107,9 @@ def load_model(folder: Path | str, device: torch.device | str = "cpu") -> MedST:
         raise MedstError(f"{folder / CONFIG_FILE}: invalid model_config: {err}") from err
     model = MedST(config, text_model=backbone_from_hf_config(meta["text_backbone_config"]))
     state = load_file(str(folder / WEIGHTS_FILE))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            parts.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:3])})")
-        raise MedstError(f"{folder / WEIGHTS_FILE} does not match {CONFIG_FILE}: " + ", ".join(parts))
+    mismatch = state_mismatch(model, state)
+    if mismatch:
+        raise MedstError(f"{folder / WEIGHTS_FILE} does not match {CONFIG_FILE}: {mismatch}")
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 

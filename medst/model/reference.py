@@ -9,7 +9,6 @@ which makes the two compute the same function.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -19,7 +18,13 @@ from torch import Tensor
 
 from medst.errors import MedstError
 from medst.model.medst import MedST
-from medst.model.weights import LATERAL_EXPERT_KEYS, LoadReport, read_state_dict, resize_pos_embed
+from medst.model.weights import (
+    LATERAL_EXPERT_KEYS,
+    LoadReport,
+    matches_any,
+    read_state_dict,
+    resize_pos_embed,
+)
 
 #: Their prefix -> ours (first match wins; the more specific prefixes come first).
 PREFIX_MAP: tuple[tuple[str, str], ...] = (
@@ -56,10 +61,6 @@ ALLOWED_MISSING: tuple[str, ...] = (
 )
 
 
-def _match(key: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
-
-
 def _translate(
     state: Mapping[str, Tensor], num_text_layers: int
 ) -> tuple[dict[str, Tensor], list[str], list[str]]:
@@ -67,7 +68,7 @@ def _translate(
     out: dict[str, Tensor] = {}
     ignored, unknown = [], []
     for key, value in state.items():
-        if _match(key, IGNORED):
+        if matches_any(key, IGNORED):
             ignored.append(key)
             continue
         for theirs, ours in WEIGHTING_MAP:
@@ -127,7 +128,7 @@ def load_reference_checkpoint(
     unknown += [f"{k} (as {k})" for k in translated if k not in own]
     allow = tuple(allow_missing)
     missing = [k for k in own if k not in translated]
-    not_allowed = [k for k in missing if not _match(k, allow)]
+    not_allowed = [k for k in missing if not matches_any(k, allow)]
     if unknown or not_allowed:
         parts = []
         if not_allowed:
@@ -149,7 +150,7 @@ def load_reference_checkpoint(
     if token_type in missing:
         own[token_type].zero_()
     report = LoadReport(loaded=sorted(translated), missing_allowed=sorted(missing), ignored=sorted(ignored))
-    if any(k.startswith("vit.") and _match(k[4:], LATERAL_EXPERT_KEYS) for k in missing):
+    if any(k.startswith("vit.") and matches_any(k[4:], LATERAL_EXPERT_KEYS) for k in missing):
         choice = lateral_init or model.config.lateral_init
         if choice == "copy":
             model.vit.copy_frontal_to_lateral()

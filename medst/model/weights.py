@@ -61,7 +61,8 @@ def unwrap_state_dict(obj: object) -> dict[str, Tensor]:
     raise UserInputError("the weights file does not hold a state dict of tensors")
 
 
-def _matches(key: str, patterns: Iterable[str]) -> bool:
+def matches_any(key: str, patterns: Iterable[str]) -> bool:
+    """Whether ``key`` matches any of the ``fnmatch`` patterns (case-sensitive)."""
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
@@ -127,10 +128,10 @@ def load_vit_state_dict(
     allow_missing, ignore_unexpected = tuple(allow_missing), tuple(ignore_unexpected)
     own = vit.state_dict()
     report = LoadReport()
-    unexpected = [k for k in state if k not in own and not _matches(k, ignore_unexpected)]
-    report.ignored = sorted(k for k in state if k not in own and _matches(k, ignore_unexpected))
+    unexpected = [k for k in state if k not in own and not matches_any(k, ignore_unexpected)]
+    report.ignored = sorted(k for k in state if k not in own and matches_any(k, ignore_unexpected))
     missing = [k for k in own if k not in state]
-    not_allowed = [k for k in missing if not _matches(k, allow_missing)]
+    not_allowed = [k for k in missing if not matches_any(k, allow_missing)]
     if unexpected or not_allowed:
         parts = []
         if not_allowed:
@@ -152,7 +153,7 @@ def load_vit_state_dict(
     if bad_shapes:
         raise MedstError(f"ViT weights of another shape: {'; '.join(bad_shapes[:4])}")
     report.missing_allowed = sorted(missing)
-    lateral_missing = any(_matches(k, LATERAL_EXPERT_KEYS) for k in missing)
+    lateral_missing = any(matches_any(k, LATERAL_EXPERT_KEYS) for k in missing)
     choice = lateral_init or vit.config.lateral_init
     if lateral_missing:
         if choice == "copy":
