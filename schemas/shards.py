@@ -113,6 +113,9 @@ class LoaderConfig(BaseModel):
     max_tokens: int = Field(default=112, ge=3)
     seed: int = 0
     num_workers: int = Field(default=0, ge=0)
+    pin_memory: bool = Field(
+        default=False, description="page-lock batches in the workers' output thread (faster copies to a GPU)"
+    )
     shuffle: bool = True
     drop_last: bool = True
 

@@ -184,6 +184,30 @@ def test_resume_from_state_dict_gives_the_following_batches(shards: Path, tokeni
     assert resumed.state_dict()["batches_consumed"] == len(reference)
 
 
+def test_persistent_workers_serve_every_epoch_and_resume_like_no_workers(shards: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg(shards, windows_per_batch=1, random_offset=True)
+    reference = TimelineLoader(cfg, tokenizer)
+    expected = []
+    for epoch in range(3):
+        reference.set_epoch(epoch)
+        expected.append(list(reference))
+    assert len(expected[0]) >= 4 and not _same(expected[0], expected[1])
+
+    with TimelineLoader(cfg.model_copy(update={"num_workers": 3}), tokenizer) as loader:
+        assert _same(list(loader), expected[0])
+        loader.set_epoch(1)
+        it = iter(loader)
+        head = [next(it)]  # leave epoch 1 after one batch, as a killed run would
+        del it
+        loader.load_state_dict({"epoch": 1, "batches_consumed": 1})  # resume at a batch no worker starts on
+        assert _same(head + list(loader), expected[1])
+        loader.set_epoch(2)
+        assert _same(list(loader), expected[2])
+    loader.set_epoch(0)  # closed: a later iteration starts new workers
+    assert _same(list(loader), expected[0])
+    loader.close()
+
+
 def test_ranks_get_equal_batches_from_different_shards(shards: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
     loaders = [
         TimelineLoader(_cfg(shards, windows_per_batch=2), tokenizer, rank=r, world_size=2) for r in (0, 1)

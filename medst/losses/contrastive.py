@@ -72,10 +72,12 @@ def duplicate_report_mask(input_ids: Tensor, sequence_index: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def retrieval_accuracy(img_emb: Tensor, txt_emb: Tensor) -> tuple[float, float]:
-    """In-batch top-1 retrieval accuracy (image->text, text->image), each in [0, 1]."""
+def retrieval_accuracy(img_emb: Tensor, txt_emb: Tensor) -> tuple[Tensor, Tensor]:
+    """In-batch top-1 retrieval accuracy (image->text, text->image), each a 0-d tensor in [0, 1].
+
+    Tensors, not floats: reading a GPU value back would stall the training step until the GPU catches up."""
     sim = img_emb.float() @ txt_emb.float().t()
     targets = torch.arange(sim.shape[0], device=sim.device)
     i2t = (sim.argmax(dim=1) == targets).float().mean()
     t2i = (sim.argmax(dim=0) == targets).float().mean()
-    return float(i2t), float(t2i)
+    return i2t.detach(), t2i.detach()

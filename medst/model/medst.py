@@ -48,7 +48,7 @@ class MedSTOutput:
 
     loss: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _init_linear(module: nn.Module) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,29 +198,50 @@ def _read_samples(path: Path, wanted: set[int]) -> dict[int, dict[str, bytes]]:
 
 
 class _EpochStream(IterableDataset):  # type: ignore[type-arg]
-    """Batches ``start..n_batches-1`` of one rank's epoch; each DataLoader worker makes every K-th batch."""
+    """One rank's batches of the epoch and start batch held in ``position`` (a shared ``[epoch, start]`` tensor).
+
+    Each DataLoader worker makes the batches ``start + k, start + k + K, ...`` (worker k of K) and yields them as
+    ``(batch number, Batch)``. The workers persist across epochs: the main process writes the next epoch and
+    start into ``position`` (shared memory) before it starts an iteration, and every worker plans that epoch
+    itself from the shard index it was given once.
+    """
 
     def __init__(
         self,
-        segments: list[Segment],
+        entries: list[ShardIndexEntry],
         config: LoaderConfig,
         tokenizer: Any,
-        epoch: int,
         rank: int,
-        start: int,
+        world_size: int,
         sizes: list[int],
+        position: torch.Tensor,
     ) -> None:
-        self.segments = segments
-        self.sizes = sizes
+        self.entries = entries
         self.config = config
         self.tokenizer = tokenizer
-        self.epoch = epoch
         self.rank = rank
-        self.start = start
+        self.world_size = world_size
+        self.sizes = sizes
         self.n_batches = len(sizes)
+        self.position = position
+        self._plan: tuple[int, list[Segment]] | None = None
+
+    def _segments(self, epoch: int) -> list[Segment]:
+        if self._plan is None or self._plan[0] != epoch:
+            segments = rank_segments(
+                self.entries,
+                self.config.shards,
+                self.config,
+                epoch,
+                self.rank,
+                self.world_size,
+                self.n_batches,
+            )
+            self._plan = (epoch, segments)
+        return self._plan[1]
 
     def _study(
-        self, sample: dict[str, Any], meta: dict[str, Any], step: int, b: int, slot: int, k: int
+        self, sample: dict[str, Any], meta: dict[str, Any], epoch: int, step: int, b: int, slot: int, k: int
     ) -> StudyItem:
         c = self.config
         study = meta["studies"][step]
@@ -228,7 +249,7 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
         ext = next(name.rsplit(".", 1)[1] for name in sample if name.startswith(f"s{idx:02d}.frontal."))
         rngs: list[np.random.Generator | None] = [None, None]
         if c.train:
-            rngs = [_rng(c.seed, self.epoch, 4, self.rank, b, slot, k, view) for view in (0, 1)]
+            rngs = [_rng(c.seed, epoch, 4, self.rank, b, slot, k, view) for view in (0, 1)]
         frontal = image_pipeline(sample[f"s{idx:02d}.frontal.{ext}"], c.letterbox, c.crop, rngs[0])
         lateral_bytes = sample.get(f"s{idx:02d}.lateral.{ext}") if study["has_lateral"] else None
         lateral = (
@@ -236,7 +257,8 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
         )
         return StudyItem(frontal=frontal, lateral=lateral, text=study["text"], study_key=study["study_key"])
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[tuple[int, Batch]]:
+        epoch, start = (int(v) for v in self.position.tolist())
         info = get_worker_info()
         worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
         if info is not None:
@@ -245,12 +267,12 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
             cv2.setNumThreads(1)
             torch.set_num_threads(1)
         pending: dict[int, dict[int, list[StudyItem]]] = {}
-        next_b = self.start + ((worker - self.start) % n_workers)
-        for seg in self.segments:
+        next_b = start + worker
+        for seg in self._segments(epoch):
             # sample position -> (batch, slot, window); keep only this worker's batches from `start` on.
             mine: dict[int, list[tuple[int, int, Window]]] = {}
             for win, b, slot in seg.windows:
-                if b >= self.start and b % n_workers == worker:
+                if b >= start and (b - start) % n_workers == worker:
                     mine.setdefault(win[0], []).append((b, slot, win))
             if not mine:
                 continue
@@ -260,19 +282,36 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
                 meta = json.loads(sample["json"])
                 for b, slot, (_, a, z) in jobs:
                     pending.setdefault(b, {})[slot] = [
-                        self._study(sample, meta, step, b, slot, step - a) for step in range(a, z)
+                        self._study(sample, meta, epoch, step, b, slot, step - a) for step in range(a, z)
                     ]
             # Emit every finished batch in order (a batch can span two shards).
             while next_b in pending and len(pending[next_b]) == self.sizes[next_b]:
                 slots = pending.pop(next_b)
-                yield collate_windows(
-                    [slots[s] for s in range(len(slots))], self.tokenizer, self.config.max_tokens
+                yield (
+                    next_b,
+                    collate_windows(
+                        [slots[s] for s in range(len(slots))], self.tokenizer, self.config.max_tokens
+                    ),
                 )
                 next_b += n_workers
         if pending:
             raise RuntimeError(
                 f"loader plan left batches {sorted(pending)} incomplete (shards changed while reading?)"
             )
+
+
+def _in_batch_order(source: Iterable[tuple[int, Batch]], start: int) -> Iterator[Batch]:
+    """Batches ``start, start + 1, ...`` whatever order the workers' outputs arrive in (PyTorch hands them out
+    round-robin, so this holds at most one batch per worker)."""
+    held: dict[int, Batch] = {}
+    expected = start
+    for b, batch in source:
+        held[b] = batch
+        while expected in held:
+            yield held.pop(expected)
+            expected += 1
+    if held:
+        raise RuntimeError(f"loader workers skipped batch {expected} (made {sorted(held)})")
 
 
 def _worker_context() -> Any:
@@ -297,9 +336,11 @@ class TimelineLoader:
         tokenizer: a Hugging Face fast tokenizer, or a local folder holding one.
         rank, world_size: this process's place among the data-parallel processes.
 
-    With ``num_workers > 0`` the DataLoader workers start from a forkserver (see `_worker_context`), so a script
-    run as ``python script.py`` that iterates the loader needs the usual ``if __name__ == "__main__":`` guard
-    (``python -m medst.cli ...`` and torchrun entry points are fine as they are).
+    With ``num_workers > 0`` the DataLoader workers start from a forkserver (see `_worker_context`) on the first
+    iteration and stay for the loader's life, serving every later epoch (no start-up cost per epoch); `close`
+    (or leaving a ``with`` block, or dropping the loader) stops them. A script run as ``python script.py`` that
+    iterates the loader needs the usual ``if __name__ == "__main__":`` guard (``python -m medst.cli ...`` and
+    torchrun entry points are fine as they are).
     """
 
     def __init__(self, config: LoaderConfig, tokenizer: Any, rank: int = 0, world_size: int = 1) -> None:
@@ -315,6 +356,15 @@ class TimelineLoader:
         self.batches_per_epoch = batches_per_epoch(self.entries, config, world_size)
         self.epoch = 0
         self._consumed = 0
+        # [epoch, start batch] of the iteration being served; in shared memory so persistent workers read it.
+        self._position = torch.zeros(2, dtype=torch.int64)
+        if config.num_workers > 0:
+            self._position.share_memory_()
+        sizes = batch_sizes(self.entries, config, rank, world_size, self.batches_per_epoch)
+        self._stream = _EpochStream(
+            self.entries, config, self.tokenizer, rank, world_size, sizes, self._position
+        )
+        self._workers: DataLoader[Any] | None = None
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -333,32 +383,41 @@ class TimelineLoader:
         self.epoch = int(state["epoch"])
         self._consumed = int(state["batches_consumed"])
 
+    def _source(self) -> Iterable[tuple[int, Batch]]:
+        if self.config.num_workers == 0 or self.batches_per_epoch == 0:
+            return self._stream
+        if self._workers is None:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            self._workers = DataLoader(
+                self._stream,
+                multiprocessing_context=_worker_context(),
+                batch_size=None,
+                num_workers=min(self.config.num_workers, self.batches_per_epoch),
+                collate_fn=_identity,  # type: ignore[arg-type]
+                prefetch_factor=2,
+                persistent_workers=True,
+                pin_memory=self.config.pin_memory,
+            )
+        return self._workers
+
     def __iter__(self) -> Iterator[Batch]:
         start = self._consumed if self._consumed < self.batches_per_epoch else 0
         self._consumed = start
-        segments = rank_segments(
-            self.entries,
-            self.config.shards,
-            self.config,
-            self.epoch,
-            self.rank,
-            self.world_size,
-            self.batches_per_epoch,
-        )
-        sizes = batch_sizes(self.entries, self.config, self.rank, self.world_size, self.batches_per_epoch)
-        stream = _EpochStream(segments, self.config, self.tokenizer, self.epoch, self.rank, start, sizes)
-        if self.config.num_workers == 0:
-            source: Any = stream
-        else:
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            source = DataLoader(
-                stream,
-                multiprocessing_context=_worker_context(),
-                batch_size=None,
-                num_workers=min(self.config.num_workers, max(1, self.batches_per_epoch - start)),
-                collate_fn=_identity,  # type: ignore[arg-type]
-                prefetch_factor=2,
-            )
-        for batch in source:
+        # Written before the DataLoader (re)starts its workers' iteration, which is when they read it.
+        self._position[0], self._position[1] = self.epoch, start
+        for batch in _in_batch_order(self._source(), start):
             self._consumed += 1
             yield batch
+
+    def close(self) -> None:
+        """Stop the worker processes (a later iteration starts new ones)."""
+        workers, self._workers = self._workers, None
+        iterator = getattr(workers, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
+    def __enter__(self) -> TimelineLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

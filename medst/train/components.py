@@ -192,6 +192,7 @@ def build_loaders(
         "max_tokens": model_config.text.max_length,
         "seed": config.seed,
         "num_workers": config.num_workers,
+        "pin_memory": info.device.type == "cuda" and config.num_workers > 0,
     }
     train = TimelineLoader(
         LoaderConfig(split=config.train_split, random_offset=config.random_offset, train=True, **common),

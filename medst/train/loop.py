@@ -223,7 +223,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
         t0 = time.perf_counter()
         lr = schedule.lr()
         step_sums: dict[str, torch.Tensor] = {}
-        step_metrics: dict[str, float] = {}
+        step_metrics: dict[str, torch.Tensor] = {}
         for micro in range(config.accumulate):
             batch = stream.next().to(info.device, non_blocking=True)
             sync = (
@@ -238,7 +238,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
             for key, value in {"loss": out.loss, **{f"loss_{k}": v for k, v in out.terms.items()}}.items():
                 step_sums[key] = step_sums.get(key, 0) + value.detach().float() / config.accumulate
             for key, fvalue in out.metrics.items():
-                step_metrics[key] = step_metrics.get(key, 0.0) + float(fvalue) / config.accumulate
+                step_metrics[key] = step_metrics.get(key, 0) + fvalue.float() / config.accumulate
             window_studies += batch.num_studies
             studies_seen += batch.num_studies * info.world_size
         if config.max_grad_norm is not None:
@@ -296,6 +296,10 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
                 run_dir, step, model, optimizer, trainer_state, config, config_yaml, train_loader, info
             )
 
+    if loaders is None:  # stop the loader worker processes this run started
+        for loader in (train_loader, val_loader):
+            if loader is not None:
+                loader.close()
     summary.steps = step
     summary.epochs = step * config.accumulate / train_loader.batches_per_epoch
     summary.train_s = train_time
