@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--compat", choices=["clean", "reference"], default="clean")
     parser.add_argument("--grad-checkpointing", action="store_true")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="also print the top N operators by device time"
+    )
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -132,6 +135,17 @@ def main() -> None:
     for key, value in result.items():
         print(f"{key}: {value}")
     print("GPU_CHECK " + json.dumps(result))
+    if args.profile:
+        # Where a step's time goes, three steps after warm-up (operators by self time on the device).
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(3):
+                step()
+            sync()
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=args.profile, max_name_column_width=60))
     if not result["all_finite"]:
         raise SystemExit("non-finite loss")
 

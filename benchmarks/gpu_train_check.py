@@ -205,6 +205,9 @@ def main() -> None:
             "loss_last_fifth": round(loss_tail, 3),
             "loss_falls": loss_tail < loss_head,
             "loss_curve": [(r["step"], round(r["loss"], 3)) for r in train[:: max(1, len(train) // 8)]],
+            # Per logged window: a data path that falls behind shows as dips (e.g. at epoch boundaries).
+            "studies_per_s_windows": [round(r["studies_per_s"]) for r in train],
+            "epochs": round(summary.epochs, 2),
             "val": [
                 {
                     "step": r["step"],
