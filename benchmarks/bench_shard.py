@@ -24,6 +24,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import cv2
+
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 COVID = "longitudinal/covid-chestxray"
 
@@ -149,12 +151,18 @@ def main() -> None:
         paths = [root / p for p in df["frontal_path"].to_list() + df["lateral_path"].drop_nulls().to_list()]
         print(f"input: {len(paths)} images ({df.height} studies), {what}")
         floor_rate(paths[:20], 512)  # warm the page cache and imports
-        floor = floor_cpu = one = steady = one_cpu = 0.0
-        for _ in range(args.rounds):  # alternate, so both see the same machine load
+        floor = floor_cpu = one = steady = one_cpu = floor1 = one1 = 0.0
+        for _ in range(args.rounds):  # alternate, so all see the same machine load
             f_wall, f_cpu = floor_rate(paths, 512)
             e2e, st, cpu = shard_rate(seq, tmp / "out1", 1, len(paths))
             floor, floor_cpu = max(floor, f_wall), max(floor_cpu, f_cpu)
             one, steady, one_cpu = max(one, e2e), max(steady, st), max(one_cpu, cpu)
+            # The same with OpenCV on one thread, as each process of a multi-worker run is: one core's worth.
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+            floor1 = max(floor1, floor_rate(paths, 512)[0])
+            one1 = max(one1, shard_rate(seq, tmp / "out1", 1, len(paths))[0])
+            cv2.setNumThreads(threads)
         print(
             f"floor (decode + resize 512 + encode, tight loop): {floor:8.1f} images/s  ({floor_cpu:.1f} per CPU s)"
         )
@@ -166,12 +174,21 @@ def main() -> None:
             f"ratio 1 worker / floor: {one / floor:.2f} end to end, {steady / floor:.2f} steady, "
             f"{one_cpu / floor_cpu:.2f} in CPU time (load-independent)  (aim >= 0.85)"
         )
+        print(
+            f"with OpenCV on 1 thread: floor {floor1:.1f} images/s, medst shard 1 worker {one1:.1f} images/s "
+            f"(1 worker on OpenCV's default {cv2.getNumThreads()} threads uses {floor_cpu and floor / floor_cpu:.2f} "
+            "cores in the floor loop)"
+        )
         for workers in args.workers:
             runs = [shard_rate(seq, tmp / "outN", workers, len(paths)) for _ in range(args.rounds)]
             many, many_steady = max(r[0] for r in runs), max(r[1] for r in runs)  # wall time: parallelism
             print(
                 f"medst shard, {workers} workers: {many:8.1f} images/s end to end ({many / one:.2f}x 1 worker), "
                 f"{many_steady:.1f} steady ({many_steady / steady:.2f}x)  (aim >= 1.7x for 2; cores: {os.cpu_count()})"
+            )
+            print(
+                f"  per process: {many / one1:.2f}x a 1-thread worker, "
+                f"{many / (workers * floor1):.2f} of {workers} x the 1-thread floor (perfect scaling: {workers}x, 1.00)"
             )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -99,6 +99,14 @@ def plan_jobs(
     return assign_shards(patients, config.samples_per_shard), by_key
 
 
+def _init_worker() -> None:
+    """One thread per worker process: the parallelism is the processes. OpenCV would otherwise start a thread
+    per core in every worker (its resize is multi-threaded), and N workers x N threads fight over N cores."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _write_one(
     args: tuple[ShardJob, dict[str, list[dict[str, Any]]], SampleOptions, Path, dict[str, object]],
 ) -> tuple[ShardIndexEntry, int]:
@@ -251,7 +259,7 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
             bar.update()
     else:
         # spawn: forking a process that holds polars/OpenCV thread pools can deadlock.
-        with mp.get_context("spawn").Pool(min(config.workers, len(tasks))) as pool:
+        with mp.get_context("spawn").Pool(min(config.workers, len(tasks)), _init_worker) as pool:
             for _ in pool.imap_unordered(_write_one, tasks, chunksize=1):
                 bar.update()
     bar.close()
