@@ -191,12 +191,15 @@ def test_load_refuses_missing_unexpected_and_misshaped() -> None:
         load_vit_state_dict(_vit(), sd)
     sd = _timm_state_dict(2)
     sd["blocks.0.extra.weight"] = torch.zeros(1)
-    with pytest.raises(MedstError, match=r"unexpected.*blocks\.0\.extra\.weight"):
+    with pytest.raises(MedstError, match=r"unknown keys.*blocks\.0\.extra\.weight"):
         load_vit_state_dict(_vit(), sd)
     sd = _timm_state_dict(2)
     sd["norm.weight"] = torch.zeros(31)
+    vit = _vit()
+    before = {k: v.clone() for k, v in vit.state_dict().items()}
     with pytest.raises(MedstError, match=r"norm\.weight"):
-        load_vit_state_dict(_vit(), sd)
+        load_vit_state_dict(vit, sd)
+    assert all(torch.equal(v, before[k]) for k, v in vit.state_dict().items())  # nothing half-loaded
     # Allowing a key to be missing is explicit.
     sd = _timm_state_dict(2)
     del sd["norm.bias"]

@@ -16,14 +16,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from medst.errors import MedstError
 from medst.model.medst import MedST
 from medst.model.weights import (
     LATERAL_EXPERT_KEYS,
     LoadReport,
+    copy_fitting,
     matches_any,
     read_state_dict,
-    resize_pos_embed,
 )
 
 #: Their prefix -> ours (first match wins; the more specific prefixes come first).
@@ -126,26 +125,9 @@ def load_reference_checkpoint(
     translated, ignored, unknown = _translate(state, num_layers)
     own = model.state_dict()
     unknown += [f"{k} (as {k})" for k in translated if k not in own]
-    allow = tuple(allow_missing)
-    missing = [k for k in own if k not in translated]
-    not_allowed = [k for k in missing if not matches_any(k, allow)]
-    if unknown or not_allowed:
-        parts = []
-        if not_allowed:
-            parts.append(f"missing {len(not_allowed)} keys (e.g. {', '.join(not_allowed[:4])})")
-        if unknown:
-            parts.append(f"{len(unknown)} unknown keys (e.g. {', '.join(unknown[:4])})")
-        raise MedstError("checkpoint does not fit the Med-ST model: " + "; ".join(parts))
-    bad = []
-    for key, value in translated.items():
-        if key == "vit.pos_embed" and value.shape != own[key].shape and value.shape[-1] == own[key].shape[-1]:
-            value = resize_pos_embed(value, model.config.grid)
-        if value.shape != own[key].shape:
-            bad.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
-            continue
-        own[key].copy_(value.to(own[key].dtype))
-    if bad:
-        raise MedstError(f"checkpoint weights of another shape: {'; '.join(bad[:4])}")
+    missing = copy_fitting(
+        own, translated, tuple(allow_missing), unknown, "vit.pos_embed", model.config.grid, "checkpoint"
+    )
     token_type = "text.bert.embeddings.token_type_embeddings.weight"
     if token_type in missing:
         own[token_type].zero_()

@@ -77,6 +77,50 @@ def resize_pos_embed(pos: Tensor, grid: int) -> Tensor:
     return torch.cat([cls, img.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(pos.dtype)], dim=1)
 
 
+def copy_fitting(
+    own: Mapping[str, Tensor],
+    state: Mapping[str, Tensor],
+    allow_missing: Iterable[str],
+    unknown: list[str],
+    pos_key: str,
+    grid: int,
+    what: str,
+) -> list[str]:
+    """Copy ``state`` into the tensors ``own`` (a module's state dict) after checking that they fit.
+
+    ``unknown`` lists source keys with no place in ``own`` (found by the caller); keys of ``own`` absent from
+    ``state`` must match ``allow_missing``. Position embeddings (``pos_key``) of another grid are resized to
+    ``grid``. Nothing is copied unless everything fits. Returns the keys of ``own`` that were absent.
+
+    Raises:
+        MedstError: ``"{what} does not fit ..."`` naming missing or unknown keys, or the shapes that differ.
+    """
+    missing = [k for k in own if k not in state]
+    not_allowed = [k for k in missing if not matches_any(k, allow_missing)]
+    if unknown or not_allowed:
+        parts = []
+        if not_allowed:
+            parts.append(f"missing {len(not_allowed)} keys (e.g. {', '.join(not_allowed[:4])})")
+        if unknown:
+            parts.append(f"{len(unknown)} unknown keys (e.g. {', '.join(unknown[:4])})")
+        raise MedstError(f"{what} does not fit the model: " + "; ".join(parts))
+    fitted, bad = {}, []
+    for key, value in state.items():
+        if key not in own:
+            continue
+        if key == pos_key and value.shape != own[key].shape and value.shape[-1] == own[key].shape[-1]:
+            value = resize_pos_embed(value, grid)
+        if value.shape != own[key].shape:
+            bad.append(f"{key}: {what} {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+        fitted[key] = value
+    if bad:
+        raise MedstError(f"{what} holds weights of another shape: {'; '.join(bad[:4])}")
+    with torch.no_grad():
+        for key, value in fitted.items():
+            own[key].copy_(value.to(own[key].dtype))
+    return missing
+
+
 def _find_vit(model_or_vit: nn.Module) -> MoveViT:
     if isinstance(model_or_vit, MoveViT):
         return model_or_vit
@@ -130,28 +174,8 @@ def load_vit_state_dict(
     report = LoadReport()
     unexpected = [k for k in state if k not in own and not matches_any(k, ignore_unexpected)]
     report.ignored = sorted(k for k in state if k not in own and matches_any(k, ignore_unexpected))
-    missing = [k for k in own if k not in state]
-    not_allowed = [k for k in missing if not matches_any(k, allow_missing)]
-    if unexpected or not_allowed:
-        parts = []
-        if not_allowed:
-            parts.append(f"missing {len(not_allowed)} keys (e.g. {', '.join(not_allowed[:4])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:4])})")
-        raise MedstError("ViT weights do not fit the encoder: " + "; ".join(parts))
-    bad_shapes = []
-    for key, value in state.items():
-        if key not in own:
-            continue
-        if key == "pos_embed" and value.shape != own[key].shape and value.shape[-1] == own[key].shape[-1]:
-            value = resize_pos_embed(value, vit.config.grid)
-        if value.shape != own[key].shape:
-            bad_shapes.append(f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}")
-            continue
-        own[key].copy_(value.to(own[key].dtype))
-        report.loaded.append(key)
-    if bad_shapes:
-        raise MedstError(f"ViT weights of another shape: {'; '.join(bad_shapes[:4])}")
+    missing = copy_fitting(own, state, allow_missing, unexpected, "pos_embed", vit.config.grid, "ViT weights")
+    report.loaded = [k for k in state if k in own]
     report.missing_allowed = sorted(missing)
     lateral_missing = any(matches_any(k, LATERAL_EXPERT_KEYS) for k in missing)
     choice = lateral_init or vit.config.lateral_init
