@@ -201,11 +201,21 @@ def test_persistent_workers_serve_every_epoch_and_resume_like_no_workers(shards:
         del it
         loader.load_state_dict({"epoch": 1, "batches_consumed": 1})  # resume at a batch no worker starts on
         assert _same(head + list(loader), expected[1])
-        loader.set_epoch(2)
+        loader.set_epoch(2)  # the running stream goes on into epoch 2
         assert _same(list(loader), expected[2])
-    loader.set_epoch(0)  # closed: a later iteration starts new workers
-    assert _same(list(loader), expected[0])
+        loader.set_epoch(0)  # another position than the stream's next batch: the workers restart there
+        assert _same(list(loader), expected[0])
+    loader.set_epoch(1)  # closed: a later iteration starts new workers
+    assert _same(list(loader), expected[1])
     loader.close()
+
+    # Evaluation order (no shuffle): every pass from the first batch, as validation does, gives the same batches.
+    evaluation = cfg.model_copy(update={"shuffle": False, "drop_last": False, "train": False})
+    once = list(TimelineLoader(evaluation, tokenizer))
+    with TimelineLoader(evaluation.model_copy(update={"num_workers": 2}), tokenizer) as loader:
+        for _ in range(2):
+            loader.load_state_dict({"epoch": 0, "batches_consumed": 0})
+            assert _same(list(loader), once)
 
 
 def test_ranks_get_equal_batches_from_different_shards(shards: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,6 +224,9 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
         self.sizes = sizes
         self.n_batches = len(sizes)
         self.position = position
+        # Training streams run on into the next epochs, so workers prefetch across epoch boundaries (no stall
+        # there). Evaluation restarts at its first batch each time, so its stream stops at the epoch's end.
+        self.continuous = config.train
         self._plan: tuple[int, list[Segment]] | None = None
 
     def _segments(self, epoch: int) -> list[Segment]:
@@ -257,22 +260,17 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
         )
         return StudyItem(frontal=frontal, lateral=lateral, text=study["text"], study_key=study["study_key"])
 
-    def __iter__(self) -> Iterator[tuple[int, Batch]]:
-        epoch, start = (int(v) for v in self.position.tolist())
-        info = get_worker_info()
-        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
-        if info is not None:
-            import cv2
-
-            cv2.setNumThreads(1)
-            torch.set_num_threads(1)
+    def _epoch_batches(
+        self, epoch: int, start: int, residue: int, n_workers: int
+    ) -> Iterator[tuple[tuple[int, int], Batch]]:
+        """This worker's batches ``b >= start`` with ``b % n_workers == residue`` of ``epoch``, in order."""
         pending: dict[int, dict[int, list[StudyItem]]] = {}
-        next_b = start + worker
+        next_b = start + (residue - start) % n_workers
         for seg in self._segments(epoch):
             # sample position -> (batch, slot, window); keep only this worker's batches from `start` on.
             mine: dict[int, list[tuple[int, int, Window]]] = {}
             for win, b, slot in seg.windows:
-                if b >= start and (b - start) % n_workers == worker:
+                if b >= start and b % n_workers == residue:
                     mine.setdefault(win[0], []).append((b, slot, win))
             if not mine:
                 continue
@@ -287,40 +285,72 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
             # Emit every finished batch in order (a batch can span two shards).
             while next_b in pending and len(pending[next_b]) == self.sizes[next_b]:
                 slots = pending.pop(next_b)
-                yield (
-                    next_b,
-                    collate_windows(
-                        [slots[s] for s in range(len(slots))], self.tokenizer, self.config.max_tokens
-                    ),
-                )
+                items = [slots[s] for s in range(len(slots))]
+                yield (epoch, next_b), collate_windows(items, self.tokenizer, self.config.max_tokens)
                 next_b += n_workers
         if pending:
             raise RuntimeError(
                 f"loader plan left batches {sorted(pending)} incomplete (shards changed while reading?)"
             )
 
+    def __iter__(self) -> Iterator[tuple[tuple[int, int], Batch]]:
+        """``((epoch, batch), Batch)`` from the position on. The stream is numbered ``g = 0, 1, ...`` from the
+        position through the end of its epoch and, when ``continuous``, on through the following epochs;
+        worker k of K makes ``g % K == k``."""
+        epoch, start = (int(v) for v in self.position.tolist())
+        info = get_worker_info()
+        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:
+            import cv2
 
-def _in_batch_order(source: Iterable[tuple[int, Batch]], start: int) -> Iterator[Batch]:
-    """Batches ``start, start + 1, ...`` whatever order the workers' outputs arrive in (PyTorch hands them out
-    round-robin, so this holds at most one batch per worker)."""
-    held: dict[int, Batch] = {}
-    expected = start
-    for b, batch in source:
-        held[b] = batch
-        while expected in held:
-            yield held.pop(expected)
-            expected += 1
-    if held:
-        raise RuntimeError(f"loader workers skipped batch {expected} (made {sorted(held)})")
+            cv2.setNumThreads(1)
+            torch.set_num_threads(1)
+        g = 0  # stream number of this epoch's batch `start`
+        while True:
+            residue = (worker - g + start) % n_workers  # batch b of this epoch is stream number g + b - start
+            yield from self._epoch_batches(epoch, start, residue, n_workers)
+            if not self.continuous:
+                return
+            g += self.n_batches - start
+            epoch, start = epoch + 1, 0
 
 
-def _worker_context() -> Any:
-    """A forkserver context with this module preloaded: workers start in a fraction of a second and never inherit
-    thread pools (OpenCV, OpenMP, tokenizers) that the caller used before forking, which hang a forked child."""
+class _Live:
+    """A running stream of ``((epoch, batch), Batch)`` put back in stream order (PyTorch hands worker outputs
+    out round-robin, so at most one batch per worker is held), and the position of its next batch."""
+
+    def __init__(
+        self, source: Iterator[tuple[tuple[int, int], Batch]], epoch: int, start: int, n: int
+    ) -> None:
+        self.source = source
+        self.next_pos = (epoch, start)
+        self.n = n
+        self.held: dict[tuple[int, int], Batch] = {}
+
+    def take(self) -> Batch:
+        """The next batch in stream order (StopIteration when an epoch-bounded stream is spent)."""
+        pos = self.next_pos
+        while pos not in self.held:
+            key, batch = next(self.source)
+            self.held[key] = batch
+            if len(self.held) > 4096:
+                raise RuntimeError(f"loader workers skipped batch {pos}")
+        epoch, b = pos
+        self.next_pos = (epoch, b + 1) if b + 1 < self.n else (epoch + 1, 0)
+        return self.held.pop(pos)
+
+
+def _worker_context(tokenizer: Any = None) -> Any:
+    """A forkserver context that preloads what a worker needs for its first batch (this module, tar reading, the
+    tokenizer's class): workers start in a fraction of a second and never inherit thread pools (OpenCV, OpenMP,
+    tokenizers) that the caller used before forking, which hang a forked child. Missing modules are skipped."""
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["medst.shards.loader"])
+    preload = ["medst.shards.loader", "webdataset.tariterators"]
+    if tokenizer is not None:
+        preload.append(type(tokenizer).__module__)
+    ctx.set_forkserver_preload(preload)
     return ctx
 
 
@@ -365,6 +395,14 @@ class TimelineLoader:
             self.entries, config, self.tokenizer, rank, world_size, sizes, self._position
         )
         self._workers: DataLoader[Any] | None = None
+        self._live: _Live | None = None
+        if config.num_workers > 0:
+            # Start the fork server now: its imports (about a second) overlap the caller's own set-up (building
+            # the model), and the first iteration only forks the workers from it.
+            from multiprocessing import forkserver
+
+            _worker_context(self.tokenizer)
+            forkserver.ensure_running()
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -383,14 +421,17 @@ class TimelineLoader:
         self.epoch = int(state["epoch"])
         self._consumed = int(state["batches_consumed"])
 
-    def _source(self) -> Iterable[tuple[int, Batch]]:
-        if self.config.num_workers == 0 or self.batches_per_epoch == 0:
-            return self._stream
+    def _start(self, epoch: int, start: int) -> _Live:
+        """Start the stream at (epoch, start): in this process, or by (re)starting the workers' iteration."""
+        # Written before the workers (re)start their iteration, which is when they read it.
+        self._position[0], self._position[1] = epoch, start
+        if self.config.num_workers == 0:
+            return _Live(iter(self._stream), epoch, start, self.batches_per_epoch)
         if self._workers is None:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             self._workers = DataLoader(
                 self._stream,
-                multiprocessing_context=_worker_context(),
+                multiprocessing_context=_worker_context(self.tokenizer),
                 batch_size=None,
                 num_workers=min(self.config.num_workers, self.batches_per_epoch),
                 collate_fn=_identity,  # type: ignore[arg-type]
@@ -398,20 +439,35 @@ class TimelineLoader:
                 persistent_workers=True,
                 pin_memory=self.config.pin_memory,
             )
-        return self._workers
+        return _Live(iter(self._workers), epoch, start, self.batches_per_epoch)
 
     def __iter__(self) -> Iterator[Batch]:
         start = self._consumed if self._consumed < self.batches_per_epoch else 0
         self._consumed = start
-        # Written before the DataLoader (re)starts its workers' iteration, which is when they read it.
-        self._position[0], self._position[1] = self.epoch, start
-        for batch in _in_batch_order(self._source(), start):
+        if start >= self.batches_per_epoch:
+            return
+        live = self._live
+        if live is None or live.next_pos != (self.epoch, start):
+            # Another position than the running stream's next batch (a new loader, a resume, an evaluation
+            # pass from its start): (re)start the stream there.
+            live = self._live = self._start(self.epoch, start)
+        while self._consumed < self.batches_per_epoch:
+            try:
+                batch = live.take()
+            except StopIteration:
+                self._live = None
+                raise RuntimeError(
+                    f"the loader stream ended at batch {self._consumed} of {self.batches_per_epoch}"
+                ) from None
             self._consumed += 1
             yield batch
+        if not self._stream.continuous:
+            self._live = None  # an epoch-bounded stream is spent at its epoch's end
 
     def close(self) -> None:
         """Stop the worker processes (a later iteration starts new ones)."""
         workers, self._workers = self._workers, None
+        self._live = None
         iterator = getattr(workers, "_iterator", None)
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()

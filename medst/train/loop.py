@@ -166,11 +166,12 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
 
     text_path = prepare_text_model(config, run_dir, info)
     model_cfg = model_config_for(config, text_path)
+    tokenizer = load_tokenizer(text_path)
+    # Loaders first: their worker processes start up while the model is built.
+    train_loader, val_loader = loaders or build_loaders(config, model_cfg, tokenizer, info)
     seed_everything(config.seed)  # identical initial weights on every rank
     model = build_model(config, text_path).to(info.device)
     seed_everything(config.seed + info.rank)
-    tokenizer = load_tokenizer(text_path)
-    train_loader, val_loader = loaders or build_loaders(config, model_cfg, tokenizer, info)
     if train_loader.batches_per_epoch < config.accumulate:
         raise UserInputError(
             f"{config.shards}: only {train_loader.batches_per_epoch} training batches per epoch per rank; "
