@@ -332,7 +332,7 @@ class _Live:
         pos = self.next_pos
         while pos not in self.held:
             key, batch = next(self.source)
-            self.held[key] = batch
+            self.held[(int(key[0]), int(key[1]))] = batch  # older PyTorch pinning turns tuples into lists
             if len(self.held) > 4096:
                 raise RuntimeError(f"loader workers skipped batch {pos}")
         epoch, b = pos
