@@ -56,6 +56,9 @@ def _ensure_namespace() -> None:
         (package / name).symlink_to(REPO / name)
     sys.path.insert(0, str(overlay))
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(overlay), os.environ.get("PYTHONPATH")) if p)
+    # Loader workers fork from a server started as `python -c`, whose sys.path begins with the working
+    # directory: from the checkout's root that finds the bare `medst/` before the overlay.
+    os.chdir(overlay)
     for name in [m for m in sys.modules if m == "medst" or m.startswith("medst.")]:
         del sys.modules[name]
 

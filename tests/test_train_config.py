@@ -68,6 +68,8 @@ def test_bad_inputs_are_one_line_user_errors(tmp_path: Path) -> None:
         resolve_config(bad)
     with pytest.raises(UserInputError, match="no_such_option"):
         resolve_config("demo", {"no_such_option": 1})
+    with pytest.raises(UserInputError, match="batch_size"):  # one window of one study has no negatives
+        resolve_config("demo", {"batch_size": 1})
 
 
 def test_resume_check_ignores_bookkeeping_but_not_the_recipe() -> None:
