@@ -63,7 +63,9 @@ class PretrainConfig(BaseModel):
     # Data.
     seq_len: int = Field(default=4, ge=1, description="studies per window (T)")
     batch_size: int = Field(
-        default=10, ge=2, description="windows per batch per rank (at least 2: in-batch negatives, batch norm)"
+        default=10,
+        ge=2,
+        description="windows per batch per rank (at least 2: in-batch negatives, batch norm)",
     )
     random_offset: bool = Field(default=False, description="random window starts instead of fixed chunks")
     num_workers: int = Field(default=4, ge=0)
