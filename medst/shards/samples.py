@@ -8,60 +8,21 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from medst.archive.pixels import read_image, resize_longest
 from medst.errors import ImageDecodeError
 from medst.schemas.records import RejectRecord, TimelineSample, TimelineStudy
 
 from .assign import pseudonym
 
 STAGE = "shard"
-
-
-def _fallback_read_image(path: str | Path, preset: str = "mimic-jpg") -> np.ndarray:
-    """Minimal decoder used only when `medst.archive.pixels` is not installed: JPG/PNG via OpenCV, DICOM min-max."""
-    p = Path(path)
-    with open(p, "rb") as fh:
-        head = fh.read(132)
-    if head[128:132] == b"DICM":
-        import pydicom
-
-        try:
-            ds = pydicom.dcmread(p)
-            arr = ds.pixel_array.astype(np.float64)
-        except Exception as err:
-            raise ImageDecodeError("decode_error", f"{p.name}: {err}") from err
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        img = arr.round().astype(np.uint8)
-        if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
-            img = 255 - img
-        return img
-    raster: np.ndarray | None = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-    if raster is None:
-        raise ImageDecodeError("unreadable_image", f"{p.name}: OpenCV cannot decode it")
-    return raster
-
-
-def _fallback_resize_longest(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    scale = size / max(h, w)
-    if scale == 1:
-        return img
-    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-
-
-try:  # the archive stage's intensity chain; the fallback keeps this stage usable on its own
-    from medst.archive.pixels import read_image, resize_longest
-except ImportError:  # pragma: no cover - only before medst.archive.pixels exists
-    read_image = _fallback_read_image  # type: ignore[assignment]
-    resize_longest = _fallback_resize_longest
 
 
 def encode_image(img: np.ndarray, fmt: str, jpeg_quality: int = 95) -> bytes:
@@ -89,7 +50,6 @@ class SampleOptions:
     jpeg_quality: int
     key_salt: str
     medst_version: str
-    read: Callable[[Path, str], np.ndarray] = field(default=read_image)  # type: ignore[assignment]
 
 
 @dataclass
@@ -123,7 +83,7 @@ def _clean_labels(raw: Any) -> dict[str, float | None]:
 
 def _decode(opts: SampleOptions, rel: str) -> bytes:
     path = opts.image_root / rel
-    img = opts.read(path, opts.preset)
+    img = read_image(path, opts.preset, shrink_to=opts.image_size)  # type: ignore[arg-type]
     img = resize_longest(img, opts.image_size) if max(img.shape[:2]) > opts.image_size else img
     return encode_image(np.ascontiguousarray(img), opts.fmt, opts.jpeg_quality)
 
