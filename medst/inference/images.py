@@ -71,7 +71,8 @@ def load_grey(item: str | Path | np.ndarray | torch.Tensor, settings: Preprocess
     from medst.archive.pixels import read_image, resize_longest
 
     if isinstance(item, (str, Path)):
-        grey = read_image(item, preset=settings.preset)
+        # Decoded as `medst shard` decodes training images (a large JPEG at reduced scale when it is shrunk anyway).
+        grey = read_image(item, preset=settings.preset, shrink_to=settings.stored_size)
     elif isinstance(item, torch.Tensor):
         grey = grey_from_array(item.detach().cpu().numpy())
     elif isinstance(item, np.ndarray):
