@@ -48,9 +48,9 @@ class ShardConfig(BaseModel):
             "jpeg_quality": self.jpeg_quality,
             "samples_per_shard": self.samples_per_shard,
             "key_salt": self.key_salt,
-            # Bumped when the decoding of JPG/PNG input changes, so that a re-run rebuilds older shards instead
-            # of mixing two decoders in one build (v2: large JPEGs decoded at reduced scale).
-            "raster_decode": 2,
+            # Bumped when decoding changes the pixels, so that a re-run rebuilds older shards instead of mixing
+            # two decoders in one build (v2: large JPEGs, and JPEG 2000 DICOMs under `voi`, at reduced scale).
+            "decode": 2,
         }
 
 

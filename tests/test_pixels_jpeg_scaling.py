@@ -59,3 +59,55 @@ def test_scaled_decode_applies_exif_orientation(realdata: Path, tmp_path: Path, 
     assert (scaled.shape[0] > scaled.shape[1]) == (full.shape[0] > full.shape[1])
     small = cv2.resize(full, scaled.shape[::-1], interpolation=cv2.INTER_AREA).astype(np.float64)
     assert np.corrcoef(small.ravel(), scaled.astype(np.float64).ravel())[0, 1] > 0.995
+
+
+# JPEG 2000 DICOMs from their lower wavelet levels (`voi` preset only), on the pydicom-data wheel's real files.
+
+
+def _wheel(name: str) -> Path:
+    from pydicom.data import get_testdata_file
+
+    found = get_testdata_file(name)
+    if found is None:
+        pytest.skip(f"{name} not available: install the pydicom-data wheel (test extra)")
+    return Path(str(found))
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    b = cv2.resize(b.astype(np.float32), a.shape[::-1], interpolation=cv2.INTER_AREA)
+    return float(np.corrcoef(a.astype(np.float64).ravel(), b.astype(np.float64).ravel())[0, 1])
+
+
+@pytest.mark.parametrize(
+    ("name", "shrink_to", "shape", "min_corr"),
+    # A chest film is smooth; the MR slice has fine detail, where the wavelet and area low-passes differ more.
+    [("RG1_J2KR.dcm", 512, (978, 921), 0.999), ("MR2_J2KR.dcm", 512, (512, 512), 0.99)],
+)
+def test_j2k_stored_values_from_lower_levels(
+    name: str, shrink_to: int, shape: tuple[int, int], min_corr: float
+) -> None:
+    import pydicom
+
+    from medst.archive.pixels import read_dicom_array
+
+    ds = pydicom.dcmread(_wheel(name))
+    full = read_dicom_array(ds)
+    reduced = read_dicom_array(ds, shrink_to=shrink_to)
+    assert reduced.shape == shape and reduced.dtype == full.dtype
+    assert abs(float(reduced.mean()) - float(full.mean())) < 0.01 * float(
+        full.max()
+    )  # same scale, not widened
+    assert _corr(reduced, full) > min_corr
+
+
+def test_j2k_voi_picture_matches_full_decode_and_mimic_preset_decodes_in_full() -> None:
+    path = _wheel("RG1_J2KR.dcm")
+    full = resize_longest(read_image(path, "voi"), 512)
+    fast = resize_longest(read_image(path, "voi", shrink_to=512), 512)
+    assert abs(fast.shape[0] - full.shape[0]) <= 1 and _corr(full, fast) > 0.999
+    assert read_image(path, "mimic-jpg", shrink_to=512).shape == (1955, 1841)  # equalises the full histogram
+
+
+def test_signed_j2k_takes_the_full_decoder() -> None:
+    path = _wheel("693_J2KR.dcm")  # signed samples
+    assert np.array_equal(read_image(path, "voi", shrink_to=128), read_image(path, "voi"))
