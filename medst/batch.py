@@ -28,6 +28,9 @@ class Batch:
         step_index: ``[N]`` int64, the study's position in its window (0..len-1).
         sequence_lengths: ``[B]`` int64, number of studies in each window.
         study_keys: N pseudonymous study keys (for debugging and evaluation joins), not moved to devices.
+        max_window: the longest window (``max(sequence_lengths)``), a Python int set where the batch is made,
+            so that the temporal loss sizes its padded layout without reading a GPU tensor back (a stall every
+            step); None: read from ``sequence_lengths``.
     """
 
     frontal: torch.Tensor
@@ -40,6 +43,7 @@ class Batch:
     step_index: torch.Tensor
     sequence_lengths: torch.Tensor
     study_keys: list[str]
+    max_window: int | None = None
 
     @property
     def num_studies(self) -> int:

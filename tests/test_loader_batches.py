@@ -124,6 +124,8 @@ def test_batch_contract_and_windows(shards: Path, tokenizer) -> None:  # type: i
             batch.sequence_index.tolist() == np.repeat(np.arange(b), batch.sequence_lengths.tolist()).tolist()
         )
         assert int(batch.sequence_lengths.sum()) == n and len(batch.study_keys) == n
+        assert batch.max_window == int(batch.sequence_lengths.max())  # known on the CPU, kept by .to()
+        assert batch.to("cpu").max_window == batch.max_window
         assert batch.frontal.min() >= -1 and batch.frontal.max() <= 1
         assert torch.all(batch.lateral[~batch.has_lateral] == 0)
         assert torch.all((batch.word_ids >= 0) == batch.attention_mask.bool())

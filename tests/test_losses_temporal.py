@@ -38,6 +38,9 @@ def test_temporal_matches_loop(compat: str, lengths: list[int]) -> None:
     fmc_ref, rmr_ref = temporal_loop(u, v, seq, step, lens, 4, 0.1, compat)
     assert torch.allclose(fmc, fmc_ref, atol=1e-5, rtol=1e-5)
     assert torch.allclose(rmr, rmr_ref, atol=1e-5, rtol=1e-5)
+    # The longest window given by the caller (as collated batches carry it) gives the same losses.
+    given = temporal_loss(u, v, seq, step, lens, 4, 0.1, compat, max_window=max(lengths))  # type: ignore[arg-type]
+    assert torch.equal(given[0], fmc) and torch.equal(given[1], rmr)
 
 
 def test_reference_ignores_short_windows_clean_does_not() -> None:

@@ -57,6 +57,7 @@ def temporal_loss(
     temperature: float = 0.1,
     compat: Literal["clean", "reference"] = "clean",
     variance_lambda: float = 0.001,
+    max_window: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(L_FMC(U->V) + L_FMC(V->U), L_RMR(U->V) + L_RMR(V->U))``; ``L_temporal`` is their sum.
 
@@ -68,6 +69,8 @@ def temporal_loss(
         temperature: ``tau`` of ``sim(a, b) = -||a - b||^2 / tau``.
         compat: ``"reference"`` or ``"clean"`` (module docstring).
         variance_lambda: weight of ``log(var)`` in RMR (0.001).
+        max_window: ``max(sequence_lengths)`` when the caller knows it on the CPU (clean mode pads to it);
+            None reads it from ``sequence_lengths``, which stalls until a GPU has computed everything queued.
     Returns:
         Two scalars; both are zero (still on the graph) when no window counts.
     """
@@ -78,7 +81,9 @@ def temporal_loss(
         window_ok = lengths == seq_len
         denom = torch.full_like(lengths, seq_len, dtype=img_emb.dtype) + _EPS
     else:
-        t_max = max(int(lengths.max()), 1) if num_windows else 1
+        if max_window is None:
+            max_window = int(sequence_lengths.max()) if num_windows else 1
+        t_max = max(max_window, 1)
         window_ok = lengths >= 2
         denom = lengths.to(img_emb.dtype).clamp_min(1.0)
     steps = torch.arange(t_max, device=img_emb.device)

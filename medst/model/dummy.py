@@ -58,5 +58,6 @@ def random_batch(
         step_index=step_index,
         sequence_lengths=torch.tensor(list(lengths), dtype=torch.long),
         study_keys=[f"s{i}" for i in range(n)],
+        max_window=max(lengths, default=0),
     )
     return batch.to(device)

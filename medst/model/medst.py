@@ -161,6 +161,7 @@ class MedST(nn.Module):
                 cfg.temperatures.temporal,
                 cfg.compat,
                 cfg.rmr_variance_lambda,
+                max_window=batch.max_window,
             )
             loss = l_global + cfg.lambda1 * (l_word + l_patch) + cfg.lambda2 * (fmc + rmr)
         i2t, t2i = retrieval_accuracy(u, v)

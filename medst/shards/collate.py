@@ -50,4 +50,5 @@ def collate_windows(windows: list[list[StudyItem]], tokenizer: Any, max_tokens: 
         step_index=torch.from_numpy(step_index.astype(np.int64)),
         sequence_lengths=torch.tensor(lengths, dtype=torch.int64),
         study_keys=[s.study_key for s in items],
+        max_window=max(lengths, default=0),
     )
