@@ -1,95 +1,75 @@
-"""Decoding for the shard stage: a full decode + area resize against the reduced-scale decode (`shrink_to`), per
-transfer syntax and preset, measured in one run, with the correlation of the two pictures at the target size.
+"""How much `read_image` costs on top of the bare pydicom decode, per transfer syntax, on real chest films.
 
-Input: a synthetic MIMIC-shaped DICOM archive made here (every transfer syntax `medst synth` writes) at
-`--size` px, and, with `--jpg`, JPEG copies of those images (the JPG release path).
+Floor: ``pydicom.dcmread(path).pixel_array`` (read + decode, nothing else), measured in the same run on the same
+files. Printed per file: the floor in ms, `read_image` in ms for each preset, and the ratio floor / read_image
+(1.0 = the intensity chain is free; the closer to 1 the better). Files: the RG1 chest CR from the pydicom-data
+wheel in four syntaxes, plus ../shared/realdata/dicom/chest when present.
 
-    .venv/bin/python benchmarks/bench_decode.py [--patients 8] [--size 2048] [--target 512] [--repeat 3]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_decode.py [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import os
-import shutil
-import tempfile
+import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import pydicom
+from pydicom.data import get_testdata_file
 
-import cv2
-import numpy as np
+from medst.archive.intensity import Preset
+from medst.archive.pixels import read_image
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "dicom" / "chest"
 
 
-def _time(fn, paths: list[Path], repeat: int) -> tuple[float, list[np.ndarray]]:  # type: ignore[no-untyped-def]
-    best, out = float("inf"), []
+def _files() -> list[Path]:
+    files = [get_testdata_file(n) for n in ("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG1_J2KI.dcm")]
+    found = [Path(str(f)) for f in files if f is not None]
+    if REALDATA.is_dir():
+        found += sorted(REALDATA.glob("*.dcm"))
+    return found
+
+
+def _decode_only(path: Path) -> object:
+    return pydicom.dcmread(path).pixel_array
+
+
+def _best_ms(fn: Callable[[], object], repeat: int) -> float:
+    times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = [fn(p) for p in paths]
-        best = min(best, time.perf_counter() - t0)
-    return best / len(paths) * 1000, out
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    b = cv2.resize(b, a.shape[::-1], interpolation=cv2.INTER_AREA) if b.shape != a.shape else b
-    return float(np.corrcoef(a.astype(np.float64).ravel(), b.astype(np.float64).ravel())[0, 1])
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return min(times)
 
 
 def main() -> None:
-    import pydicom
-
-    from medst.archive.pixels import read_image, resize_longest
-    from medst.schemas.synth import SynthConfig
-    from medst.synth import generate
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--patients", type=int, default=8)
-    ap.add_argument("--size", type=int, default=2048)
-    ap.add_argument("--target", type=int, default=512, help="the shard stage's --image-size")
-    ap.add_argument("--repeat", type=int, default=3, help="best of this many passes")
-    ap.add_argument("--per-group", type=int, default=6, help="files timed per transfer syntax")
-    args = ap.parse_args()
-    cv2.setNumThreads(1)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_decode_"))
-    try:
-        archive = tmp / "archive"
-        generate(SynthConfig(out=archive, patients=args.patients, seed=0, image_size=args.size, release="dicom",
-                             workers=2), progress=False)  # fmt: skip
-        groups: dict[str, list[Path]] = collections.defaultdict(list)
-        for path in sorted(archive.rglob("*.dcm")):
-            ts = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
-            groups[ts.name].append(path)
-        # The JPG release path: 8-bit JPEG copies of the uncompressed images, as MIMIC-CXR-JPG ships them.
-        jpgs = []
-        for i, path in enumerate(groups.get("Explicit VR Little Endian", [])[: args.per_group]):
-            jpg = tmp / f"copy{i}.jpg"
-            cv2.imwrite(str(jpg), read_image(path), [cv2.IMWRITE_JPEG_QUALITY, 95])
-            jpgs.append(jpg)
-        groups["JPG file (JPG release)"] = jpgs
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement; the best is kept")
+    args = parser.parse_args()
+    files = _files()
+    if not files:
+        raise SystemExit("no test files: install pydicom-data or provide ../shared/realdata")
+    print(
+        f"{'file':<22} {'syntax':<34} {'floor ms':>9} {'mimic ms':>9} {'voi ms':>8} {'ratio mimic':>12} {'ratio voi':>10}"
+    )
+    ratios: dict[Preset, list[float]] = {"mimic-jpg": [], "voi": []}
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        floor = _best_ms(partial(_decode_only, path), args.repeat)
+        ms = {preset: _best_ms(partial(read_image, path, preset), args.repeat) for preset in ratios}
+        for preset in ratios:
+            ratios[preset].append(floor / ms[preset])
         print(
-            f"synthetic images at {args.size} px -> longest side {args.target}; ms per image, best of {args.repeat}"
+            f"{path.name:<22} {ds.file_meta.TransferSyntaxUID.name[:34]:<34} {floor:9.1f} {ms['mimic-jpg']:9.1f} "
+            f"{ms['voi']:8.1f} {floor / ms['mimic-jpg']:12.2f} {floor / ms['voi']:10.2f}"
         )
-        print(f"{'input':46s} {'preset':9s} {'full':>8s} {'reduced':>8s} {'speed-up':>9s} {'corr':>7s}")
-        for name, paths in sorted(groups.items()):
-            paths = paths[: args.per_group]
-            for preset in ("mimic-jpg", "voi"):
-
-                def full(p: Path, preset: str = preset) -> np.ndarray:
-                    return resize_longest(read_image(p, preset), args.target)  # type: ignore[arg-type]
-
-                def fast(p: Path, preset: str = preset) -> np.ndarray:
-                    return resize_longest(read_image(p, preset, shrink_to=args.target), args.target)  # type: ignore[arg-type]
-
-                t_full, a = _time(full, paths, args.repeat)
-                t_fast, b = _time(fast, paths, args.repeat)
-                corr = min(_corr(x, y) for x, y in zip(a, b, strict=True))
-                print(
-                    f"{name:46s} {preset:9s} {t_full:8.1f} {t_fast:8.1f} {t_full / t_fast:8.2f}x {corr:7.4f}"
-                )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for preset, values in ratios.items():
+        print(f"median ratio floor/read_image ({preset}) = {statistics.median(values):.2f}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, list[str]] = {
     "bench_losses": [],
     "bench_decode": [],
+    "bench_shrink": [],
     "bench_synth": [],
     "bench_build": [],
     "bench_shard": [],

@@ -361,7 +361,7 @@ def read_image(
     Images with more than `max_pixels` pixels (Rows * Columns) are refused from the header, before decoding.
     ``shrink_to``: the caller will shrink the image to this longest side anyway. Files that can be decoded smaller
     directly, when at least twice that size, then are, never below ``shrink_to``: 8-bit JPEG files at 1/2, 1/4 or
-    1/8 scale (libjpeg's DCT scaling; 1.3-2.7x faster decode + resize in `benchmarks/bench_decode.py` and on
+    1/8 scale (libjpeg's DCT scaling; 1.3-2.7x faster decode + resize in `benchmarks/bench_shrink.py` and on
     3000 px copies of real films) and, with the ``voi`` preset, grey JPEG 2000 DICOMs from their lower wavelet
     levels (15x faster from 2048 to 512 px). The caller's area
     resize does the rest.
