@@ -173,7 +173,7 @@ def _reduced_j2k(ds: Dataset, ts: UID, rows: int, cols: int, shrink_to: int | No
     """Stored values of a grey, unsigned, single-frame JPEG 2000 image decoded at 1/2, 1/4 ... resolution.
 
     JPEG 2000 keeps the image as a wavelet pyramid, so a smaller picture is decoded by skipping the finest
-    levels (Pillow's ``reduce``), 4-16x faster than the full image a 2048 px file would give. Returns None
+    levels (Pillow's ``reduce``): 15x faster from 2048 to 512 px in `benchmarks/bench_shrink.py`. Returns None
     whenever this path does not apply or fails, and the full decoder runs instead.
     """
     if shrink_to is None or str(ts) not in _J2K_SYNTAXES:

@@ -11,10 +11,14 @@ How an epoch is laid out (computed from the shard index alone, before any tar is
    own batch may be partial, and ranks with fewer windows pad with repeat batches up to the largest count.
 3. The rank's window stream: for each shard in turn, its timelines cut into windows (random offset drawn per
    timeline), the shard's windows shuffled; the stream is dealt in order into batches (of W windows, see 2).
-4. DataLoader worker k of K builds batches ``b % K == k``: it streams the shards holding them, keeps the encoded
-   bytes of the samples it needs and decodes only those. PyTorch returns worker outputs round-robin, which is
-   batch order, so the batches are identical for any ``num_workers``; random crops are seeded per
+4. The batches from a position (epoch, first batch) on are numbered 0, 1, 2, ... and DataLoader worker k of K
+   builds those numbered ``k mod K``: it streams the shards holding them, keeps the encoded bytes of the samples
+   it needs and decodes only those. Each batch comes tagged with (epoch, batch) and is handed out in that
+   order, so the batches are identical for any ``num_workers``; random crops are seeded per
    (seed, epoch, rank, batch, window, step, view), so a resumed epoch gives the same batches as an unbroken one.
+5. The workers persist for the loader's life. A training stream runs on into the next epoch, so the workers
+   prefetch across the boundary; asking for any other position than the stream's next batch (a resume, a new
+   epoch chosen by hand, an evaluation pass from its start) restarts the stream there.
 """
 
 from __future__ import annotations
@@ -198,12 +202,11 @@ def _read_samples(path: Path, wanted: set[int]) -> dict[int, dict[str, bytes]]:
 
 
 class _EpochStream(IterableDataset):  # type: ignore[type-arg]
-    """One rank's batches of the epoch and start batch held in ``position`` (a shared ``[epoch, start]`` tensor).
+    """One rank's batches from the position in ``position`` (a shared ``[epoch, start]`` tensor) on.
 
-    Each DataLoader worker makes the batches ``start + k, start + k + K, ...`` (worker k of K) and yields them as
-    ``(batch number, Batch)``. The workers persist across epochs: the main process writes the next epoch and
-    start into ``position`` (shared memory) before it starts an iteration, and every worker plans that epoch
-    itself from the shard index it was given once.
+    The main process writes the position before it (re)starts the workers' iteration; each worker then plans the
+    epochs itself from the shard index it was given once, and yields ``((epoch, batch), Batch)`` for its share
+    (module docstring, 4-5).
     """
 
     def __init__(

@@ -223,8 +223,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     while step < stop_at:
         t0 = time.perf_counter()
         lr = schedule.lr()
-        step_sums: dict[str, torch.Tensor] = {}
-        step_metrics: dict[str, torch.Tensor] = {}
+        step_sums: dict[str, torch.Tensor] = {}  # loss terms and in-batch accuracies, kept on the device
         for micro in range(config.accumulate):
             batch = stream.next().to(info.device, non_blocking=True)
             sync = (
@@ -236,10 +235,9 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
                 with autocast_for(config, info.device):
                     out = train_module(batch)
                 (out.loss / config.accumulate).backward()
-            for key, value in {"loss": out.loss, **{f"loss_{k}": v for k, v in out.terms.items()}}.items():
+            terms = {"loss": out.loss, **{f"loss_{k}": v for k, v in out.terms.items()}, **out.metrics}
+            for key, value in terms.items():
                 step_sums[key] = step_sums.get(key, 0) + value.detach().float() / config.accumulate
-            for key, fvalue in out.metrics.items():
-                step_metrics[key] = step_metrics.get(key, 0) + fvalue.float() / config.accumulate
             window_studies += batch.num_studies
             studies_seen += batch.num_studies * info.world_size
         if config.max_grad_norm is not None:
@@ -252,8 +250,6 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
         logger.advance()
         for key, tensor in step_sums.items():
             window_sums[key] = window_sums.get(key, 0) + tensor
-        for key, fvalue in step_metrics.items():
-            window_sums[key] = window_sums.get(key, 0) + fvalue
         window_steps += 1
         elapsed = time.perf_counter() - t0
         window_time += elapsed
