@@ -30,6 +30,8 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 REPO = Path(__file__).resolve().parents[1]
+# Relative paths on the command line are relative to where the script started (_ensure_namespace may chdir).
+START_DIR = Path.cwd()
 
 
 def _ensure_namespace() -> None:
@@ -133,7 +135,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
         if args.shards is not None:
-            shards = args.shards.resolve()
+            shards = (START_DIR / args.shards).resolve()
         else:
             shards = make_shards(tmp, patients, 128 if args.tiny else 256, args.workers)
         result["data_s"] = round(time.perf_counter() - t0, 1)
