@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -143,20 +142,10 @@ def scan_headers(
 
     Returns one row per path, in the order given, with the columns of `HEADER_COLUMNS`.
     """
-    from tqdm import tqdm
+    from medst.archive.parallel import map_chunks
 
-    rows: list[dict[str, Any]] = []
     pieces = [list(paths[i : i + chunk]) for i in range(0, len(paths), chunk)]
-    bar = tqdm(total=len(paths), disable=not progress, desc="headers", unit="file")
-    if workers > 1 and len(pieces) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(_read_chunk, pieces):
-                rows.extend(result)
-                bar.update(len(result))
-    else:
-        for piece in pieces:
-            result = _read_chunk(piece)
-            rows.extend(result)
-            bar.update(len(result))
-    bar.close()
+    rows = map_chunks(
+        _read_chunk, pieces, workers, total=len(paths), progress=progress, desc="headers", unit="file"
+    )
     return pl.DataFrame(rows, schema=HEADER_COLUMNS) if rows else pl.DataFrame(schema=HEADER_COLUMNS)

@@ -121,26 +121,14 @@ def parse_report_files(
     """Read and parse ``sNNN.txt`` files (relative to `root`) in `workers` processes: the file reading and the
     parsing both run in the workers, and only the parsed fields come back. Returns ``study_id, report_item,
     section_used, text, n_tokens, is_empty, has_addendum`` in the order of `rel_paths`."""
-    from tqdm import tqdm
+    from medst.archive.parallel import map_chunks
 
     rels = [r for r in rel_paths if _REPORT_NAME.match(r.rsplit("/", 1)[-1])]
     chunk = 4000
     pieces = [(str(root), rels[i : i + chunk], min_tokens) for i in range(0, len(rels), chunk)]
-    rows: list[tuple[str | None, str, int, bool, bool]] = []
-    bar = tqdm(total=len(rels), disable=not progress, desc="reports", unit="report")
-    if workers > 1 and len(pieces) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(_read_parse_chunk, pieces):
-                rows.extend(result)
-                bar.update(len(result))
-    else:
-        for piece in pieces:
-            result = _read_parse_chunk(piece)
-            rows.extend(result)
-            bar.update(len(result))
-    bar.close()
+    rows = map_chunks(
+        _read_parse_chunk, pieces, workers, total=len(rels), progress=progress, desc="reports", unit="report"
+    )
     parsed = pl.DataFrame(rows, schema=_PARSED, orient="row")
     ids = pl.DataFrame({"report_item": rels}, schema={"report_item": pl.String}).with_columns(
         pl.col("report_item").str.extract(r"s(\d+)\.txt$", 1).alias("study_id")

@@ -227,21 +227,21 @@ def parse_reports(texts: list[str | None], min_tokens: int = 3, workers: int = 1
     ``section_used, text, n_tokens, is_empty, has_addendum``. Uses a process pool when ``workers > 1`` and the
     input is large enough to pay for it."""
     import polars as pl
-    from tqdm import tqdm
+
+    from medst.archive.parallel import map_chunks
 
     chunk = 5000
-    pieces = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
-    rows: list[tuple[str | None, str, int, bool, bool]] = []
-    if workers > 1 and len(texts) > 4 * chunk:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_parse_chunk, [(p, min_tokens) for p in pieces])
-            for r in tqdm(results, total=len(pieces), disable=not progress, desc="reports", unit="chunk"):
-                rows.extend(r)
-    else:
-        for p in tqdm(pieces, disable=not progress, desc="reports", unit="chunk"):
-            rows.extend(_parse_chunk((p, min_tokens)))
+    pieces = [(texts[i : i + chunk], min_tokens) for i in range(0, len(texts), chunk)]
+    # A pool pays for its start-up only on a large input.
+    rows = map_chunks(
+        _parse_chunk,
+        pieces,
+        workers if len(texts) > 4 * chunk else 1,
+        total=len(texts),
+        progress=progress,
+        desc="reports",
+        unit="report",
+    )
     return pl.DataFrame(
         rows,
         schema={
