@@ -106,8 +106,13 @@ def register(app: typer.Typer) -> None:
         val = ", ".join(f"{k}={v:.3f}" for k, v in sorted(summary.val.items()) if "loss" not in k)
         typer.echo(
             f"{'stopped' if summary.stopped_early else 'done'}: {summary.steps}/{summary.total_steps} steps, "
-            f"loss {summary.first_loss} -> {summary.last_loss}, {summary.studies_per_s:.1f} studies/s, "
+            f"loss (first -> last log window) {_loss(summary.first_loss)} -> {_loss(summary.last_loss)}, "
+            f"{summary.studies_per_s:.1f} studies/s, "
             f"{summary.wall_s:.0f} s" + (f"; validation: {val}" if val else "")
         )
         if summary.export_dir is not None:
             typer.echo(f"exported to {summary.export_dir}")
+
+
+def _loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
