@@ -179,7 +179,10 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
         )
     total_steps = total_steps_for(config, train_loader.batches_per_epoch)
 
-    optimizer = build_optimizer(model, config.lr, config.weight_decay, config.betas, config.eps)
+    # On CUDA the fused AdamW kernel updates every parameter in a few launches (as gpu_check.py's model step does).
+    optimizer = build_optimizer(
+        model, config.lr, config.weight_decay, config.betas, config.eps, fused=info.device.type == "cuda"
+    )
     schedule = WarmupCosineSchedule(optimizer, total_steps, config.lr, config.warmup_fraction, config.min_lr)
     step, epoch, studies_seen = 0, 0, 0
     if resume_from is not None:
