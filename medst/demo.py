@@ -169,7 +169,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
         "seed": config.seed,
         "device": "cpu",
         "progress": config.progress,
-        "resume": "latest" if (run / "checkpoints").is_dir() else None,
+        "resume": "latest",  # a re-run continues (or re-exports) the run; a fresh folder starts one
     }
     stage("pretrain")(lambda: pretrain(resolve_config("demo", overrides)))
     untrained_dir = _untrained_export(run, out / "untrained")

@@ -123,6 +123,11 @@ def test_resume_refuses_a_different_recipe_and_keeps_checkpoints_complete(
         pretrain(resolve_config("demo", _options(shards, run, steps=4, lr=0.5, resume="latest")))
     with pytest.raises(UserInputError, match="not a complete checkpoint"):
         pretrain(resolve_config("demo", _options(shards, run, resume=str(tmp_path))))
+    # A fresh run into the same folder would mix two runs' checkpoints and metrics: refused, nothing touched.
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    with pytest.raises(UserInputError, match=r"already holds a training run \(checkpoint step-00000004\).*--resume latest"):
+        pretrain(resolve_config("demo", _options(shards, run, steps=4, ckpt_every=1, val_every=None)))
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
     # Gradient accumulation: each optimizer step consumes `accumulate` batches.
     accumulated = pretrain(

@@ -55,8 +55,19 @@ def find_latest(run_dir: Path) -> Path | None:
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     """``None`` -> None; ``latest`` -> newest complete checkpoint of the run (None when there is none yet, so
-    ``--resume latest`` also starts a fresh run); otherwise a checkpoint folder that must exist."""
+    ``--resume latest`` also starts a fresh run); otherwise a checkpoint folder that must exist.
+
+    A fresh run (``None``) into a folder that already holds a run is refused: its checkpoints, metrics and
+    export would be mixed with the new run's (and a later ``--resume latest`` could pick the old run's newest
+    checkpoint)."""
     if resume is None:
+        held = find_latest(run_dir)
+        if held is not None or (run_dir / "metrics.jsonl").is_file():
+            what = f"checkpoint {held.name}" if held is not None else "metrics.jsonl"
+            raise UserInputError(
+                f"{run_dir} already holds a training run ({what}): continue it with --resume latest, "
+                "or give a new -o folder"
+            )
         return None
     if resume == "latest":
         return find_latest(run_dir)
