@@ -148,7 +148,8 @@ def test_eval_all_tasks_end_to_end(
     )
     assert results.get("mscxrt-image", "5-fold accuracy/mean").std is not None
     for pct in ("1%", "10%", "100%"):
-        assert 0.0 <= results.get("covidx-probe", f"accuracy@{pct}").value <= 1.0
+        for variant in ("reference", "clean"):
+            assert 0.0 <= results.get("covidx-probe", f"accuracy@{pct}", variant).value <= 1.0
     if shards is not None:
         r10 = results.get("retrieval", "R@10 image->text")
         assert r10.chance == pytest.approx(min(1.0, 10 / r10.n))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medst.eval.covidx import ProbeSettings, subsample, train_probe
+from medst.eval.covidx import ProbeSettings, standardiser, subsample, train_probe
 from medst.eval.mscxrt_image import cv_finding
 
 
@@ -61,3 +61,16 @@ def test_probe_subsets_are_deterministic_fractions() -> None:
     np.testing.assert_array_equal(
         subsample(1000, 0.01, 42), np.random.RandomState(42).choice(1000, 10, replace=False)
     )
+
+
+def test_probe_standardiser_centres_and_scales_each_dimension() -> None:
+    g = np.random.default_rng(0)
+    x = (np.array([0.8, -0.8, 3.0, 5.0]) + g.normal(size=(50, 4)) * np.array([0.1, 0.01, 2.0, 0.0])).astype(
+        np.float32
+    )
+    mean, std = standardiser(x)
+    z = (x - mean) / std
+    assert mean.dtype == std.dtype == np.float32
+    np.testing.assert_allclose(z[:, :3].mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(z[:, :3].std(axis=0), 1.0, rtol=1e-4)
+    assert std[3] == 1.0 and np.all(z[:, 3] == 0.0)  # a constant feature is centred, not divided by zero
