@@ -93,6 +93,7 @@ def register(app: typer.Typer) -> None:
                 return
             if not cfg.shards.is_dir():
                 raise typer.BadParameter(f"{cfg.shards} is not a folder")
+            from medst.train.export import format_number
             from medst.train.loop import pretrain
 
             summary = pretrain(cfg)
@@ -106,13 +107,9 @@ def register(app: typer.Typer) -> None:
         val = ", ".join(f"{k}={v:.3f}" for k, v in sorted(summary.val.items()) if "loss" not in k)
         typer.echo(
             f"{'stopped' if summary.stopped_early else 'done'}: {summary.steps}/{summary.total_steps} steps, "
-            f"loss (first -> last log window) {_loss(summary.first_loss)} -> {_loss(summary.last_loss)}, "
+            f"loss (first -> last log window) {format_number(summary.first_loss)} -> {format_number(summary.last_loss)}, "
             f"{summary.studies_per_s:.1f} studies/s, "
             f"{summary.wall_s:.0f} s" + (f"; validation: {val}" if val else "")
         )
         if summary.export_dir is not None:
             typer.echo(f"exported to {summary.export_dir}")
-
-
-def _loss(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"

@@ -24,7 +24,7 @@ def _data_summary(shards: Path) -> dict[str, Any]:
     return {"splits": data.get("splits", {}), "options": data.get("options", {})}
 
 
-def _num(value: float | None) -> str:
+def format_number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
@@ -61,7 +61,7 @@ def model_card(config: PretrainConfig, summary: RunSummary, data: dict[str, Any]
             f"- loss = global + {config.lambda1:g} x local + {config.lambda2:g} x temporal; seed {config.seed}",
             "",
             "## Training",
-            f"- loss: first logged {_num(summary.first_loss)}, last logged {_num(summary.last_loss)}",
+            f"- loss: first logged {format_number(summary.first_loss)}, last logged {format_number(summary.last_loss)}",
             f"- throughput: {summary.studies_per_s:.1f} studies/s; wall time {summary.wall_s:.0f} s",
             "",
             "## Validation (last)",
