@@ -35,6 +35,17 @@ def _steps(model: MedST, opt: torch.optim.Optimizer, seeds: range) -> None:
         opt.step()
 
 
+def _continue_both(
+    a: MedST, a_opt: torch.optim.Optimizer, b: MedST, b_opt: torch.optim.Optimizer, seeds: range
+) -> None:
+    """Train both on the same batches and dropout draws (one process holds both, so the RNG state the checkpoint
+    restored is shared: reset it before the second)."""
+    rng = torch.get_rng_state()
+    _steps(a, a_opt, seeds)
+    torch.set_rng_state(rng)
+    _steps(b, b_opt, seeds)
+
+
 def _save(run: Path, model: MedST, opt: torch.optim.Optimizer, step: int) -> Path:
     stage = begin_checkpoint(run, step)
     write_rank_state(stage, 0, {"batches_consumed": step})
@@ -55,12 +66,7 @@ def test_fused_adamw_checkpoint_resumes_bitwise(tmp_path: Path) -> None:
     assert steps == {torch.float32}
     assert {float(s["step"]) for s in resumed_opt.state.values()} == {3.0}
 
-    # Both continue with the same dropout draws (one process holds both: the RNG restored by the checkpoint
-    # is shared, so it is reset before each continuation).
-    rng = torch.get_rng_state()
-    _steps(model, opt, range(3, 6))
-    torch.set_rng_state(rng)
-    _steps(resumed, resumed_opt, range(3, 6))
+    _continue_both(model, opt, resumed, resumed_opt, range(3, 6))
     for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
@@ -74,10 +80,7 @@ def test_fused_checkpoint_resumes_into_an_unfused_optimizer(tmp_path: Path) -> N
     plain, plain_opt = _setup(fused=False)
     load_checkpoint(path, plain, plain_opt, rank=0)
     before = {k: v.clone() for k, v in plain.state_dict().items()}
-    rng = torch.get_rng_state()
-    _steps(model, opt, range(2, 4))
-    torch.set_rng_state(rng)
-    _steps(plain, plain_opt, range(2, 4))
+    _continue_both(model, opt, plain, plain_opt, range(2, 4))
     moved = 0
     for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values(), strict=True):
         if a.is_floating_point():
