@@ -29,15 +29,15 @@ def _two_nodes(shards: Path, out: Path, *extra: str) -> None:
     """Run `medst pretrain` as two single-process torchrun agents sharing one c10d rendezvous endpoint."""
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [
+        str(TORCHRUN), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"medst-{port}", "--max-restarts", "0",
+        "-m", "medst.cli", "pretrain", str(shards), "-o", str(out), "--config", "demo", "--steps", "4",
+        "--batch-size", "2", "--device", "cpu", "--num-workers", "0", "--no-progress", "--ckpt-every", "2",
+        "--val-every", "4", *extra,
+    ]  # fmt: skip
     procs = [
-        subprocess.Popen(
-            [str(TORCHRUN), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-             "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"medst-{port}", "--max-restarts", "0",
-             "-m", "medst.cli", "pretrain", str(shards), "-o", str(out), "--config", "demo", "--steps", "4",
-             "--batch-size", "2", "--device", "cpu", "--num-workers", "0", "--no-progress", "--ckpt-every", "2",
-             "--val-every", "4", *extra],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)
     ]
     for proc in procs:
@@ -51,7 +51,7 @@ def _two_nodes(shards: Path, out: Path, *extra: str) -> None:
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this Python")
-def test_two_torchrun_agents_with_c10d_rendezvous_train_and_resume_like_one_unbroken_run(tmp_path: Path) -> None:
+def test_two_torchrun_nodes_train_and_resume_like_one_unbroken_run(tmp_path: Path) -> None:
     from medst.model.io import load_model
     from medst.train.loop import weights_digest
 
@@ -65,5 +65,6 @@ def test_two_torchrun_agents_with_c10d_rendezvous_train_and_resume_like_one_unbr
     for run in (unbroken, resumed):
         trainer = json.loads((run / "checkpoints" / "step-00000004" / "trainer.json").read_text())
         assert trainer["world_size"] == 2 and trainer["step"] == 4
-        assert {p.name for p in (run / "checkpoints" / "step-00000004").iterdir()} >= {"rank-0.json", "rank-1.json"}
+        ranks = {p.name for p in (run / "checkpoints" / "step-00000004").iterdir()}
+        assert ranks >= {"rank-0.json", "rank-1.json"}
     assert weights_digest(load_model(resumed / "export")) == weights_digest(load_model(unbroken / "export"))
