@@ -324,3 +324,18 @@ def test_min_kept_share(tmp_path: Path) -> None:
     ok = _cli(*common)
     assert ok.returncode == 0, ok.stderr
     assert "1 studies" in ok.stdout
+
+
+def test_covid_chestxray_dates(realdata: Path, tmp_path: Path) -> None:
+    """The real latin-1 covid-chestxray metadata with its ``date`` column: month names are read, year-only
+    values are listed and make the build exit 2 with the hint; ``--time-format %Y`` accepts them."""
+    root = realdata / "longitudinal" / "covid-chestxray"
+    args = [str(root), "-o", str(tmp_path / "o"), "--table", "metadata.csv", "--image-root", str(root / "images"),
+            "--columns", "patient=patientid,time=date,view=view,image=filename,report=clinical_notes"]  # fmt: skip
+    _fails_with(_cli(*args), "only 10 of 134 images kept", "unparsed time", "'2020'", "--time-format")
+    report = json.loads((tmp_path / "o" / "build_report.json").read_text())
+    assert report["unparsed_values"]["time"]["2020"] == 66
+    ok = _cli(*args, "--time-format", "%Y")
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads((tmp_path / "o" / "build_report.json").read_text())
+    assert "unparsed_time" not in report["rejects_by_reason"] and report["counts"]["studies"] == 24
