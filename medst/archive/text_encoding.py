@@ -17,6 +17,7 @@ instead of training on replacement characters.
 from __future__ import annotations
 
 import codecs
+import re
 
 FALLBACK_ENCODING = "cp1252"
 """The declared fallback for bytes that are neither marked Unicode, UTF-16 nor UTF-8."""
@@ -32,7 +33,9 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
-_ALLOWED_CONTROLS = frozenset("\t\n\r\f")
+# C0 and C1 controls except tab, newline, form feed and carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+_PRINTABLE_ASCII = bytes([9, 10, 12, 13, *range(32, 127)])
 
 
 def _bomless_utf16(data: bytes) -> str | None:
@@ -42,6 +45,8 @@ def _bomless_utf16(data: bytes) -> str | None:
     NUL at all. Requiring NULs in at least 40% of one byte position and almost none in the other keeps binary
     files (NULs anywhere) out."""
     head = data[:4096]
+    if b"\x00" not in head:
+        return None
     if len(head) < 4 or len(head) % 2:
         head = head[: len(head) - len(head) % 2]
         if len(head) < 4:
@@ -60,8 +65,12 @@ def looks_binary(text: str) -> bool:
     """True when `text` holds a NUL or more than `MAX_CONTROL_SHARE` control characters."""
     if "\x00" in text:
         return True
-    controls = sum(1 for c in text if (c < " " or "\x7f" <= c <= "\x9f") and c not in _ALLOWED_CONTROLS)
-    return controls > MAX_CONTROL_SHARE * max(len(text), 1)
+    if text.isascii():
+        # Most reports: count control bytes with one C-level translate (a regex scan is many times slower).
+        controls = len(text.encode("ascii").translate(None, _PRINTABLE_ASCII))
+    else:
+        controls = len(_CONTROL.findall(text))
+    return controls > MAX_CONTROL_SHARE * len(text)
 
 
 def decode_bytes(data: bytes) -> tuple[str, str]:
