@@ -4,10 +4,10 @@ Keys of ``--columns``: ``patient`` (required), ``image`` (required; a path relat
 ARCHIVE), ``time`` (a datetime) or ``day_offset`` (days, may be negative; one is required), ``view``,
 ``report`` (text) or ``report_path`` (a file relative to ARCHIVE), ``study`` and ``split`` (optional).
 Without a ``study`` column, one patient at one time (or day offset) is one study, named
-``<patient>@<time>``. Times are read as `medst.archive.times` says (DICOM DA/DT, ISO 8601, English month names,
-``--time-format`` for the rest); a row whose time is not understood is rejected as ``unparsed_time`` and its value
-is counted in the build report. Rows with no patient, no image path or no time, images missing on disk, and image files
-shared by several patients (a curation error that would leak one image across patients and splits; all rows of
+``<patient>@<time>``. Times are read as `medst.archive.times` says (DICOM DA/DT, ISO 8601, English month
+names, ``--time-format`` for the rest); a row whose time is not understood is rejected as ``unparsed_time`` and
+its value is counted in the build report. Rows with no patient, no image path or no time, images missing on disk,
+and image files shared by several patients (a curation error that would leak one image across patients and splits; all rows of
 such an image are rejected with ``image_shared_between_patients``) become rejects.
 """
 
