@@ -52,6 +52,16 @@ def build_sequences_command(
         "auto", help="auto | always | never: reconcile tables with files on disk."
     ),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    time_format: str | None = typer.Option(
+        None,
+        help="Generic table: strptime pattern of the time column (e.g. '%d/%m/%Y'), tried before DICOM "
+        "DA/DT, ISO 8601 and English month names; needed for numeric day/month dates.",
+    ),
+    min_kept: float = typer.Option(
+        0.1,
+        help="Exit 2 (outputs still written) when fewer than this share of input images is kept, "
+        "or no study.",
+    ),
 ) -> None:
     """Scan ARCHIVE, group views, parse reports, order studies in time and write the manifests to OUT."""
     from pydantic import ValidationError
@@ -77,6 +87,8 @@ def build_sequences_command(
             keep_non_chest=keep_non_chest,
             read_headers=read_headers,
             check_files=check_files,  # type: ignore[arg-type]
+            time_format=time_format,
+            min_kept=min_kept,
         )
         summary = build_sequences(config, progress=progress)
     except ValidationError as err:
@@ -102,6 +114,9 @@ def build_sequences_command(
         )
     for w in summary.warnings:
         typer.echo(f"warning: {w}", err=True)
+    if summary.low_yield:
+        typer.echo(f"error: {summary.low_yield}; outputs in {summary.out} for inspection", err=True)
+        raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

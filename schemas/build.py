@@ -56,6 +56,18 @@ class BuildConfig(BaseModel):
     manifest: str | None = Field(
         default=None, description="data manifest name to check against (auto-detected)"
     )
+    time_format: str | None = Field(
+        default=None,
+        description="generic table: strptime pattern of the time column, tried before the formats understood "
+        "without it (DICOM DA/DT, ISO 8601, English month names)",
+    )
+    min_kept: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="the command fails (exit 2, outputs still written) when fewer than this share of the input "
+        "images ends in a kept study, or when no study is kept",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BuildConfig:
@@ -91,3 +103,8 @@ class BuildSummary(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     manifest: str | None = None
     manifest_differences: list[str] = Field(default_factory=list)
+    low_yield: str | None = Field(
+        default=None,
+        description="set when the build kept nothing or less than min_kept of its images: what was kept and the "
+        "likely cause, as one line",
+    )

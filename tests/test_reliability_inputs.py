@@ -33,8 +33,8 @@ EXPECTED: dict[str, tuple[str, str, str] | None] = {
     "rgb_image": None,  # a legal DICOM: converted to grey and built
     "signed_pixels": None,  # a legal DICOM: modality LUT applied and built
     "multi_frame": ("shard", "image", "frontal_multi_frame"),
-    "non_utf8_report": None,  # undecodable bytes replaced; the report's words still train
-    "binary_report": ("build-sequences", "report", "empty_report"),
+    "non_utf8_report": None,  # read with the declared cp1252 fallback; the report's words still train
+    "binary_report": ("build-sequences", "report", "undecodable_report"),
     "empty_report": ("build-sequences", "report", "empty_report"),
     "metadata_missing_fields": ("build-sequences", "row", "malformed_row"),
     "metadata_malformed_fields": ("build-sequences", "row", "malformed_row"),

@@ -4,8 +4,10 @@ Keys of ``--columns``: ``patient`` (required), ``image`` (required; a path relat
 ARCHIVE), ``time`` (a datetime) or ``day_offset`` (days, may be negative; one is required), ``view``,
 ``report`` (text) or ``report_path`` (a file relative to ARCHIVE), ``study`` and ``split`` (optional).
 Without a ``study`` column, one patient at one time (or day offset) is one study, named
-``<patient>@<time>``. Rows with no patient, no image path or no time, images missing on disk, and image files
-shared by several patients (a curation error that would leak one image across patients and splits; all rows of
+``<patient>@<time>``. Times are read as `medst.archive.times` says (DICOM DA/DT, ISO 8601, English month
+names, ``--time-format`` for the rest); a row whose time is not understood is rejected as ``unparsed_time`` and
+its value is counted in the build report. Rows with no patient, no image path or no time, images missing on disk,
+and image files shared by several patients (a curation error that would leak one image across patients and splits; all rows of
 such an image are rejected with ``image_shared_between_patients``) become rejects.
 """
 
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
+from medst.archive.report_files import decode_report
 from medst.archive.source import REPORT_COLUMNS, SourceData, conform, reject_frame
 from medst.archive.tables import ROW_INDEX, blank_to_null, read_table
+from medst.archive.times import parse_time_column
 from medst.errors import UserInputError
 from medst.schemas.build import BuildConfig
 
@@ -51,6 +55,7 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
     )
     df = blank_to_null(df, [k for k in cols if k not in ("report",)])
     rejects: list[pl.DataFrame] = []
+    unparsed_values: dict[str, dict[str, int]] = {}
     image_inputs = df.height
 
     def drop(mask: pl.Expr | pl.Series, reason: str, message: pl.Expr | str, kind: str = "image") -> None:
@@ -72,12 +77,17 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
         time_kind = "day_offset"
     else:
         df = df.with_columns(
-            pl.col("time").str.to_datetime(strict=False, time_unit="us").alias("study_datetime")
+            parse_time_column(df.get_column("time"), config.time_format, cols["time"]).alias("study_datetime")
         )
+        drop(pl.col("time").is_null(), "missing_time", "row has no time")
+        unparsed = df.filter(pl.col("study_datetime").is_null())
+        if unparsed.height:
+            unparsed_values["time"] = _value_counts(unparsed.get_column("time"))
+        hint = "" if config.time_format else " (give --time-format for other forms)"
         drop(
             pl.col("study_datetime").is_null(),
-            "missing_time",
-            pl.lit("time is empty or not a datetime: ") + pl.col("time").fill_null(""),
+            "unparsed_time",
+            pl.lit("time not understood: '") + pl.col("time") + pl.lit("'" + hint),
         )
         time_key = pl.col("study_datetime").dt.strftime("%Y%m%dT%H%M%S%.f")
         time_kind = "datetime"
@@ -121,8 +131,11 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
             present = text.str.strip_chars().str.len_chars() > 0
         else:
             paths = df.get_column("report_path").to_list()
-            texts = [_read_text(root / p) if p else None for p in paths]
-            df = df.with_columns(pl.Series("_report_text", texts, dtype=pl.String))
+            read = [_read_text(root / p) if p else (None, None) for p in paths]
+            df = df.with_columns(
+                pl.Series("_report_text", [t for t, _ in read], dtype=pl.String),
+                pl.Series("_report_encoding", [e for _, e in read], dtype=pl.String),
+            )
             text = pl.col("_report_text")
             # A named report file is a report input even when it is empty or unreadable (then rejected as such).
             present = pl.col("report_path").is_not_null()
@@ -131,10 +144,17 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
             df.sort(ROW_INDEX)
             .filter(present)
             .group_by("study_id", maintain_order=True)
-            .agg(text.first().alias("raw"))
-            .select(pl.col("study_id"), pl.col("study_id").alias("report_item"), pl.col("raw"))
+            .agg(
+                text.first().alias("raw"),
+                (pl.col("_report_encoding") if "report_path" in cols else pl.lit(None, pl.String))
+                .first()
+                .alias("encoding"),
+            )
+            .select(pl.col("study_id"), pl.col("study_id").alias("report_item"), pl.col("raw"), "encoding")
         )
-        reports = reports.select([pl.col(k).cast(v) for k, v in REPORT_COLUMNS.items()])
+        reports = reports.select(
+            [pl.col(k).cast(v) for k, v in REPORT_COLUMNS.items()] + [pl.col("encoding").cast(pl.String)]
+        )
     splits = None
     if "split" in cols:
         splits = df.select("dicom_id", pl.col("split").str.to_lowercase()).filter(
@@ -152,7 +172,14 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
         image_inputs=image_inputs,
         report_inputs=reports.height if reports is not None else 0,
         checked_files=True,
+        unparsed_values=unparsed_values,
     )
+
+
+def _value_counts(values: pl.Series, top: int = 20) -> dict[str, int]:
+    """The `top` most frequent values with their counts (ties by value), for the build report."""
+    counts = values.value_counts(name="n").sort(["n", values.name], descending=[True, False]).head(top)
+    return {str(v): int(n) for v, n in counts.iter_rows()}
 
 
 def _raster_sizes(df: pl.DataFrame, image_root: Path) -> pl.DataFrame:
@@ -229,8 +256,15 @@ def _dicom_headers(
     ).drop([f"{c}_h" for c in cols])
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: Path) -> tuple[str | None, str | None]:
+    """(text, encoding) of a report file, decoded like the MIMIC report files; (None, None) when unreadable."""
+    from medst.archive.report_files import MAX_REPORT_BYTES
+
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_REPORT_BYTES + 1)
     except OSError:
-        return None
+        return None, None
+    if len(data) > MAX_REPORT_BYTES:
+        return None, None
+    return decode_report(data)

@@ -19,6 +19,7 @@ import polars as pl
 
 from medst.archive.source import REPORT_COLUMNS
 from medst.archive.tables import ROW_INDEX, read_table
+from medst.archive.text_encoding import decode_text
 from medst.errors import UserInputError
 
 _REPORT_NAME = re.compile(r"^s(\d+)\.txt$")
@@ -29,18 +30,30 @@ report and is never read whole: parsing 100 MB of text takes minutes and gigabyt
 TOO_LARGE = "too_large"
 """``section_used`` of a report file over `MAX_REPORT_BYTES`; the build turns it into a ``report_too_large``
 reject."""
+UNDECODABLE = "undecodable"
+"""``section_used`` of a report whose bytes are not text (see `medst.archive.text_encoding`); the build turns it
+into an ``undecodable_report`` reject."""
+BINARY = "binary"
+"""``encoding`` of a report whose bytes are not text."""
 
 
-def _read_capped(path: str) -> str | None:
-    """The file's text (undecodable bytes replaced); None when unreadable; `TOO_LARGE` when over the cap."""
+def _read_capped(path: str) -> tuple[str | None, str | None]:
+    """(text, encoding) of a report file: text None when unreadable (encoding None) or not text (encoding
+    `BINARY`); text `TOO_LARGE` when over the cap. Decoding follows `medst.archive.text_encoding`."""
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_REPORT_BYTES + 1)
     except OSError:
-        return None
+        return None, None
     if len(data) > MAX_REPORT_BYTES:
-        return TOO_LARGE
-    return data.decode("utf-8", errors="replace")
+        return TOO_LARGE, None
+    return decode_report(data)
+
+
+def decode_report(data: bytes) -> tuple[str | None, str]:
+    """(text, encoding) of one report's bytes; (None, `BINARY`) when they are not text."""
+    text, enc = decode_text(data)
+    return (text, enc) if text is not None else (None, BINARY)
 
 
 def _scan(folder: str, prefix: str) -> list[str]:
@@ -82,36 +95,47 @@ def walk_tree(root: Path) -> tuple[list[str], list[str]]:
 
 
 def reports_from_files(root: Path, rel_paths: Iterable[str]) -> pl.DataFrame:
-    """Read the given ``sNNN.txt`` files (relative to `root`); undecodable bytes are replaced, never fatal."""
+    """Read the given ``sNNN.txt`` files (relative to `root`), decoded as `medst.archive.text_encoding` says;
+    the ``encoding`` column names the encoding used (`BINARY` when the bytes are not text)."""
     ids: list[str] = []
     items: list[str] = []
     texts: list[str | None] = []
+    encodings: list[str | None] = []
     for rel in rel_paths:
         name = rel.rsplit("/", 1)[-1]
         m = _REPORT_NAME.match(name)
         if not m:
             continue
-        raw = _read_capped(os.path.join(root, rel))
+        raw, enc = _read_capped(os.path.join(root, rel))
         if raw == TOO_LARGE:
             raw = None  # not a report: counted as an empty one
         ids.append(m.group(1))
         items.append(rel)
         texts.append(raw)
-    return pl.DataFrame({"study_id": ids, "report_item": items, "raw": texts}, schema=REPORT_COLUMNS)
+        encodings.append(enc)
+    return pl.DataFrame(
+        {"study_id": ids, "report_item": items, "raw": texts, "encoding": encodings},
+        schema={**REPORT_COLUMNS, "encoding": pl.String},
+    )
 
 
-def _read_parse_chunk(args: tuple[str, list[str], int]) -> list[tuple[str | None, str, int, bool, bool]]:
+def _read_parse_chunk(
+    args: tuple[str, list[str], int],
+) -> list[tuple[str | None, str, int, bool, bool, str | None]]:
     from medst.archive.reports import parse_report
 
     root, rels, min_tokens = args
-    out: list[tuple[str | None, str, int, bool, bool]] = []
+    out: list[tuple[str | None, str, int, bool, bool, str | None]] = []
     for rel in rels:
-        raw = _read_capped(os.path.join(root, rel))
+        raw, enc = _read_capped(os.path.join(root, rel))
         if raw == TOO_LARGE:
-            out.append((TOO_LARGE, "", 0, False, False))
+            out.append((TOO_LARGE, "", 0, False, False, None))
+            continue
+        if enc == BINARY:
+            out.append((UNDECODABLE, "", 0, False, False, enc))
             continue
         p = parse_report(raw, min_tokens)
-        out.append((p.section_used, p.text, p.n_tokens, p.is_empty, p.has_addendum))
+        out.append((p.section_used, p.text, p.n_tokens, p.is_empty, p.has_addendum, enc))
     return out
 
 
@@ -120,7 +144,8 @@ def parse_report_files(
 ) -> pl.DataFrame:
     """Read and parse ``sNNN.txt`` files (relative to `root`) in `workers` processes: the file reading and the
     parsing both run in the workers, and only the parsed fields come back. Returns ``study_id, report_item,
-    section_used, text, n_tokens, is_empty, has_addendum`` in the order of `rel_paths`."""
+    section_used, text, n_tokens, is_empty, has_addendum, encoding`` in the order of `rel_paths` (``section_used``
+    is `TOO_LARGE` or `UNDECODABLE` for files that were not parsed)."""
     from medst.archive.parallel import map_chunks
 
     rels = [r for r in rel_paths if _REPORT_NAME.match(r.rsplit("/", 1)[-1])]
@@ -142,6 +167,7 @@ _PARSED = {
     "n_tokens": pl.Int64,
     "is_empty": pl.Boolean,
     "has_addendum": pl.Boolean,
+    "encoding": pl.String,
 }
 
 
@@ -150,6 +176,7 @@ def reports_from_zip(path: Path) -> pl.DataFrame:
     ids: list[str] = []
     items: list[str] = []
     texts: list[str | None] = []
+    encodings: list[str | None] = []
     try:
         with zipfile.ZipFile(path) as zf:
             for info in sorted(zf.infolist(), key=lambda i: i.filename):
@@ -157,18 +184,26 @@ def reports_from_zip(path: Path) -> pl.DataFrame:
                 m = _REPORT_NAME.match(name)
                 if info.is_dir() or not m:
                     continue
+                raw: str | None = None
+                enc: str | None = None
                 try:
-                    raw: str | None = zf.read(info).decode("utf-8", errors="replace")
+                    data = zf.read(info) if info.file_size <= MAX_REPORT_BYTES else None
+                    if data is not None:
+                        raw, enc = decode_report(data)
                 except (zipfile.BadZipFile, OSError, ValueError):
                     raw = None
                 ids.append(m.group(1))
                 items.append(f"{path.name}:{info.filename}")
                 texts.append(raw)
+                encodings.append(enc)
     except zipfile.BadZipFile as err:
         raise UserInputError(
             f"cannot read reports zip {path}: {err} (re-download mimic-cxr-reports.zip)"
         ) from err
-    return pl.DataFrame({"study_id": ids, "report_item": items, "raw": texts}, schema=REPORT_COLUMNS)
+    return pl.DataFrame(
+        {"study_id": ids, "report_item": items, "raw": texts, "encoding": encodings},
+        schema={**REPORT_COLUMNS, "encoding": pl.String},
+    )
 
 
 _CSV_SECTIONS = ("impression", "findings", "last_paragraph", "comparison", "indication")

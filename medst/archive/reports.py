@@ -70,6 +70,36 @@ _KNOWN: dict[str, str] = {
 SECTION_USED = ("impression+findings", "impression", "findings", "last_paragraph")
 """Values of `section_used` (None when the report gave no usable text)."""
 
+CONTENT_FREE = "content_free"
+"""``section_used`` of a report with neither impression nor findings whose last paragraph holds only section
+headers, de-identification blanks (``___``, ``XXXX``) and exam-title words (`_TITLE_WORDS`): e.g. ``FINAL REPORT /
+EXAMINATION: CHEST (PA AND LAT) / INDICATION: ___``, which the fallback used to turn into the training text
+``final report chest pa and lat``. Its text is ''; the build rejects it as ``content_free_report`` (clean mode) or,
+with ``--compat reference``, as ``no_impression_or_findings`` like every report without those sections."""
+
+# Words of exam titles, template headers and placeholders: a text made only of these says nothing about the image.
+_TITLE_WORDS = frozenset(
+    (
+        "final", "report", "reports", "preliminary", "addendum", "wet", "read", "examination", "exam", "exams",
+        "study", "chest", "thorax", "thoracic", "cxr", "radiograph", "radiographs", "radiography", "xray", "x",
+        "ray", "rays", "film", "films", "pa", "ap", "lat", "lateral", "laterals", "frontal", "view", "views",
+        "and", "of", "the", "with", "single", "one", "two", "three", "portable", "upright", "supine", "erect",
+        "semi", "semierect", "sitting", "standing", "left", "right", "indication", "indications", "history",
+        "comparison", "comparisons", "technique", "findings", "finding", "impression", "impressions",
+        "clinical", "information", "reason", "for", "none", "na", "n", "a", "cr", "dx", "am", "pm",
+    )
+)
+_DEID = re.compile(r"^(?:_+|x{2,})$")
+
+
+def is_content_free(text: str) -> bool:
+    """True when every word of `text` is a `_TITLE_WORDS` word, a de-identification blank or a number."""
+    for word in _WORD.findall(text.lower()):
+        if word in _TITLE_WORDS or _DEID.match(word) or word.isdigit():
+            continue
+        return False
+    return True
+
 
 def _edit_distance(a: str, b: str) -> int:
     prev = list(range(len(b) + 1))
@@ -162,8 +192,9 @@ def clean_text(text: str) -> tuple[str, int]:
 def parse_report(raw: str | None, min_tokens: int = 3) -> ParsedReport:
     """Section one report and build its training text.
 
-    The training text is IMPRESSION then FINDINGS (either may be missing); with neither, the last paragraph.
-    A result with fewer than `min_tokens` tokens gives ``text == ''`` (the caller drops the study).
+    The training text is IMPRESSION then FINDINGS (either may be missing); with neither, the last paragraph,
+    unless that is content-free (`CONTENT_FREE`). A result with fewer than `min_tokens` tokens, or a content-free
+    one, gives ``text == ''`` (the caller drops the study).
     """
     if raw is None or not raw.strip():
         return ParsedReport(is_empty=True)
@@ -198,10 +229,12 @@ def parse_report(raw: str | None, min_tokens: int = 3) -> ParsedReport:
         if last:
             sections["last_paragraph"] = last
             used, source = "last_paragraph", _HEADER.sub(" ", last)
+            if is_content_free(source):
+                used = CONTENT_FREE
         else:
             used, source = None, ""
     text, n = clean_text(source)
-    if n < min_tokens:
+    if n < min_tokens or used == CONTENT_FREE:
         text = ""
     return ParsedReport(
         sections=sections,

@@ -68,6 +68,8 @@ class SourceData:
     warnings: list[str] = field(default_factory=list)
     checked_files: bool = False
     files_found: dict[str, int] = field(default_factory=dict)
+    unparsed_values: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Column key (e.g. ``time``) -> the values that could not be read, with how many rows held each."""
 
 
 def reject_frame(

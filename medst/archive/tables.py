@@ -31,11 +31,12 @@ def read_table(
     path: Path,
     required: Iterable[str] = (),
     what: str = "table",
-    encodings: tuple[str, ...] = ("utf8", "latin-1"),
 ) -> pl.DataFrame:
     """Read a CSV (optionally .gz) or Parquet file with every column as a string, plus `ROW_INDEX`.
 
-    CSV text is decoded as UTF-8 and, failing that, Latin-1 (the covid-chestxray metadata is Latin-1).
+    CSV bytes are decoded like report files (`medst.archive.text_encoding`): a byte-order mark (UTF-8, UTF-16,
+    UTF-32; a spreadsheet's "Unicode text" export is UTF-16), BOM-less UTF-16, UTF-8, then the declared fallback
+    Windows-1252 (the covid-chestxray metadata is Latin-1, which it reads the same).
     Raises `UserInputError` when the file is missing, unreadable or lacks a column of `required`.
     """
     if not path.is_file():
@@ -45,7 +46,7 @@ def read_table(
             df = pl.read_parquet(path)
             df = df.with_columns(pl.all().cast(pl.String, strict=False))
         else:
-            df = _read_csv(path, encodings)
+            df = _read_csv(path)
     except UserInputError:
         raise
     except Exception as err:  # any parser failure means the file itself is unusable
@@ -60,7 +61,9 @@ def read_table(
     return df.with_row_index(ROW_INDEX, offset=1)
 
 
-def _read_csv(path: Path, encodings: tuple[str, ...]) -> pl.DataFrame:
+def _read_csv(path: Path) -> pl.DataFrame:
+    from medst.archive.text_encoding import decode_bytes, looks_binary
+
     raw = path.read_bytes()
     if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
         import gzip
@@ -69,19 +72,14 @@ def _read_csv(path: Path, encodings: tuple[str, ...]) -> pl.DataFrame:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
             raise UserInputError(f"cannot read {path}: not a valid gzip file ({err})") from err
-    last: Exception | None = None
-    for enc in encodings:
-        try:
-            text = raw.decode(enc)
-        except UnicodeDecodeError as err:
-            last = err
-            continue
-        return pl.read_csv(
-            text.encode("utf8"),
-            infer_schema=False,
-            truncate_ragged_lines=True,
-        )
-    raise UserInputError(f"cannot decode {path} as {' or '.join(encodings)}: {last}")
+    text, _ = decode_bytes(raw)
+    if looks_binary(text[:65536]):
+        raise UserInputError(f"cannot read {path}: it is not a text (CSV) file")
+    return pl.read_csv(
+        text.encode("utf8"),
+        infer_schema=False,
+        truncate_ragged_lines=True,
+    )
 
 
 def blank_to_null(df: pl.DataFrame, columns: Iterable[str]) -> pl.DataFrame:

@@ -10,6 +10,15 @@ renamed into place; the same inputs and options give byte-identical files.
 ``--compat reference`` differs in two places only: time steps are frontal images (see `studies`), and a report
 without IMPRESSION or FINDINGS is dropped (reason ``no_impression_or_findings``) instead of falling back to its
 last paragraph, as the authors' preprocessing does.
+
+Report rejects of their own (both modes): ``undecodable_report`` (bytes that are not text in any encoding of
+`medst.archive.text_encoding`), ``report_too_large``; in clean mode ``content_free_report`` (no impression or
+findings, and a last paragraph of only headers, ``___`` blanks and exam-title words; reference mode calls it
+``no_impression_or_findings``, as it calls every report without those sections). The build report counts the
+reports read with the declared fallback encoding, the time values not understood and the view values not mapped.
+
+A build that keeps no study, or fewer than ``min_kept`` of its input images, still writes its outputs, and sets
+``BuildSummary.low_yield`` to one line naming the likely cause (from the reject counts); the CLI exits 2 on it.
 """
 
 from __future__ import annotations
@@ -21,9 +30,10 @@ import polars as pl
 
 from medst.archive.generic import read_generic
 from medst.archive.mimic import is_mimic_archive, read_mimic
-from medst.archive.report_files import TOO_LARGE, parse_report_files
-from medst.archive.reports import parse_reports
+from medst.archive.report_files import BINARY, TOO_LARGE, UNDECODABLE, parse_report_files
+from medst.archive.reports import CONTENT_FREE, parse_reports
 from medst.archive.source import REJECT_COLUMNS, SourceData, reject_frame
+from medst.archive.text_encoding import FALLBACK_ENCODING
 from medst.errors import UserInputError
 from medst.schemas.build import BuildConfig, BuildSummary
 from medst.schemas.records import FINDINGS
@@ -31,7 +41,8 @@ from medst.sequences.build_output import write_outputs
 from medst.sequences.splits import patient_splits, read_split_file
 from medst.sequences.studies import choose_views
 from medst.sequences.timeline import order_studies, windows
-from medst.sequences.views import add_views, non_chest_mask
+from medst.sequences.views import add_views, is_unmapped_view, non_chest_mask
+from medst.sequences.yield_check import low_yield
 
 
 def read_source(config: BuildConfig, progress: bool = True) -> SourceData:
@@ -72,6 +83,7 @@ def _reports_per_study(
         "n_tokens": pl.Int64,
         "is_empty": pl.Boolean,
         "has_addendum": pl.Boolean,
+        "encoding": pl.String,
     }
     if src.report_files is not None:
         folder, rels, prefix = src.report_files
@@ -79,12 +91,18 @@ def _reports_per_study(
         parsed = parsed.with_columns((pl.lit(prefix) + pl.col("report_item")).alias("report_item"))
     elif src.reports is not None and src.reports.height:
         texts = src.reports.get_column("raw").to_list()
+        encoding = pl.col("encoding") if "encoding" in src.reports.columns else pl.lit(None, pl.String)
         parsed = pl.concat(
             [
-                src.reports.select("study_id", "report_item"),
+                src.reports.select("study_id", "report_item", encoding.alias("encoding")),
                 parse_reports(texts, config.min_tokens, config.workers, progress),
             ],
             how="horizontal",
+        )
+        binary = pl.col("encoding") == BINARY
+        parsed = parsed.with_columns(
+            pl.when(binary).then(pl.lit(UNDECODABLE)).otherwise(pl.col("section_used")).alias("section_used"),
+            pl.when(binary).then(pl.lit(False)).otherwise(pl.col("is_empty")).alias("is_empty"),
         )
     else:
         return pl.DataFrame(schema=schema)
@@ -110,10 +128,15 @@ def _reports_per_study(
     return parsed
 
 
-def _report_reason(min_tokens: int) -> pl.Expr:
+def _report_reason(min_tokens: int, compat: str = "clean") -> pl.Expr:
+    content_free = "no_impression_or_findings" if compat == "reference" else "content_free_report"
     return (
         pl.when(pl.col("section_used") == TOO_LARGE)
         .then(pl.lit("report_too_large"))
+        .when(pl.col("section_used") == UNDECODABLE)
+        .then(pl.lit("undecodable_report"))
+        .when(pl.col("section_used") == CONTENT_FREE)
+        .then(pl.lit(content_free))
         .when(pl.col("is_empty"))
         .then(pl.lit("empty_report"))
         .when(pl.col("section_used").is_null())
@@ -131,6 +154,11 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     warnings = list(src.warnings)
 
     images = add_views(src.images, table_source=src.view_from_table)
+    viewed = images
+    # Once per distinct value: MIMIC has 377k rows and a handful of spellings.
+    distinct_views = images.get_column("view_position").drop_nulls().unique().to_list()
+    unmapped_views = [v for v in distinct_views if is_unmapped_view(v)]
+    unmapped = images.filter(pl.col("view_position").is_in(unmapped_views))
     if not config.keep_non_chest:
         images = _exclude(
             images,
@@ -161,6 +189,7 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
 
     # Reports: parse, then decide per study.
     reports = _reports_per_study(src, config, rejects, progress)
+    encodings = reports.get_column("encoding").drop_nulls()
     study_ids = images.select("study_id").unique()
     orphan = reports.join(study_ids, on="study_id", how="anti")
     rejects.append(
@@ -209,12 +238,24 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     dropped = status.filter(pl.col("report_item").is_not_null() & (pl.col("text") == ""))
     rejects.append(
         reject_frame(
-            dropped.with_columns(_report_reason(config.min_tokens).alias("_r")),
+            dropped,
             pl.col("report_item"),
             "report",
             "",
             pl.when(pl.col("section_used") == TOO_LARGE)
             .then(pl.lit("report file of study ") + pl.col("study_id") + pl.lit(" is over 1 MiB; not read"))
+            .when(pl.col("section_used") == UNDECODABLE)
+            .then(
+                pl.lit("report file of study ")
+                + pl.col("study_id")
+                + pl.lit(" is not text (NUL bytes or control characters in every encoding tried)")
+            )
+            .when(pl.col("section_used") == CONTENT_FREE)
+            .then(
+                pl.lit("report of study ")
+                + pl.col("study_id")
+                + pl.lit(" has no impression or findings, only headers, blanks and exam-title words")
+            )
             .otherwise(
                 pl.lit("report of study ")
                 + pl.col("study_id")
@@ -223,7 +264,9 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
                 + pl.lit(" tokens of impression/findings text")
             ),
         ).with_columns(
-            dropped.with_columns(_report_reason(config.min_tokens).alias("reason")).get_column("reason")
+            dropped.with_columns(_report_reason(config.min_tokens, config.compat).alias("reason")).get_column(
+                "reason"
+            )
         )
     )
     images = _exclude(
@@ -263,7 +306,24 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     reject_df = pl.concat(
         [r.select(list(REJECT_COLUMNS)) for r in rejects if r.height] or [pl.DataFrame(schema=REJECT_COLUMNS)]
     )
-    return write_outputs(config, src, kept_images, steps, seqs, reject_df, warnings, lateral_only)
+    studies_kept = steps.select("base_study_id").n_unique() if steps.height else 0
+    verdict = low_yield(config, src, kept_images.height, studies_kept, reject_df, viewed)
+    extra = {
+        "report_encodings": {str(k): int(n) for k, n in encodings.value_counts().sort("encoding").iter_rows()},
+        "reports_with_fallback_encoding": int((encodings == FALLBACK_ENCODING).sum()),
+        "fallback_encoding": FALLBACK_ENCODING,
+        "unparsed_values": src.unparsed_values,
+        "unmapped_views": {
+            str(v): int(n)
+            for v, n in unmapped.get_column("view_position")
+            .value_counts(name="n")
+            .sort(["n", "view_position"], descending=[True, False])
+            .iter_rows()
+        },
+        "low_yield": verdict,
+    }
+    summary = write_outputs(config, src, kept_images, steps, seqs, reject_df, warnings, lateral_only, extra)
+    return summary.model_copy(update={"low_yield": verdict})
 
 
 def _add_labels(steps: pl.DataFrame, labels: pl.DataFrame | None) -> pl.DataFrame:

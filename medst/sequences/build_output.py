@@ -84,9 +84,11 @@ def write_outputs(
     rejects: pl.DataFrame,
     warnings: list[str],
     lateral_only: int = 0,
+    extra: dict[str, Any] | None = None,
 ) -> BuildSummary:
     """Write everything into a temporary folder next to ``config.out``, then rename it into place (a failure
-    removes the temporary folder and leaves any previous OUT untouched)."""
+    removes the temporary folder and leaves any previous OUT untouched). `extra` goes into build_report.json as
+    is (report encodings, values not understood, the low-yield verdict)."""
     from medst.sequences.build import replace_dir
 
     out = config.out.resolve()
@@ -95,7 +97,7 @@ def write_outputs(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        summary = _write_into(tmp, config, src, images, steps, seqs, rejects, warnings, lateral_only)
+        summary = _write_into(tmp, config, src, images, steps, seqs, rejects, warnings, lateral_only, extra)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -113,6 +115,7 @@ def _write_into(
     rejects: pl.DataFrame,
     warnings: list[str],
     lateral_only: int,
+    extra: dict[str, Any] | None = None,
 ) -> BuildSummary:
     from medst.sequences.report import write_markdown
 
@@ -208,6 +211,7 @@ def _write_into(
         "manifest": manifest_name,
         "manifest_differences": manifest_diffs,
         "warnings": warnings,
+        **(extra or {}),
     }
     (tmp / "build_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     write_markdown(tmp, report)

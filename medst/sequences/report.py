@@ -42,6 +42,27 @@ def _bar(path: Path, data: dict[str, int], title: str, xlabel: str, ylabel: str)
     plt.close(fig)
 
 
+def _value_sections(report: dict[str, Any]) -> list[str]:
+    """Report encodings, time values not understood and view values not mapped (by value, with counts)."""
+    lines: list[str] = []
+    encodings = report.get("report_encodings") or {}
+    if encodings:
+        lines += ["", "## Report encodings", ""]
+        lines += [f"- {k}: {v}" for k, v in encodings.items()]
+        lines.append(
+            f"- read with the declared fallback {report.get('fallback_encoding')}: "
+            f"{report.get('reports_with_fallback_encoding', 0)}"
+        )
+    for key, values in (report.get("unparsed_values") or {}).items():
+        lines += ["", f"## `{key}` values not understood (rows rejected; most frequent first)", ""]
+        lines += ["| value | rows |", "|---|---|"] + [f"| `{v}` | {n} |" for v, n in values.items()]
+    unmapped = report.get("unmapped_views") or {}
+    if unmapped:
+        lines += ["", "## View values not mapped (view `other`; images)", ""]
+        lines += ["| value | images |", "|---|---|"] + [f"| `{v}` | {n} |" for v, n in unmapped.items()]
+    return lines
+
+
 def write_markdown(folder: Path, report: dict[str, Any]) -> None:
     """Write ``build_report.md`` and its PNGs into `folder`."""
     acc = report["accounting"]
@@ -66,6 +87,9 @@ def write_markdown(folder: Path, report: dict[str, Any]) -> None:
     lines += ["", f"Table rows rejected (malformed or duplicate rows): {acc['table_rows_rejected']}", ""]
     lines += ["## Rejects by reason", "", "| item / reason | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["rejects_by_kind"].items()]
+    if report.get("low_yield"):
+        lines += ["", "## Too little kept", "", f"**{report['low_yield']}**"]
+    lines += _value_sections(report)
     lines += ["", "## Splits (patients)", ""]
     lines += [f"- {k}: {v}" for k, v in report["splits_patients"].items()]
     if report.get("manifest"):

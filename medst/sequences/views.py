@@ -13,7 +13,11 @@ Vocabulary choices (documented because MIMIC has rare values):
 - frontal: PA, AP and their qualified forms (``AP SUPINE``, ``AP ERECT``, ``PA ERECT``, ``APS``, ``AP PORTABLE``).
 - lateral: LATERAL, LL, RL, L, LAT, ``XTABLE LATERAL``, ``LEFT LATERAL``, ``RIGHT LATERAL``.
 - other: obliques (LAO, RAO, LPO, RPO), SWIMMERS, decubitus (``AP LLD``, ``PA RLD``, ...), ``AP AXIAL``
-  (an angled lordotic projection, not a standard frontal), and any other non-empty value.
+  (an angled lordotic projection, not a standard frontal), and any other non-empty value (those are listed by
+  value in the build report: `is_unmapped_view`).
+- spelling (`normalise_view_value`): public archives write ``AP_horizontal``, ``AP horizontal``, ``AP-erect``,
+  ``LARGE LATERAL``, ``latéral``; case, accents, underscores and hyphens between words do not matter, and
+  ``nan`` / ``None`` / ``UNK`` / empty mean no value (the view is then ``unknown``, or decided by the next source).
 The ``frontal_rank`` column (0 = PA, 1 = AP, 2 = frontal of unstated kind) orders frontal candidates.
 All functions are vectorised: the mapping runs once per distinct value, then is joined back.
 """
@@ -34,6 +38,8 @@ _FRONTAL_EXACT = {
     "ANTERO-POSTERIOR",
     "POSTEROANTERIOR",
     "ANTEROPOSTERIOR",
+    "POSTERO ANTERIOR",
+    "ANTERO POSTERIOR",
 }
 _FRONTAL_QUALIFIERS = {
     "SUPINE",
@@ -47,6 +53,8 @@ _FRONTAL_QUALIFIERS = {
     "STANDING",
     "VIEW",
     "CHEST",
+    "HORIZONTAL",
+    "VERTICAL",
 }
 _LATERAL = {
     "LATERAL",
@@ -62,8 +70,32 @@ _LATERAL = {
     "LATERAL RIGHT",
     "LLAT",
     "RLAT",
+    "LARGE LATERAL",
+    "X TABLE LATERAL",
+    "CROSS TABLE LATERAL",
+    "LATERAL VIEW",
 }
 _OTHER_HINTS = ("LAO", "RAO", "LPO", "RPO", "OBLIQUE", "SWIMMER", "LLD", "RLD", "DECUB", "AXIAL", "LORDOTIC")
+
+
+_EMPTY_VALUES = {"", "NAN", "NONE", "NULL", "NA", "N/A", "UNK", "UNKNOWN", "-", "?"}
+"""Placeholders a table writes for "no view" (pandas writes ``nan``): the view is unknown, not ``other``."""
+
+
+def normalise_view_value(value: str | None) -> str | None:
+    """A view value as the vocabulary spells it: accents dropped (``latéral`` -> ``LATERAL``), upper case,
+    underscores and hyphens between words as spaces (``AP_horizontal``, ``AP-erect``), spaces collapsed; None for
+    empty values and `_EMPTY_VALUES`."""
+    if value is None:
+        return None
+    import unicodedata
+
+    v = unicodedata.normalize("NFKD", value)
+    v = "".join(c for c in v if not unicodedata.combining(c)).upper()
+    v = re.sub(r"[\s_]+", " ", v).strip()
+    if v in _EMPTY_VALUES:
+        return None
+    return re.sub(r"(?<=[A-Z])-(?=[A-Z])", " ", v) if v not in _FRONTAL_EXACT else v
 
 
 def _frontal_kind(value: str) -> int | None:
@@ -82,15 +114,24 @@ def _frontal_kind(value: str) -> int | None:
 
 def classify_position(value: str | None) -> tuple[str | None, int | None]:
     """Map a ViewPosition-like value to (view, frontal_rank); (None, None) when empty."""
-    if value is None or not value.strip():
+    v = normalise_view_value(value)
+    if v is None:
         return None, None
-    v = re.sub(r"\s+", " ", value.strip().upper())
     rank = _frontal_kind(v)
     if rank is not None:
         return "frontal", rank
     if v in _LATERAL:
         return "lateral", None
     return "other", None
+
+
+def is_unmapped_view(value: str | None) -> bool:
+    """True for a non-empty view value that the vocabulary does not know (it maps to ``other`` by default, not
+    because it names an oblique or decubitus view): the build report lists these by value."""
+    v = normalise_view_value(value)
+    if v is None or classify_position(value)[0] != "other":
+        return False
+    return not any(h in v for h in _OTHER_HINTS)
 
 
 def classify_code_meaning(value: str | None) -> tuple[str | None, int | None]:
