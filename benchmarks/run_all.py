@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "bench_synth": [],
     "bench_build": [],
     "bench_shard": [],
+    "bench_engines": [],
     "bench_loader": [],
     "bench_trainer": [],
     "bench_embed": [],

@@ -46,6 +46,8 @@ def build_sequences_command(
     ),
     split_file: Path | None = typer.Option(None, help="CSV with split per dicom_id, study_id or subject_id."),
     workers: int = typer.Option(1, help="Processes for header reading and report parsing."),
+    engine: str = typer.Option("local", help="local | ray: where header and report reading runs."),
+    ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
     keep_non_chest: bool = typer.Option(False, help="Keep images whose BodyPartExamined is not chest."),
     read_headers: str = typer.Option("auto", help="auto | always | never: read DICOM headers."),
     check_files: str = typer.Option(
@@ -67,6 +69,7 @@ def build_sequences_command(
     from pydantic import ValidationError
 
     from medst.errors import UserInputError
+    from medst.executors import use_engine
     from medst.schemas.build import BuildConfig
     from medst.sequences.build import build_sequences
 
@@ -90,7 +93,8 @@ def build_sequences_command(
             time_format=time_format,
             min_kept=min_kept,
         )
-        summary = build_sequences(config, progress=progress)
+        with use_engine(engine, ray_address):  # type: ignore[arg-type]
+            summary = build_sequences(config, progress=progress)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"])

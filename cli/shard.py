@@ -18,7 +18,15 @@ def register(app: typer.Typer) -> None:
         preset: str = typer.Option("mimic-jpg", "--preset", help="DICOM intensity preset: mimic-jpg or voi"),
         fmt: str = typer.Option("jpg", "--format", help="stored image format: jpg or png"),
         samples_per_shard: int = typer.Option(256, "--samples-per-shard", help="patient timelines per shard"),
-        workers: int = typer.Option(1, "--workers", help="worker processes"),
+        workers: int = typer.Option(
+            1, "--workers", help="worker processes (Ray CPUs with a local --engine ray)"
+        ),
+        engine: str = typer.Option(
+            "local", "--engine", help="local | ray: where shard jobs run (same bytes)"
+        ),
+        ray_address: str | None = typer.Option(
+            None, "--ray-address", help="Ray cluster address (default: start a local Ray)"
+        ),
         part: str = typer.Option(
             "0/1", "--part", help="i/n: build only part i (0-based) of n disjoint parts"
         ),
@@ -47,6 +55,8 @@ def register(app: typer.Typer) -> None:
                 format=fmt,  # type: ignore[arg-type]
                 samples_per_shard=samples_per_shard,
                 workers=workers,
+                engine=engine,  # type: ignore[arg-type]
+                ray_address=ray_address,
                 part=parse_part(part),
                 force=force,
                 key_salt=key_salt or DEFAULT_KEY_SALT,

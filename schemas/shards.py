@@ -27,6 +27,10 @@ class ShardConfig(BaseModel):
     jpeg_quality: int = Field(default=95, ge=50, le=100)
     samples_per_shard: int = Field(default=256, ge=1, description="patient timelines per shard (at most)")
     workers: int = Field(default=1, ge=1)
+    engine: Literal["local", "ray"] = Field(
+        default="local", description="where shard jobs run: local processes or Ray tasks (same bytes)"
+    )
+    ray_address: str | None = Field(default=None, description="Ray cluster address; None starts a local Ray")
     part: tuple[int, int] = Field(default=(0, 1), description="(i, n): build only shards j with j % n == i")
     force: bool = False
     key_salt: str = Field(default=DEFAULT_KEY_SALT, description="salt of the pseudonymous patient/study keys")

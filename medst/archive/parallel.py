@@ -21,24 +21,21 @@ def map_chunks(
 ) -> list[R]:
     """``fn`` over ``pieces`` (each returning a list of rows), concatenated in the order of ``pieces``.
 
-    With ``workers > 1`` and more than one piece the pieces go to a process pool (``fn`` and the pieces must
-    pickle); otherwise they run here. A progress bar of ``total`` items advances by the rows each piece returns.
+    With ``workers > 1`` and more than one piece the pieces go to worker processes, or to Ray tasks inside
+    ``medst.executors.use_engine("ray")`` (``fn`` and the pieces must pickle); otherwise they run here. A progress
+    bar of ``total`` items advances by the rows each piece returns.
     """
     from tqdm import tqdm
 
-    rows: list[R] = []
+    from medst.executors import run_jobs
+
+    results: list[list[R]] = [[] for _ in pieces]
     bar: Any = tqdm(total=total, disable=not progress, desc=desc, unit=unit)
     with bar:
-        if workers > 1 and len(pieces) > 1:
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for result in pool.map(fn, pieces):
-                    rows.extend(result)
-                    bar.update(len(result))
-        else:
-            for piece in pieces:
-                result = fn(piece)
-                rows.extend(result)
-                bar.update(len(result))
-    return rows
+        # The engine (local processes or Ray) is the one the command set with `medst.executors.use_engine`.
+        for i, result in run_jobs(
+            fn, pieces, workers=workers, start_method=None, describe=lambda _piece: desc
+        ):
+            results[i] = result
+            bar.update(len(result))
+    return [row for result in results for row in result]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing as mp
 import os
 import tarfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from medst import __version__
 from medst.errors import UserInputError
+from medst.executors import EngineChoice, run_jobs
 from medst.schemas.records import RejectRecord
 from medst.schemas.shards import ShardConfig, ShardIndexEntry, ShardSummary
 
@@ -253,15 +253,17 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     todo.sort(key=lambda j: (-j.images, j.split, j.index))
     tasks = [(job, {p.key: rows_by_key[p.key] for p in job.patients}, opts, out, options) for job in todo]
     bar = tqdm(total=len(tasks), desc="shards", unit="shard", disable=not progress)
-    if config.workers == 1 or len(tasks) <= 1:
-        for task in tasks:
-            _write_one(task)
-            bar.update()
-    else:
-        # spawn: forking a process that holds polars/OpenCV thread pools can deadlock.
-        with mp.get_context("spawn").Pool(min(config.workers, len(tasks)), _init_worker) as pool:
-            for _ in pool.imap_unordered(_write_one, tasks, chunksize=1):
-                bar.update()
+    engine = EngineChoice(config.engine, config.ray_address)
+    jobs_run = run_jobs(
+        _write_one,
+        tasks,
+        workers=config.workers,
+        engine=engine,
+        initializer=_init_worker,
+        describe=lambda task: f"shard {task[0].name}",
+    )
+    for _ in jobs_run:
+        bar.update()
     bar.close()
     names = [j.name for j in jobs]
     n_rejects = _merge_rejects(out, names)

@@ -1,0 +1,119 @@
+"""Job engines (`medst.executors`): a lost local worker is an error naming the job, never a hang; Ray writes the
+same shard and manifest bytes as the local engine, and a killed Ray shard run resumes to the same bytes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medst.errors import UserInputError
+from medst.executors import EngineChoice, WorkerLostError, run_jobs, use_engine
+from medst.schemas.build import BuildConfig
+from medst.schemas.shards import ShardConfig
+from medst.sequences.build import build_sequences
+from medst.shards.writer import write_shards
+
+REPO = Path(__file__).resolve().parents[1]
+SHARD_OPTIONS = {"image_size": 96, "samples_per_shard": 2}
+
+
+def _square_or_die(x: int) -> int:
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does to a worker
+    return x * x
+
+
+def test_local_engine_yields_every_result_with_its_position() -> None:
+    for workers in (1, 2):
+        results = dict(run_jobs(_square_or_die, [0, 1, 2, 4, 5], workers=workers))
+        assert results == {0: 0, 1: 1, 2: 4, 3: 16, 4: 25}
+
+
+def test_a_killed_local_worker_ends_the_run_with_an_error_naming_the_job() -> None:
+    # Before, a dead worker left the parent waiting forever; pytest's timeout would fail this test.
+    with pytest.raises(WorkerLostError, match=r"while running (job number [0-9] or )*job number 3"):
+        list(run_jobs(_square_or_die, list(range(6)), workers=2, describe=lambda x: f"job number {x}"))
+
+
+def test_unknown_engine_and_stray_address_are_user_errors() -> None:
+    with pytest.raises(UserInputError, match="--engine must be one of"):
+        list(run_jobs(_square_or_die, [1], engine=EngineChoice("dask", None)))  # type: ignore[arg-type]
+    with (
+        pytest.raises(UserInputError, match="--ray-address is only used with --engine ray"),
+        use_engine("local", "127.0.0.1:6379"),
+    ):
+        pass
+
+
+def _outputs(folder: Path, patterns: tuple[str, ...]) -> dict[str, bytes]:
+    paths = [p for pattern in patterns for p in folder.glob(pattern)]
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(paths)}
+
+
+SHARD_FILES = ("*.tar", "index/*.json", "rejects/*.parquet")
+
+
+@pytest.fixture(scope="module")
+def ray_session():  # type: ignore[no-untyped-def]
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'medst[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def seq_and_local_shards(synth_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("engines")
+    config = BuildConfig(archive=synth_archive, out=root / "seq", read_headers="always", workers=2)
+    build_sequences(config, progress=False)
+    write_shards(
+        ShardConfig(seq=root / "seq", out=root / "local", workers=2, **SHARD_OPTIONS), progress=False
+    )
+    return root / "seq", root / "local"
+
+
+def test_ray_engine_builds_the_same_manifests_and_shards_as_the_local_engine(
+    ray_session: object, synth_archive: Path, seq_and_local_shards: tuple[Path, Path], tmp_path: Path
+) -> None:
+    seq, local = seq_and_local_shards
+    with use_engine("ray"):
+        build_sequences(BuildConfig(archive=synth_archive, out=tmp_path / "seq", read_headers="always", workers=2),
+                        progress=False)  # fmt: skip
+    manifests = ("*.parquet",)
+    assert _outputs(tmp_path / "seq", manifests) == _outputs(seq, manifests)
+    assert len(_outputs(seq, manifests)) >= 3
+
+    write_shards(
+        ShardConfig(seq=seq, out=tmp_path / "ray", workers=2, engine="ray", **SHARD_OPTIONS), progress=False
+    )
+    reference = _outputs(local, SHARD_FILES)
+    assert sum(k.endswith(".tar") for k in reference) >= 8
+    assert _outputs(tmp_path / "ray", SHARD_FILES) == reference
+
+
+def test_a_sigkilled_ray_shard_run_resumes_to_the_same_bytes(
+    ray_session: object, seq_and_local_shards: tuple[Path, Path], tmp_path: Path
+) -> None:
+    seq, local = seq_and_local_shards
+    out = tmp_path / "ray"
+    command = [sys.executable, "-m", "medst.cli", "shard", str(seq), "-o", str(out), "--engine", "ray",
+               "--workers", "2", "--image-size", "96", "--samples-per-shard", "2", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("*.tar")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    # Whatever the killed run left (complete shards, a tar without its index entry, temporary files), the re-run,
+    # on this process's Ray, finishes the build with the bytes of an uninterrupted local build.
+    write_shards(ShardConfig(seq=seq, out=out, workers=2, engine="ray", **SHARD_OPTIONS), progress=False)
+    assert _outputs(out, SHARD_FILES) == _outputs(local, SHARD_FILES)
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
