@@ -11,6 +11,7 @@ import pytest
 from medst.archive.headers import scan_headers
 from medst.sequences.timeline import order_studies, study_datetime, windows
 from medst.sequences.views import (
+    add_reference_views,
     add_views,
     classify_code_meaning,
     classify_description,
@@ -66,6 +67,30 @@ def test_fallbacks_code_sequence_then_description() -> None:
         "none",
     ]
     assert out.get_column("frontal_rank").to_list()[:4] == [0, 2, 1, 0]
+
+
+def test_reference_views_take_view_position_alone() -> None:
+    """Rows with blank views and spellings MIMIC holds: reference keeps only ViewPosition PA/AP as frontal and
+    LATERAL/LL as lateral (the authors' exact ``isin``), clean falls back to the code sequence and description."""
+    df = pl.DataFrame(
+        {
+            "view_position": ["PA", "AP", "LL", None, "", None, "XTABLE LATERAL", "AP AXIAL", "AP SUPINE"],
+            "view_code_meaning": [None, None, None, "postero-anterior", "lateral", None, None, None, None],
+            "procedure_description": [None, None, None, None, None, "CHEST (PORTABLE AP)", None, None, None],
+        }
+    )
+    ref = add_reference_views(df)
+    assert ref.columns == add_views(df).columns
+    assert ref["view"].to_list() == [
+        "frontal", "frontal", "lateral", "unknown", "unknown", "unknown", "other", "other", "other"
+    ]
+    assert ref["view_source"].to_list() == ["tag"] * 3 + ["none"] * 3 + ["tag"] * 3
+    assert ref["frontal_rank"].to_list()[:2] == [0, 1]
+    clean = add_views(df)["view"].to_list()
+    assert clean[3:7] == ["frontal", "lateral", "frontal", "lateral"]
+    # A user's view column keeps its vocabulary, without fallbacks.
+    table = add_reference_views(df, table_source=True)
+    assert table["view"].to_list()[-1] == "frontal" and table["view"].to_list()[3] == "unknown"
 
 
 def test_real_dicom_headers_classified(realdata: Path) -> None:

@@ -7,9 +7,10 @@ windows. Every input image and report ends in exactly one of accepted (a kept st
 with its reason); the report states that identity. Output is written to a temporary folder next to OUT and
 renamed into place; the same inputs and options give byte-identical files.
 
-``--compat reference`` differs in two places only: time steps are frontal images (see `studies`), and a report
-without IMPRESSION or FINDINGS is dropped (reason ``no_impression_or_findings``) instead of falling back to its
-last paragraph, as the authors' preprocessing does.
+``--compat reference`` differs in three places only, each as the authors' preprocessing does: views come from
+ViewPosition alone (``PA``/``AP`` frontal, ``LATERAL``/``LL`` lateral; no code-sequence or description fallback,
+see `views.add_reference_views`), time steps are frontal images (see `studies`), and a report without IMPRESSION
+or FINDINGS is dropped (reason ``no_impression_or_findings``) instead of falling back to its last paragraph.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from medst.sequences.build_output import write_outputs
 from medst.sequences.splits import patient_splits, read_split_file
 from medst.sequences.studies import choose_views
 from medst.sequences.timeline import order_studies, windows
-from medst.sequences.views import add_views, non_chest_mask
+from medst.sequences.views import add_reference_views, add_views, non_chest_mask
 
 
 def read_source(config: BuildConfig, progress: bool = True) -> SourceData:
@@ -130,7 +131,9 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     rejects: list[pl.DataFrame] = list(src.rejects)
     warnings = list(src.warnings)
 
-    images = add_views(src.images, table_source=src.view_from_table)
+    # Reference mode decides views from ViewPosition alone, as the authors do; clean mode keeps the fallbacks.
+    view_rule = add_reference_views if config.compat == "reference" else add_views
+    images = view_rule(src.images, table_source=src.view_from_table)
     if not config.keep_non_chest:
         images = _exclude(
             images,
