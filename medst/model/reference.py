@@ -4,11 +4,16 @@ allow-lists (SPEC §2: "the whole model is started from an MGCA ViT-B checkpoint
 random" or as a copy of the frontal expert).
 
 Their text encoder is BLIP's BERT, which has no token-type embeddings: ours (Hugging Face BERT) gets them zeroed,
-which makes the two compute the same function.
+which makes the two compute the same function. Their checkpoints also hold tensors Med-ST never uses (every BERT
+layer's cross-attention, since their config sets ``add_cross_attention``; the pooler; the lateral projection heads;
+MGCA's attention and prototype layers): those are skipped by the families in `IGNORED_RULES`, and the report lists
+each skipped name and counts them per family. Any other tensor, and any of ours that is missing outside the
+allow-list, stops the load with one line.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -39,18 +44,28 @@ WEIGHTING_MAP: tuple[tuple[str, str], ...] = (
     ("word_element_wise_multi_head.", "word_weighting"),
     ("patch_element_wise_multi_head.", "patch_weighting"),
 )
-#: Their keys with no counterpart that the forward pass would use.
-IGNORED: tuple[str, ...] = (
-    "img_encoder_q.global_embed_la.*",
-    "img_encoder_q.local_embed_la.*",
-    "img_encoder_q.model.head.*",
-    "patch_local_atten_layer.*",
-    "word_local_atten_layer.*",
-    "prototype_layer.*",
-    "text_encoder_q.model.pooler.*",
-    "text_encoder_q.model.embeddings.position_ids",
-    "*_element_wise_multi_head.out_proj.*",
+#: Their tensors with no counterpart in our forward pass, each family with the reason it is skipped. A real
+#: research checkpoint holds every one of these families (MGCA's holds the prototype layer instead of the
+#: lateral heads and the weighting layers); anything outside them and outside the maps above is refused.
+IGNORED_RULES: tuple[tuple[str, str], ...] = (
+    (
+        "text_encoder_q.model.encoder.layer.*.crossattention.*",
+        "text cross-attention (their BERT config sets add_cross_attention; Med-ST never runs it)",
+    ),
+    ("text_encoder_q.model.pooler.*", "text pooler (unused: the CLS hidden state is the text feature)"),
+    ("text_encoder_q.model.embeddings.position_ids", "position-id buffer (a constant arange)"),
+    ("img_encoder_q.global_embed_la.*", "lateral global head (registered, never called)"),
+    ("img_encoder_q.local_embed_la.*", "lateral local head (registered, never called)"),
+    ("img_encoder_q.model.head.*", "ViT classifier head"),
+    ("patch_local_atten_layer.*", "MGCA patch attention layer (unused by Med-ST)"),
+    ("word_local_atten_layer.*", "MGCA word attention layer (unused by Med-ST)"),
+    ("prototype_layer.*", "MGCA prototype layer"),
+    ("*_element_wise_multi_head.out_proj.*", "weighting layers' output projection (only the weights are used)"),
 )
+#: The patterns alone (kept for callers that match keys).
+IGNORED: tuple[str, ...] = tuple(pattern for pattern, _ in IGNORED_RULES)
+#: Reason given to text-encoder layers beyond the model's truncation.
+DEEPER_TEXT_LAYERS = "text layers beyond the model's depth (truncated BERT)"
 #: Our keys an MGCA checkpoint does not have.
 ALLOWED_MISSING: tuple[str, ...] = (
     *(f"vit.{p}" for p in LATERAL_EXPERT_KEYS),
@@ -60,15 +75,24 @@ ALLOWED_MISSING: tuple[str, ...] = (
 )
 
 
+def _ignore_reason(key: str) -> str | None:
+    for pattern, why in IGNORED_RULES:
+        if fnmatch.fnmatchcase(key, pattern):
+            return why
+    return None
+
+
 def _translate(
     state: Mapping[str, Tensor], num_text_layers: int
-) -> tuple[dict[str, Tensor], list[str], list[str]]:
-    """Their keys -> ours. Returns (translated, ignored, unknown)."""
+) -> tuple[dict[str, Tensor], dict[str, str], list[str]]:
+    """Their keys -> ours. Returns (translated, ignored key -> reason, unknown)."""
     out: dict[str, Tensor] = {}
-    ignored, unknown = [], []
+    ignored: dict[str, str] = {}
+    unknown: list[str] = []
     for key, value in state.items():
-        if matches_any(key, IGNORED):
-            ignored.append(key)
+        why = _ignore_reason(key)
+        if why is not None:
+            ignored[key] = why
             continue
         for theirs, ours in WEIGHTING_MAP:
             if key.startswith(theirs):
@@ -90,7 +114,7 @@ def _translate(
                     new = ours + key[len(theirs) :]
                     layer = new.split(".")
                     if new.startswith("text.bert.encoder.layer.") and int(layer[4]) >= num_text_layers:
-                        ignored.append(key)  # beyond our truncation
+                        ignored[key] = DEEPER_TEXT_LAYERS
                     else:
                         # Their local heads are 1x1 convolutions: [out, in, 1] -> our linear [out, in].
                         if new.startswith(("img_local.", "txt_local.")) and value.dim() == 3:
@@ -117,8 +141,12 @@ def load_reference_checkpoint(
             layers, token-type embeddings).
         lateral_init: when the lateral expert is absent: keep it random or copy the frontal expert (``None``: the
             model config's ``lateral_init``).
+    Returns:
+        what was loaded, which of the checkpoint's tensors were ignored and why (``report.summary()`` says it in
+        one line), which of ours were absent and allowed.
     Raises:
-        MedstError: unknown keys, missing keys outside ``allow_missing``, or shapes that differ.
+        UserInputError: one line naming unknown keys, missing keys outside ``allow_missing``, or shapes that
+            differ; nothing is copied then.
     """
     state = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
     num_layers = len(model.text.bert.encoder.layer)
@@ -131,7 +159,15 @@ def load_reference_checkpoint(
     token_type = "text.bert.embeddings.token_type_embeddings.weight"
     if token_type in missing:
         own[token_type].zero_()
-    report = LoadReport(loaded=sorted(translated), missing_allowed=sorted(missing), ignored=sorted(ignored))
+    by_reason: dict[str, int] = {}
+    for why in ignored.values():
+        by_reason[why] = by_reason.get(why, 0) + 1
+    report = LoadReport(
+        loaded=sorted(translated),
+        missing_allowed=sorted(missing),
+        ignored=sorted(ignored),
+        ignored_by_reason=by_reason,
+    )
     if any(k.startswith("vit.") and matches_any(k[4:], LATERAL_EXPERT_KEYS) for k in missing):
         choice = lateral_init or model.config.lateral_init
         if choice == "copy":
