@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from research_checkpoint import ResearchMedST, lightning_checkpoint, save_research_checkpoint
+from research_checkpoint import Dims, ResearchMedST, lightning_checkpoint, save_research_checkpoint
 from torch import nn
 
 from medst.errors import MedstError, UserInputError
@@ -181,3 +181,40 @@ def test_research_checkpoint_missing_a_required_tensor_is_one_line(tmp_path: Pat
     assert "\n" not in message
     assert "missing 1 keys (e.g. text.bert.encoder.layer.1.output.dense.weight)" in message
     assert "unknown" not in message  # the cross-attention and other research tensors are not the complaint
+
+
+def test_medst_load_takes_a_research_checkpoint_with_its_text_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The user's path: `medst.load` on the authors' ``.ckpt`` plus the local BERT folder it was built from."""
+    import json
+    import logging
+
+    import numpy as np
+
+    import medst
+    from medst.inference.loading import ModelLoadError
+    from medst.model.text import build_demo_text_model
+
+    texts = ["no acute cardiopulmonary process", "small left pleural effusion is unchanged"] * 20
+    bert = build_demo_text_model(texts, tmp_path / "bert", vocab_size=2000, hidden=64, layers=2, heads=2)
+    vocab = json.loads((bert / "config.json").read_text())["vocab_size"]
+    torch.manual_seed(0)
+    path = tmp_path / "last.ckpt"
+    torch.save(lightning_checkpoint(ResearchMedST(Dims(vocab=vocab))), path)
+
+    with pytest.raises(ModelLoadError, match=r"authors' research code: give text_model=") as err:
+        medst.load(path, device="cpu")
+    assert "\n" not in str(err.value)
+
+    image = (np.arange(48 * 40) % 251).astype(np.uint8).reshape(48, 40)
+    outputs = []
+    for seed in (1, 2):  # a different init each time: equal outputs mean every weight came from the file
+        torch.manual_seed(seed)
+        with caplog.at_level(logging.INFO, logger="medst.inference.loading"):
+            encoder = medst.load(path, device="cpu", text_model=bert)
+        assert encoder.model.config.compat == "reference"
+        outputs.append((encoder.encode_texts(texts[1]), encoder.encode_images(image, features="cls")))
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+    assert torch.isfinite(outputs[0][0]).all()
+    assert "20 text cross-attention" in caplog.text

@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from medst.errors import UserInputError
+from medst.model.config import ModelConfig, TextConfig
 from medst.model.medst import MedST
 from medst.model.weights import (
     LATERAL_EXPERT_KEYS,
@@ -174,3 +176,89 @@ def load_reference_checkpoint(
             model.vit.copy_frontal_to_lateral()
         report.lateral_init = choice
     return report
+
+
+def is_reference_layout(state: Mapping[str, Tensor]) -> bool:
+    """Whether a state dict is laid out as the authors' (MGCA / Med-ST) Lightning module names it."""
+    return any(k.startswith("img_encoder_q.model.") for k in state) and any(
+        k.startswith("text_encoder_q.model.") for k in state
+    )
+
+
+def _count(state: Mapping[str, Tensor], prefix: str, suffix: str) -> int:
+    return sum(1 for k in state if k.startswith(prefix) and k.endswith(suffix))
+
+
+def reference_model_config(
+    state: Mapping[str, Tensor], text_hf_config: Mapping[str, object], max_length: int = 112
+) -> tuple[ModelConfig, dict[str, object]]:
+    """The shapes of an authors' checkpoint as our configs: a ``compat="reference"`` `ModelConfig` and the Hugging
+    Face config of its text encoder (``text_hf_config``, e.g. Bio_ClinicalBERT's, with every size the tensors fix
+    taken from the tensors, cross-attention off and no pooler use).
+
+    The ViT's head count is not stored in any tensor shape: it is width / 64 (ViT-S/B/L all use 64-wide heads).
+    Raises:
+        UserInputError: a tensor the shapes are read from is absent (not an authors' checkpoint).
+    """
+    vit, txt = "img_encoder_q.model.", "text_encoder_q.model."
+    try:
+        patch = state[f"{vit}patch_embed.proj.weight"]
+        pos = state[f"{vit}pos_embed"]
+        fc1 = state[f"{vit}blocks.0.mlp.fc1.weight"]
+        head = "img_encoder_q.global_embed.head."
+        words = state[f"{txt}embeddings.word_embeddings.weight"]
+        positions = state[f"{txt}embeddings.position_embeddings.weight"]
+        inter = state[f"{txt}encoder.layer.0.intermediate.dense.weight"]
+        proj_hidden, proj_dim = state[f"{head}0.weight"].shape[0], state[f"{head}3.weight"].shape[0]
+    except KeyError as err:
+        raise UserInputError(f"not an authors' Med-ST/MGCA checkpoint: it has no tensor {err.args[0]}") from None
+    width, grid = patch.shape[0], round((pos.shape[1] - 1) ** 0.5)
+    text_layers = _count(state, f"{txt}encoder.layer.", ".attention.self.query.weight")
+    hidden = int(words.shape[1])
+    hf = {
+        **dict(text_hf_config),
+        "vocab_size": int(words.shape[0]),
+        "hidden_size": hidden,
+        "num_hidden_layers": text_layers,
+        "intermediate_size": int(inter.shape[0]),
+        "max_position_embeddings": int(positions.shape[0]),
+        "add_cross_attention": False,
+        "is_decoder": False,
+    }
+    heads_value = hf.get("num_attention_heads")
+    text_heads = int(heads_value) if isinstance(heads_value, int) else max(1, hidden // 64)
+    config = ModelConfig(
+        image_size=grid * patch.shape[-1],
+        patch_size=patch.shape[-1],
+        in_channels=patch.shape[1],
+        width=width,
+        depth=_count(state, f"{vit}blocks.", ".norm1.weight"),
+        heads=max(1, width // 64),
+        mlp_ratio=fc1.shape[0] / width,
+        proj_dim=proj_dim,
+        proj_hidden=proj_hidden,
+        text=TextConfig(
+            vocab_size=int(words.shape[0]),
+            hidden=hidden,
+            layers=text_layers,
+            heads=text_heads,
+            intermediate=int(inter.shape[0]),
+            max_position_embeddings=int(positions.shape[0]),
+            num_layers=None,
+            max_length=max_length,
+        ),
+        compat="reference",
+    )
+    return config, hf
+
+
+def build_reference_model(
+    state: Mapping[str, Tensor], text_hf_config: Mapping[str, object], max_length: int = 112
+) -> tuple[MedST, LoadReport]:
+    """A `MedST` shaped like the authors' checkpoint ``state`` (`reference_model_config`) with its weights loaded
+    (`load_reference_checkpoint`); the report lists what the checkpoint held that Med-ST does not use."""
+    from medst.model.text import backbone_from_hf_config
+
+    config, hf = reference_model_config(state, text_hf_config, max_length)
+    model = MedST(config, text_model=backbone_from_hf_config(hf))
+    return model, load_reference_checkpoint(model, state)
