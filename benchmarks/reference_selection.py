@@ -103,6 +103,10 @@ def compare(archive: Path, build: Path) -> dict[str, object]:
         ).height,
         "frontal_rows_without_study_date": theirs.filter(pl.col("_date").is_null()).height,
         "frontal_rows_without_split_row": theirs.filter(pl.col("split").is_null()).height,
+        # Studies whose images carry different times (each reference row is ordered by its frontal's own time).
+        "frontal_rows_in_studies_with_several_times": theirs.filter(
+            pl.struct("_date", "_time").n_unique().over("study_id") > 1
+        ).height,
     }
     for split, name in (("train", "train"), ("validate", "validate")):
         mine = [

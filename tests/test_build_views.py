@@ -180,3 +180,32 @@ def test_same_instant_ties_use_the_frontal_id_not_the_study_id() -> None:
     ordered = order_studies(df, "dt", "frontal_dicom_id")
     assert ordered["study_id"].to_list() == ["59999999", "50000001"]
     assert ordered["order"].to_list() == [0, 1]
+
+
+def test_reference_rows_take_their_frontal_images_own_time() -> None:
+    """The authors sort each frontal row by its own StudyDate/StudyTime; clean steps use the study's earliest image.
+    Study A's lateral was taken at 09:00 and its frontal at 10:00; study B's frontal at 09:30."""
+    from medst.sequences.studies import choose_views
+
+    t = [datetime(2150, 1, 1, h, m) for h, m in ((9, 0), (10, 0), (9, 30))]
+    images = pl.DataFrame(
+        {
+            "subject_id": ["1", "1", "1"],
+            "study_id": ["A", "A", "B"],
+            "dicom_id": ["a-lat", "a-front", "b-front"],
+            "path": ["x", "y", "z"],
+            "view": ["lateral", "frontal", "frontal"],
+            "frontal_rank": [2, 0, 0],
+            "rows": [10, 10, 10],
+            "columns": [10, 10, 10],
+            "study_datetime": t,
+            "day_offset_in": [None, None, None],
+            "input_order": [0, 1, 2],
+        },
+        schema_overrides={"day_offset_in": pl.Float64},
+    )
+    order = {}
+    for compat in ("reference", "clean"):
+        steps = order_studies(choose_views(images, compat), "study_datetime", ["tiebreak_order", "frontal_dicom_id"])
+        order[compat] = steps["frontal_dicom_id"].to_list()
+    assert order == {"reference": ["b-front", "a-front"], "clean": ["a-front", "b-front"]}
