@@ -141,13 +141,17 @@ def test_synth_reference_compat(synth_archive: Path, tmp_path: Path) -> None:
         assert report["rejects_by_reason"].get("no_impression_or_findings", 0) >= 1
     assert studies["study_id"].str.contains("#").all()
     base = studies["study_id"].str.replace(r"#\d+$", "")
-    # One row per frontal image of a kept study.
+    # One row per frontal image of a kept study; frontal means ViewPosition PA or AP, nothing else (the authors'
+    # `isin(["PA", "AP"])`): a frontal with a blank ViewPosition is not a time step in reference mode.
     kept = set(base.to_list())
-    n_frontal = truth.filter((pl.col("view") == "frontal") & pl.col("study_id").is_in(list(kept))).height
+    in_kept = pl.col("study_id").is_in(list(kept))
+    n_frontal = truth.filter(pl.col("view_position").is_in(["PA", "AP"]) & in_kept).height
     assert studies.height == n_frontal
-    # The lateral is the first lateral of the study in the metadata CSV's order.
+    blank_frontal = truth.filter((pl.col("view") == "frontal") & (pl.col("view_position") == ""))["dicom_id"]
+    assert blank_frontal.len() and not studies["frontal_dicom_id"].is_in(blank_frontal.implode()).any()
+    # The lateral is the first LATERAL/LL image of the study in the metadata CSV's order.
     meta = pl.read_csv(synth_archive / "mimic-cxr-2.0.0-metadata.csv.gz", infer_schema=False)
-    lat_view = truth.filter(pl.col("view") == "lateral").select("dicom_id")
+    lat_view = truth.filter(pl.col("view_position").is_in(["LATERAL", "LL"])).select("dicom_id")
     first_lat = dict(
         meta.join(lat_view, on="dicom_id")
         .group_by("study_id", maintain_order=True)
@@ -157,6 +161,20 @@ def test_synth_reference_compat(synth_archive: Path, tmp_path: Path) -> None:
     )
     for sid, lat in zip(base.to_list(), studies["lateral_dicom_id"].to_list(), strict=True):
         assert lat == first_lat.get(sid)
+
+
+def test_blank_view_position_frontal_is_kept_by_clean_from_the_code_sequence(
+    synth_archive: Path, clean_build: tuple[pl.DataFrame, dict, Path]
+) -> None:
+    """The other half of the reference test above: clean mode falls back to ViewCodeSequence, so a study whose
+    only frontal has a blank ViewPosition still becomes a time step."""
+    studies, _, out = clean_build
+    truth = _truth(synth_archive)
+    blank = truth.filter((pl.col("view") == "frontal") & (pl.col("view_position") == ""))["dicom_id"]
+    images = pl.read_parquet(out / "images.parquet").filter(pl.col("dicom_id").is_in(blank.implode()))
+    assert images.height and set(images["view_source"]) == {"code_sequence"}
+    assert set(images["view"]) == {"frontal"}
+    assert studies["frontal_dicom_id"].is_in(blank.implode()).any()
 
 
 def test_jpg_release_with_report_sources(

@@ -11,6 +11,7 @@ import pytest
 from medst.archive.headers import scan_headers
 from medst.sequences.timeline import order_studies, study_datetime, windows
 from medst.sequences.views import (
+    add_reference_views,
     add_views,
     classify_code_meaning,
     classify_description,
@@ -66,6 +67,30 @@ def test_fallbacks_code_sequence_then_description() -> None:
         "none",
     ]
     assert out.get_column("frontal_rank").to_list()[:4] == [0, 2, 1, 0]
+
+
+def test_reference_views_take_view_position_alone() -> None:
+    """Rows with blank views and spellings MIMIC holds: reference keeps only ViewPosition PA/AP as frontal and
+    LATERAL/LL as lateral (the authors' exact ``isin``), clean falls back to the code sequence and description."""
+    df = pl.DataFrame(
+        {
+            "view_position": ["PA", "AP", "LL", None, "", None, "XTABLE LATERAL", "AP AXIAL", "AP SUPINE"],
+            "view_code_meaning": [None, None, None, "postero-anterior", "lateral", None, None, None, None],
+            "procedure_description": [None, None, None, None, None, "CHEST (PORTABLE AP)", None, None, None],
+        }
+    )
+    ref = add_reference_views(df)
+    assert ref.columns == add_views(df).columns
+    assert ref["view"].to_list() == [
+        "frontal", "frontal", "lateral", "unknown", "unknown", "unknown", "other", "other", "other"
+    ]
+    assert ref["view_source"].to_list() == ["tag"] * 3 + ["none"] * 3 + ["tag"] * 3
+    assert ref["frontal_rank"].to_list()[:2] == [0, 1]
+    clean = add_views(df)["view"].to_list()
+    assert clean[3:7] == ["frontal", "lateral", "frontal", "lateral"]
+    # A user's view column keeps its vocabulary, without fallbacks.
+    table = add_reference_views(df, table_source=True)
+    assert table["view"].to_list()[-1] == "frontal" and table["view"].to_list()[3] == "unknown"
 
 
 def test_real_dicom_headers_classified(realdata: Path) -> None:
@@ -155,3 +180,32 @@ def test_same_instant_ties_use_the_frontal_id_not_the_study_id() -> None:
     ordered = order_studies(df, "dt", "frontal_dicom_id")
     assert ordered["study_id"].to_list() == ["59999999", "50000001"]
     assert ordered["order"].to_list() == [0, 1]
+
+
+def test_reference_rows_take_their_frontal_images_own_time() -> None:
+    """The authors sort each frontal row by its own StudyDate/StudyTime; clean steps use the study's earliest image.
+    Study A's lateral was taken at 09:00 and its frontal at 10:00; study B's frontal at 09:30."""
+    from medst.sequences.studies import choose_views
+
+    t = [datetime(2150, 1, 1, h, m) for h, m in ((9, 0), (10, 0), (9, 30))]
+    images = pl.DataFrame(
+        {
+            "subject_id": ["1", "1", "1"],
+            "study_id": ["A", "A", "B"],
+            "dicom_id": ["a-lat", "a-front", "b-front"],
+            "path": ["x", "y", "z"],
+            "view": ["lateral", "frontal", "frontal"],
+            "frontal_rank": [2, 0, 0],
+            "rows": [10, 10, 10],
+            "columns": [10, 10, 10],
+            "study_datetime": t,
+            "day_offset_in": [None, None, None],
+            "input_order": [0, 1, 2],
+        },
+        schema_overrides={"day_offset_in": pl.Float64},
+    )
+    order = {}
+    for compat in ("reference", "clean"):
+        steps = order_studies(choose_views(images, compat), "study_datetime", ["tiebreak_order", "frontal_dicom_id"])
+        order[compat] = steps["frontal_dicom_id"].to_list()
+    assert order == {"reference": ["b-front", "a-front"], "clean": ["a-front", "b-front"]}

@@ -3,13 +3,16 @@
 Accepted paths: an exported model folder (``model.safetensors`` + ``config.json`` + tokenizer, written by
 `medst.model.io.save_model`), a run folder (its ``export/``, else its newest checkpoint), a checkpoint folder
 ``RUN/checkpoints/step-N``, or a weights file (``.safetensors``; ``.pt``/``.pth``/``.bin`` only as plain tensors)
-next to a ``config.json``. Nothing is ever unpickled: safetensors, JSON and YAML are parsed as data, and a torch
+next to a ``config.json``. A checkpoint written by the authors' research code (Lightning ``.ckpt``,
+``img_encoder_q.*``/``text_encoder_q.*`` tensors) loads too, given ``text_model=`` the local BERT folder its text
+encoder came from (tokenizer and config); its model is built in ``compat="reference"``. Nothing is ever unpickled: safetensors, JSON and YAML are parsed as data, and a torch
 file goes through ``torch.load(weights_only=True)``, which refuses anything but tensors and containers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
 from medst.errors import MedstError, UserInputError
 from medst.inference.encoder import MedSTEncoder
 from medst.inference.settings import PreprocessSettings, settings_from_config
+
+logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -221,6 +226,41 @@ def _load_checkpoint(src: ModelSource) -> tuple[MedST, Any, PreprocessSettings]:
     return model, tokenizer, settings_from_config(meta, cfg.image_size, cfg.text.max_length)
 
 
+def _research_state(src: ModelSource) -> dict[str, torch.Tensor] | None:
+    """The tensors of a torch file in the authors' layout, else None (our own formats go their usual way)."""
+    from medst.model.reference import is_reference_layout
+
+    if src.kind != "weights" or src.weights.suffix.lower() not in TORCH_SUFFIXES:
+        return None
+    state = read_torch_weights(src.weights)
+    return state if is_reference_layout(state) else None
+
+
+def _load_research(
+    src: ModelSource, state: dict[str, torch.Tensor], text_model: str | Path | None
+) -> tuple[MedST, Any, PreprocessSettings]:
+    from medst.model.io import load_tokenizer
+    from medst.model.reference import build_reference_model
+
+    if text_model is None:
+        raise ModelLoadError(
+            f"{src.weights} is a checkpoint of the authors' research code: give text_model= the local folder of "
+            "the BERT its text encoder was built from (Bio_ClinicalBERT: config.json and tokenizer files)"
+        )
+    folder = Path(text_model).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"text_model {folder}: no config.json (give a local Hugging Face BERT folder)")
+    try:
+        hf_config = json.loads((folder / "config.json").read_text())
+        model, report = build_reference_model(state, hf_config)
+        tokenizer = load_tokenizer(folder)
+    except (MedstError, ValueError, OSError) as err:
+        raise ModelLoadError(f"{src.weights}: {err}") from err
+    logger.info("%s: %s", src.weights, report.summary())
+    cfg = model.config
+    return model, tokenizer, settings_from_config({"extra": {}}, cfg.image_size, cfg.text.max_length)
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     """``None``/``"auto"``: CUDA when available, else CPU."""
     if device is None or device == "auto":
@@ -236,6 +276,7 @@ def load(
     checkpoint: str | None = None,
     preset: str | None = None,
     workers: int = 0,
+    text_model: str | Path | None = None,
 ) -> MedSTEncoder:
     """Load a trained Med-ST model for inference (see the module docstring for accepted paths).
 
@@ -245,11 +286,19 @@ def load(
         checkpoint: ``"latest"`` loads a run's newest checkpoint even when it has an export.
         preset: override the recorded intensity preset for DICOM files (``mimic-jpg`` or ``voi``).
         workers: threads that decode images in parallel (0 = in the calling thread).
+        text_model: for a checkpoint of the authors' research code only: the local BERT folder (tokenizer and
+            config) its text encoder was built from; the tensors it holds that Med-ST does not use are logged.
     Raises `ModelLoadError` (a `UserInputError`) when files are missing, config and weights disagree, or a file
     would need unpickling.
     """
     src = find_model(path, checkpoint)
-    model, tokenizer, settings = _load_checkpoint(src) if src.kind == "checkpoint" else _load_export(src)
+    research = _research_state(src)
+    if research is not None:
+        model, tokenizer, settings = _load_research(src, research, text_model)
+    elif src.kind == "checkpoint":
+        model, tokenizer, settings = _load_checkpoint(src)
+    else:
+        model, tokenizer, settings = _load_export(src)
     if preset is not None:
         settings = PreprocessSettings.model_validate(
             {**settings.model_dump(), "preset": preset, "recorded": True}

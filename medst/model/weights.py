@@ -31,6 +31,24 @@ class LoadReport:
     missing_allowed: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     lateral_init: str = "loaded"
+    #: Why tensors were ignored -> how many (filled by loaders that know the source layout).
+    ignored_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: counts of loaded / ignored (by reason) / allowed-missing tensors and the lateral expert's
+        origin."""
+        parts = [f"loaded {len(self.loaded)} tensors"]
+        if self.ignored:
+            reasons = self.ignored_by_reason or {"not used": len(self.ignored)}
+            parts.append(
+                f"ignored {len(self.ignored)} ("
+                + "; ".join(f"{n} {why}" for why, n in reasons.items())
+                + ")"
+            )
+        if self.missing_allowed:
+            parts.append(f"{len(self.missing_allowed)} absent and allowed")
+        parts.append(f"lateral expert {self.lateral_init}")
+        return ", ".join(parts)
 
 
 def read_state_dict(path: Path | str) -> dict[str, Tensor]:
@@ -93,7 +111,8 @@ def copy_fitting(
     ``grid``. Nothing is copied unless everything fits. Returns the keys of ``own`` that were absent.
 
     Raises:
-        MedstError: ``"{what} does not fit ..."`` naming missing or unknown keys, or the shapes that differ.
+        UserInputError: ``"{what} does not fit ..."`` (one line) naming missing or unknown keys, or the shapes
+            that differ.
     """
     missing = [k for k in own if k not in state]
     not_allowed = [k for k in missing if not matches_any(k, allow_missing)]
@@ -103,7 +122,7 @@ def copy_fitting(
             parts.append(f"missing {len(not_allowed)} keys (e.g. {', '.join(not_allowed[:4])})")
         if unknown:
             parts.append(f"{len(unknown)} unknown keys (e.g. {', '.join(unknown[:4])})")
-        raise MedstError(f"{what} does not fit the model: " + "; ".join(parts))
+        raise UserInputError(f"{what} does not fit the model: " + "; ".join(parts))
     fitted, bad = {}, []
     for key, value in state.items():
         if key not in own:
@@ -114,7 +133,7 @@ def copy_fitting(
             bad.append(f"{key}: {what} {tuple(value.shape)} vs model {tuple(own[key].shape)}")
         fitted[key] = value
     if bad:
-        raise MedstError(f"{what} holds weights of another shape: {'; '.join(bad[:4])}")
+        raise UserInputError(f"{what} holds weights of another shape: {'; '.join(bad[:4])}")
     with torch.no_grad():
         for key, value in fitted.items():
             own[key].copy_(value.to(own[key].dtype))

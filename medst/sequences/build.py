@@ -7,9 +7,10 @@ windows. Every input image and report ends in exactly one of accepted (a kept st
 with its reason); the report states that identity. Output is written to a temporary folder next to OUT and
 renamed into place; the same inputs and options give byte-identical files.
 
-``--compat reference`` differs in two places only: time steps are frontal images (see `studies`), and a report
-without IMPRESSION or FINDINGS is dropped (reason ``no_impression_or_findings``) instead of falling back to its
-last paragraph, as the authors' preprocessing does.
+``--compat reference`` differs in three places only, each as the authors' preprocessing does: views come from
+ViewPosition alone (``PA``/``AP`` frontal, ``LATERAL``/``LL`` lateral; no code-sequence or description fallback,
+see `views.add_reference_views`), time steps are frontal images (see `studies`), and a report without IMPRESSION
+or FINDINGS is dropped (reason ``no_impression_or_findings``) instead of falling back to its last paragraph.
 
 Report rejects of their own (both modes): ``undecodable_report`` (bytes that are not text in any encoding of
 `medst.archive.text_encoding`), ``report_too_large``; in clean mode ``content_free_report`` (no impression or
@@ -41,7 +42,7 @@ from medst.sequences.build_output import write_outputs
 from medst.sequences.splits import patient_splits, read_split_file
 from medst.sequences.studies import choose_views
 from medst.sequences.timeline import order_studies, windows
-from medst.sequences.views import add_views, is_unmapped_view, non_chest_mask
+from medst.sequences.views import add_reference_views, add_views, is_unmapped_view, non_chest_mask
 from medst.sequences.yield_check import low_yield
 
 
@@ -153,7 +154,9 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     rejects: list[pl.DataFrame] = list(src.rejects)
     warnings = list(src.warnings)
 
-    images = add_views(src.images, table_source=src.view_from_table)
+    # Reference mode decides views from ViewPosition alone, as the authors do; clean mode keeps the fallbacks.
+    view_rule = add_reference_views if config.compat == "reference" else add_views
+    images = view_rule(src.images, table_source=src.view_from_table)
     viewed = images
     # Once per distinct value: MIMIC has 377k rows and a handful of spellings.
     distinct_views = images.get_column("view_position").drop_nulls().unique().to_list()

@@ -7,7 +7,8 @@ of the study is listed in ``other_dicom_ids``.
 
 reference (the authors' code): one row per frontal IMAGE, so a study with two frontals fills two time steps with
 the same time and report. Each such row gets the study id ``<study_id>#<k>`` (k = 0, 1, ... in source-table
-order) so rows stay distinct; the lateral is the first lateral of the study in source-table order.
+order) so rows stay distinct; the lateral is the first lateral of the study in source-table order; a row's time
+is its frontal image's own StudyDate/StudyTime (clean: the study's earliest image).
 
 Input: the images frame with ``view``, ``frontal_rank``; output columns: ``subject_id, study_id, base_study_id,
 study_datetime, study_day, frontal_dicom_id, frontal_path, lateral_dicom_id, lateral_path, other_dicom_ids,
@@ -58,6 +59,8 @@ def choose_views(images: pl.DataFrame, compat: str = "clean") -> pl.DataFrame:
         steps = fr.join(lateral, on="study_id", how="left").with_columns(
             (pl.col("study_id") + pl.lit("#") + pl.col("_k").cast(pl.String)).alias("step_id"),
             pl.col("input_order").alias("tiebreak_order"),
+            # The authors sort each frontal row by its own StudyDate/StudyTime, not by the study's earliest image.
+            pl.col("study_datetime").alias("_own_dt"),
         )
     else:
         fr = fr.sort(
@@ -73,6 +76,8 @@ def choose_views(images: pl.DataFrame, compat: str = "clean") -> pl.DataFrame:
     # The other images of the study, per step: every image that is neither this step's frontal nor its lateral.
     all_ids = images.group_by("study_id").agg(pl.col("dicom_id").sort().alias("_all"))
     steps = steps.join(all_ids, on="study_id", how="left").join(study_time, on="study_id", how="left")
+    if compat == "reference":
+        steps = steps.with_columns(pl.coalesce("_own_dt", "_study_dt").alias("_study_dt"))
     steps = steps.with_columns(
         pl.col("_all")
         .list.set_difference(pl.concat_list(pl.col("dicom_id"), pl.col("lateral_dicom_id")).list.drop_nulls())

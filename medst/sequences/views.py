@@ -240,3 +240,51 @@ def non_chest_mask(df: pl.DataFrame) -> pl.Series:
     values = df.get_column("body_part").unique().to_list()
     bad = [v for v in values if not is_chest(v)]
     return df.get_column("body_part").is_in(bad).fill_null(False)
+
+
+#: ``--compat reference``: the authors' preprocessing keeps exactly these ViewPosition values (``isin`` on the
+#: metadata column), nothing from the code sequence or the descriptions.
+REFERENCE_FRONTAL = {"PA": 0, "AP": 1}
+REFERENCE_LATERAL = ("LATERAL", "LL")
+
+
+def add_reference_views(df: pl.DataFrame, table_source: bool = False) -> pl.DataFrame:
+    """``add_views`` as the authors' code decides views: from ViewPosition alone (SPEC §6).
+
+    An image is frontal only when ViewPosition is exactly ``PA`` or ``AP`` and lateral only when it is exactly
+    ``LATERAL`` or ``LL``; any other value is ``other``, and a blank ViewPosition is ``unknown`` with
+    ``view_source`` ``none`` even where the code sequence or a description names the view. A user's view column
+    (``table_source``) is still read with the full vocabulary, since it is their own spelling of the view; it just
+    gets no fallback either.
+    """
+    work = (
+        df
+        if "view_position" in df.columns
+        else df.with_columns(pl.lit(None, pl.String).alias("view_position"))
+    )
+    if table_source:
+        work = _mapped(work, "view_position", classify_position, "_t")
+    else:
+        value = pl.col("view_position").str.strip_chars()
+        work = work.with_columns(
+            pl.when(value.is_in(list(REFERENCE_FRONTAL)))
+            .then(pl.lit("frontal"))
+            .when(value.is_in(list(REFERENCE_LATERAL)))
+            .then(pl.lit("lateral"))
+            .when(value.fill_null("") != "")
+            .then(pl.lit("other"))
+            .alias("_t_view"),
+            value.replace_strict(REFERENCE_FRONTAL, default=None, return_dtype=pl.Int8).alias("_t_rank"),
+        )
+    work = work.with_columns(
+        pl.col("_t_view").fill_null("unknown").alias("view"),
+        pl.when(pl.col("_t_view").is_not_null())
+        .then(pl.lit("table" if table_source else "tag"))
+        .otherwise(pl.lit("none"))
+        .alias("view_source"),
+        pl.col("_t_rank").fill_null(2).alias("frontal_rank"),
+    )
+    drop = [c for c in work.columns if c.startswith("_t_")]
+    if "view_position" not in df.columns:
+        drop.append("view_position")
+    return work.drop(drop)
