@@ -104,10 +104,10 @@ class FindingCV:
 
     def statistic(self, metric: str) -> Callable[[np.ndarray], float]:
         """Bootstrap statistic on resampled row indices: the metric of pooled out-of-fold calls, seed mean."""
+        correct = (self.pred == self.y[None, :]).astype(np.float64)
         if metric == "accuracy":
-            correct = (self.pred == self.y[None, :]).astype(np.float64)
             return lambda idx: float(np.mean(correct[:, idx]))
-        return lambda idx: float(np.mean([M.macro_accuracy(self.y[idx], p[idx]) for p in self.pred]))
+        return lambda idx: float(np.mean([M.macro_accuracy_of_correct(self.y[idx], c[idx]) for c in correct]))
 
     def chance(self, metric: str) -> float:
         return M.majority_accuracy(self.y) if metric == "accuracy" else 1.0 / np.unique(self.y).size
