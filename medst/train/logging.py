@@ -12,6 +12,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+TENSORBOARD_MISSING = (
+    "TensorBoard is not installed, so this run logs to metrics.jsonl and curves.png only; "
+    "install it with: pip install 'medst[tensorboard]' (or turn it off with tensorboard: false)"
+)
+
 
 class RunLogger:
     """Writes one JSON line per logged step to ``RUN/metrics.jsonl`` (``{"kind": "train"|"val", "step": ...}``)
@@ -34,13 +39,19 @@ class RunLogger:
         if not enabled:
             return
         self._file = (run_dir / "metrics.jsonl").open("a")
+        missing_tensorboard = False
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # an optional extra: the run goes on, logged to metrics.jsonl only
+                missing_tensorboard = True
+            else:
+                self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
         self._bar = tqdm(
             total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True
         )
+        if missing_tensorboard:
+            self.message(TENSORBOARD_MISSING)
 
     def advance(self, steps: int = 1) -> None:
         if self._bar is not None:
