@@ -187,3 +187,8 @@ def test_bootstrap_matches_scipy_percentile_and_survives_nan_resamples() -> None
     s = np.linspace(0.0, 1.0, 10)
     lo, hi = M.bootstrap_rows(M.roc_auc, y, s, n_resamples=200, seed=0)
     assert 0.0 <= lo < hi <= 1.0
+
+
+def test_leaky_reference_threshold_picks_best_test_fold_first_on_ties() -> None:
+    assert M.leaky_reference_threshold([0.1, 0.3, 0.5], [0.6, 0.9, 0.9]) == pytest.approx(0.3)
+    assert M.leaky_reference_threshold([0.4], [0.0]) == 0.0  # no fold beats 0: the authors' start value
