@@ -124,8 +124,9 @@ def plot_summary(out: Path, entries: list[ShardIndexEntry], path: Path) -> None:
     ax1.bar(range(len(entries)), [e.bytes / 1e6 for e in entries], color="tab:blue")
     ax1.set_xlabel("shard (in name order)")
     ax1.set_ylabel("size (MB)")
-    total_gb = sum(e.bytes for e in entries) / 1e9
-    ax1.set_title(f"Shard sizes: {len(entries)} shards, {total_gb:.2f} GB in all")
+    total = sum(e.bytes for e in entries)
+    size = f"{total / 1e9:.2f} GB" if total >= 1e9 else f"{total / 1e6:.1f} MB"
+    ax1.set_title(f"Shard sizes: {len(entries)} shards, {size} in all")
     if len(names) <= 12:
         ax1.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
     splits = sorted({e.split for e in entries})
