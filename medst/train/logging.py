@@ -108,7 +108,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def _loss_axis(ax: Any, values: list[float]) -> None:
     """Losses on a log axis (terms differ by orders of magnitude); symmetric log where a term dips below zero
     (the temporal regression term has a small negative log-variance part), linear within 0.01 of zero."""
-    if values and min(values) > 0:
+    if not values:
+        ax.set_ylabel("loss")
+        ax.text(0.5, 0.5, "no records yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+    elif min(values) > 0:
         ax.set_yscale("log")
         ax.set_ylabel("loss (log scale)")
     else:
@@ -135,7 +138,7 @@ def curves_figure(records: list[dict[str, Any]]) -> Any:
         points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         return [p[0] for p in points], [p[1] for p in points]
 
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 5.2))
     loss_keys = sorted({k for r in train for k in r if k == "loss" or k.startswith("loss_")})
     shown: list[float] = []
     for key in loss_keys:
@@ -145,7 +148,7 @@ def curves_figure(records: list[dict[str, Any]]) -> Any:
     _loss_axis(axes[0], shown)
     axes[0].set_title("Training loss, total and per term")
     axes[1].plot(*series(train, "lr"), color="tab:purple")
-    axes[1].set_title("Learning rate (warm-up, then cosine decay)")
+    axes[1].set_title("Learning rate per step")
     axes[1].set_ylabel("learning rate")
     axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
 
@@ -162,14 +165,18 @@ def curves_figure(records: list[dict[str, Any]]) -> Any:
         axes[3].plot(*series(val, key), marker="o", label=_recall_label(key))
     for key in sorted({k for r in val for k in r if "chance" in k}):
         axes[3].plot(*series(val, key), linestyle="--", color="grey", linewidth=1, label=_chance_label(key))
+    if not axes[3].lines:
+        axes[3].text(
+            0.5, 0.5, "no records yet", ha="center", va="center", transform=axes[3].transAxes, color="grey"
+        )
     axes[3].set_ylim(0, 1.02)
     axes[3].set_ylabel("recall (fraction of studies)")
     axes[3].set_title("Validation retrieval vs chance (dashed)")
     for ax in axes:
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3, which="major")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # below the panel, never over a curve
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
 
