@@ -86,7 +86,7 @@ def run(
                     CLASS_NAMES,
                 )
                 out.titles[f"mscxrt_image_confusion_{finding}"] = (
-                    f"MS-CXR-T temporal image, {finding}: out-of-fold calls\n"
+                    f"MS-CXR-T temporal image, {finding.replace('_', ' ')}: out-of-fold calls\n"
                     f"{k}-fold CV, linear SVC, seed {seeds[0]}, n = {y.size} image pairs"
                 )
         for metric in ("accuracy", "macro_accuracy"):

@@ -137,7 +137,8 @@ def roc_figure(curves: list[tuple[str, np.ndarray, np.ndarray, float]], title: s
 
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     for label, fpr, tpr, auc in curves:
-        ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})")
+        shown = f"AUROC {auc:.3f}" if math.isfinite(auc) else "AUROC undefined: one class only"
+        ax.plot(fpr, tpr, label=f"{label} ({shown})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance (AUROC 0.5)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
