@@ -164,7 +164,9 @@ def curves_figure(records: list[dict[str, Any]]) -> Any:
     for key in recalls:
         axes[3].plot(*series(val, key), marker="o", label=_recall_label(key))
     for key in sorted({k for r in val for k in r if "chance" in k}):
-        axes[3].plot(*series(val, key), linestyle="--", color="grey", linewidth=1, label=_chance_label(key))
+        # A short dash marks each point, so the chance level shows even after a single validation.
+        axes[3].plot(*series(val, key), linestyle="--", marker="_", markersize=14, color="grey", linewidth=1,
+                     label=_chance_label(key))  # fmt: skip
     if not axes[3].lines:
         axes[3].text(
             0.5, 0.5, "no records yet", ha="center", va="center", transform=axes[3].transAxes, color="grey"
