@@ -116,7 +116,10 @@ def confusion_figure(matrix: np.ndarray, classes: list[str], title: str) -> Any:
 
     fig, ax = plt.subplots(figsize=(4.6, 4.0))
     image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="count")
+    from matplotlib.ticker import MaxNLocator
+
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="count")
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 ticks on small test sets
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
     ax.set_xlabel("predicted class")
