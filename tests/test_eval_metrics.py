@@ -143,3 +143,52 @@ def test_comparison_table_lines_up_runs_with_chance() -> None:
         "| retrieval | R@1 image->text | both | 0.040 | 0.500 [0.400, 0.600] | 0.040 [-0.060, 0.140] |"
         in table
     )
+
+
+def test_macro_accuracy_of_correct_equals_sklearn_balanced_accuracy() -> None:
+    # The bootstrap's fast path must give the reported metric's number on every resample.
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        y = rng.integers(0, 3, n)
+        p = rng.integers(0, 3, n)
+        assert M.macro_accuracy_of_correct(y, p == y) == pytest.approx(M.macro_accuracy(y, p), abs=1e-12)
+    assert np.isnan(M.macro_accuracy(np.array([]), np.array([])))
+
+
+def test_roc_curve_and_edge_cases_of_library_metrics() -> None:
+    fpr, tpr = M.roc_curve(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0]
+    assert tpr.tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]
+    fpr, tpr = M.roc_curve(np.array([1, 1]), np.array([0.2, 0.3]))  # no negatives: rate 0, not NaN
+    assert fpr.tolist() == [0.0, 0.0, 0.0] and tpr.tolist() == [0.0, 0.5, 1.0]
+    assert M.f1_binary(np.zeros(4), np.zeros(4)) == 0.0  # no positive anywhere: 0, not an error
+    # a class that never occurs still gets its row and column
+    assert M.confusion_matrix(np.array([0, 0]), np.array([0, 2]), 4).tolist() == [
+        [1, 0, 1, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+    ]
+
+
+def test_bootstrap_matches_scipy_percentile_and_survives_nan_resamples() -> None:
+    from scipy import stats
+
+    x = np.random.default_rng(5).normal(size=40)
+    ours = M.bootstrap_ci(lambda idx: float(np.mean(x[idx[0]])), [40], n_resamples=500, seed=0)
+    theirs = stats.bootstrap(
+        (x,), np.mean, n_resamples=500, method="percentile", rng=np.random.default_rng(0)
+    ).confidence_interval
+    # Same percentile method; equal today (same draws from the same generator), close whatever SciPy changes.
+    assert ours == pytest.approx((theirs.low, theirs.high), abs=0.05)
+    # Where SciPy gives up (one resample without positives makes its whole interval NaN), ours skips it.
+    y = np.array([0, 1, 0, 0, 0, 0, 0, 0, 0, 1])
+    s = np.linspace(0.0, 1.0, 10)
+    lo, hi = M.bootstrap_rows(M.roc_auc, y, s, n_resamples=200, seed=0)
+    assert 0.0 <= lo < hi <= 1.0
+
+
+def test_leaky_reference_threshold_picks_best_test_fold_first_on_ties() -> None:
+    assert M.leaky_reference_threshold([0.1, 0.3, 0.5], [0.6, 0.9, 0.9]) == pytest.approx(0.3)
+    assert M.leaky_reference_threshold([0.4], [0.0]) == 0.0  # no fold beats 0: the authors' start value

@@ -156,6 +156,10 @@ def run(
                     M.confusion_matrix(yt, pred, len(COVIDX_CLASSES)),
                     list(COVIDX_CLASSES),
                 )
+                out.titles["covidx_confusion"] = (
+                    f"COVIDx linear probe (clean), {pct} of train labels\n"
+                    f"({keep.size} rows): official test set, n = {yt.size}"
+                )
     return out
 
 

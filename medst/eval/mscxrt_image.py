@@ -85,6 +85,10 @@ def run(
                     M.confusion_matrix(y, per_finding[finding].pred[0], 3),
                     CLASS_NAMES,
                 )
+                out.titles[f"mscxrt_image_confusion_{finding}"] = (
+                    f"MS-CXR-T temporal image, {finding.replace('_', ' ')}: out-of-fold calls\n"
+                    f"{k}-fold CV, linear SVC, seed {seeds[0]}, n = {y.size} image pairs"
+                )
         for metric in ("accuracy", "macro_accuracy"):
             _add_metrics(out, per_finding, metric, k, folds[0], protocol, n_bootstrap, bootstrap_seed)
     return out
@@ -104,10 +108,10 @@ class FindingCV:
 
     def statistic(self, metric: str) -> Callable[[np.ndarray], float]:
         """Bootstrap statistic on resampled row indices: the metric of pooled out-of-fold calls, seed mean."""
+        correct = (self.pred == self.y[None, :]).astype(np.float64)
         if metric == "accuracy":
-            correct = (self.pred == self.y[None, :]).astype(np.float64)
             return lambda idx: float(np.mean(correct[:, idx]))
-        return lambda idx: float(np.mean([M.macro_accuracy(self.y[idx], p[idx]) for p in self.pred]))
+        return lambda idx: float(np.mean([M.macro_accuracy_of_correct(self.y[idx], c[idx]) for c in correct]))
 
     def chance(self, metric: str) -> float:
         return M.majority_accuracy(self.y) if metric == "accuracy" else 1.0 / np.unique(self.y).size
@@ -166,7 +170,13 @@ def _add_metrics(
             )
         )
         if metric == "accuracy" and k == first_k:
-            out.bars.setdefault("mscxrt_image_accuracy_per_finding", {})[finding] = float(vals.mean())
+            name = "mscxrt_image_accuracy_per_finding"
+            out.bars.setdefault(name, {})[finding] = float(vals.mean())
+            out.bar_chance.setdefault(name, {})[finding] = cv.chance(metric)
+            out.titles[name] = (
+                f"MS-CXR-T temporal image classification: accuracy per finding\n"
+                f"{k}-fold CV, linear SVC, mean of {vals.size} seed(s)"
+            )
     cvs = list(per_finding.values())
     stats = [cv.statistic(metric) for cv in cvs]
     per_seed = np.mean([cv.accuracy if metric == "accuracy" else cv.macro for cv in cvs], axis=0)

@@ -49,7 +49,11 @@ def run(
         )
     )
     fpr, tpr = M.roc_curve(y, scores)
-    out.rocs["mscxrt_sentence_roc"] = [("cosine", fpr, tpr, auc)]
+    out.rocs["mscxrt_sentence_roc"] = [("cosine of report embeddings", fpr, tpr, auc)]
+    out.titles["mscxrt_sentence_roc"] = (
+        "MS-CXR-T temporal sentence similarity ROC\n"
+        f"paraphrase vs contradiction, all pairs, n = {n} ({int(y.sum())} paraphrases)"
+    )
 
     th = M.threshold_accuracy(scores, y, n_splits=n_splits)
     chance = M.majority_accuracy(y)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -104,53 +105,90 @@ def write_markdown(results: Results, outputs: list[TaskOutput], path: Path) -> N
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
 
 
+def _title(o: TaskOutput, name: str) -> str:
+    """The task's title in words; a plot without one at least loses its snake_case."""
+    return o.titles.get(name) or name.replace("_", " ").capitalize()
+
+
+def confusion_figure(matrix: np.ndarray, classes: list[str], title: str) -> Any:
+    """Counts, rows = true class, columns = predicted class, each cell with its count and row share."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    image = ax.imshow(matrix, cmap="Blues")
+    from matplotlib.ticker import MaxNLocator
+
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="count")
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 ticks on small test sets
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    vmax = matrix.max() if matrix.size else 0
+    rows = matrix.sum(axis=1)
+    for (i, j), v in np.ndenumerate(matrix):
+        share = f"\n{v / rows[i]:.0%}" if rows[i] else ""
+        ax.text(j, i, f"{int(v)}{share}", ha="center", va="center", fontsize=8,
+                color="white" if v > vmax / 2 else "black")  # fmt: skip
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def roc_figure(curves: list[tuple[str, np.ndarray, np.ndarray, float]], title: str) -> Any:
+    """ROC curves on one square axis with the chance diagonal labelled in the legend."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    for label, fpr, tpr, auc in curves:
+        shown = f"AUROC {auc:.3f}" if math.isfinite(auc) else "AUROC undefined: one class only"
+        ax.plot(fpr, tpr, label=f"{label} ({shown})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance (AUROC 0.5)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def bar_figure(values: dict[str, float], chance: dict[str, float], title: str) -> Any:
+    """Accuracy per label with each label's chance level drawn across its bar and named in the legend."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.4, 3.8))
+    labels = list(values)
+    ax.bar(range(len(labels)), [values[k] for k in labels], color="tab:blue", label="accuracy")
+    marked = [i for i, key in enumerate(labels) if key in chance]
+    if marked:
+        ax.hlines([chance[labels[i]] for i in marked], [i - 0.4 for i in marked], [i + 0.4 for i in marked],
+                  colors="black", linestyles="--", label="chance (majority class)")  # fmt: skip
+    ax.set_xticks(range(len(labels)), [k.replace("_", " ") for k in labels], rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("finding")
+    ax.set_ylabel("accuracy (fraction correct)")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
 def write_plots(outputs: list[TaskOutput], folder: Path) -> list[Path]:
     """One PNG per confusion matrix, ROC figure and bar chart; returns the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for o in outputs:
         for name, (matrix, classes) in o.confusions.items():
-            fig, ax = plt.subplots(figsize=(3.6, 3.2))
-            ax.imshow(matrix, cmap="Blues")
-            ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right", fontsize=8)
-            ax.set_yticks(range(len(classes)), classes, fontsize=8)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("true")
-            vmax = matrix.max() if matrix.size else 0
-            for (i, j), v in np.ndenumerate(matrix):
-                ax.text(
-                    j,
-                    i,
-                    str(int(v)),
-                    ha="center",
-                    va="center",
-                    color="white" if v > vmax / 2 else "black",
-                    fontsize=8,
-                )
-            ax.set_title(name.replace("_", " "), fontsize=9)
-            written.append(_save(fig, folder / f"{name}.png"))
+            written.append(_save(confusion_figure(matrix, classes, _title(o, name)), folder / f"{name}.png"))
         for name, curves in o.rocs.items():
-            fig, ax = plt.subplots(figsize=(3.6, 3.4))
-            for label, fpr, tpr, auc in curves:
-                ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})")
-            ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
-            ax.set_xlabel("false positive rate")
-            ax.set_ylabel("true positive rate")
-            ax.legend(fontsize=7, loc="lower right")
-            ax.set_title(name.replace("_", " "), fontsize=9)
-            written.append(_save(fig, folder / f"{name}.png"))
+            written.append(_save(roc_figure(curves, _title(o, name)), folder / f"{name}.png"))
         for name, values in o.bars.items():
-            fig, ax = plt.subplots(figsize=(4.2, 3.0))
-            ax.bar(list(values), list(values.values()), color="tab:blue")
-            ax.set_ylim(0, 1)
-            ax.set_ylabel("accuracy")
-            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-            ax.set_title(name.replace("_", " "), fontsize=9)
+            fig = bar_figure(values, o.bar_chance.get(name, {}), _title(o, name))
             written.append(_save(fig, folder / f"{name}.png"))
     return written
 

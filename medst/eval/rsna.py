@@ -143,4 +143,7 @@ def run(
         ("cos_pos - cos_neg (clean)", fpr_c, tpr_c, M.roc_auc(y, score)),
         ("hard calls (reference)", fpr_h, tpr_h, M.roc_auc(y, pred)),
     ]
+    where = f"15% test patients (seed 0), n = {n} images, {int(y.sum())} with pneumonia"
+    out.titles["rsna_confusion"] = f"RSNA pneumonia zero-shot: calls on the test split\n{where}"
+    out.titles["rsna_roc"] = f"RSNA pneumonia zero-shot ROC\n{where}"
     return out

@@ -1,6 +1,6 @@
-"""The human build report: ``build_report.md`` with five PNG bar charts, made from build_report.json's dict.
+"""The human build report: ``build_report.md`` with five PNG charts, made from build_report.json's dict.
 
-Plots: studies per patient, sequence lengths, view availability, report section used, rejects by reason.
+Plots: studies per patient (a histogram), sequence lengths, view availability, report section used, rejects.
 PNGs carry no timestamp or software metadata, so a re-run writes identical bytes.
 """
 
@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 _PLOTS = (
-    ("studies_per_patient", "Studies per patient", "studies", "patients"),
+    ("studies_per_patient", "Studies per patient", "studies per patient", "patients"),
     ("sequence_lengths", "Sequence lengths", "studies in the sequence", "sequences"),
-    ("view_availability", "View availability per study", "", "studies"),
-    ("section_used", "Report section used", "", "studies"),
-    ("rejects_by_reason", "Rejects by reason", "", "items"),
+    ("view_availability", "View availability per study", "views in the study", "studies"),
+    ("section_used", "Report section used for the training text", "report section", "studies"),
+    ("rejects_by_reason", "Rejects by reason", "reason", "rejected items"),
 )
 
 
@@ -63,6 +63,40 @@ def _value_sections(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _histogram(path: Path, data: dict[str, int], title: str, xlabel: str, ylabel: str) -> None:
+    """Counts per integer value (e.g. studies per patient) as a histogram: MIMIC-CXR has patients with 1 to
+    over 100 studies, far too many values for one bar each. Equal-width integer bins (at most 40), and a log
+    count axis once the counts span more than a factor 30, so the long tail of busy patients stays visible."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.array([int(k) for k in data], dtype=np.float64)
+    weights = np.array(list(data.values()), dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    top = int(values.max()) if values.size else 1
+    width = max(1, math.ceil(top / 40))
+    bins = np.arange(0.5, top + width + 0.5, width)
+    if width > 1:
+        xlabel += f" (bins of {width})"
+    ax.hist(values, bins=bins.tolist(), weights=weights, color="#4a7ab0", edgecolor="white")
+    if weights.size and weights.max() > 30 * max(weights.min(), 1):
+        ax.set_yscale("log")
+        ylabel += " (log scale)"
+    total = int(weights.sum())
+    mean = float((values * weights).sum() / total) if total else float("nan")
+    ax.set_title(f"{title}: {total:,} patients, mean {mean:.1f}, max {top}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
 def write_markdown(folder: Path, report: dict[str, Any]) -> None:
     """Write ``build_report.md`` and its PNGs into `folder`."""
     acc = report["accounting"]
@@ -101,6 +135,7 @@ def write_markdown(folder: Path, report: dict[str, Any]) -> None:
     for key, title, xlabel, ylabel in _PLOTS:
         data = report.get(key) or {}
         name = f"{key}.png"
-        _bar(folder / name, data, title, xlabel, ylabel)
+        draw = _histogram if key == "studies_per_patient" and data else _bar
+        draw(folder / name, data, title, xlabel, ylabel)
         lines.append(f"![{title}]({name})")
     (folder / "build_report.md").write_text("\n".join(lines) + "\n")

@@ -122,9 +122,11 @@ def plot_summary(out: Path, entries: list[ShardIndexEntry], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     names = [Path(e.shard).stem for e in entries]
     ax1.bar(range(len(entries)), [e.bytes / 1e6 for e in entries], color="tab:blue")
-    ax1.set_xlabel("shard")
-    ax1.set_ylabel("MB")
-    ax1.set_title(f"shard sizes ({len(entries)} shards)")
+    ax1.set_xlabel("shard (in name order)")
+    ax1.set_ylabel("size (MB)")
+    total = sum(e.bytes for e in entries)
+    size = f"{total / 1e9:.2f} GB" if total >= 1e9 else f"{total / 1e6:.1f} MB"
+    ax1.set_title(f"Shard sizes: {len(entries)} shards, {size} in all")
     if len(names) <= 12:
         ax1.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
     splits = sorted({e.split for e in entries})
@@ -132,8 +134,9 @@ def plot_summary(out: Path, entries: list[ShardIndexEntry], path: Path) -> None:
     only = [sum(e.studies - e.lateral for e in entries if e.split == s) for s in splits]
     ax2.bar(splits, both, label="frontal + lateral", color="tab:green")
     ax2.bar(splits, only, bottom=both, label="frontal only", color="tab:orange")
+    ax2.set_xlabel("split")
     ax2.set_ylabel("studies")
-    ax2.set_title("view availability")
+    ax2.set_title("Studies with and without a lateral image, per split")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()

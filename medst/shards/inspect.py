@@ -79,9 +79,9 @@ def draw_timeline(shards: Path, out: Path, patient: str | None = None, max_studi
             else:
                 ax.imshow(decode_grey(data), cmap="gray", vmin=0, vmax=255)
             if row == 0:
-                ax.set_title(f"day {study['day_offset']:g}", fontsize=10)
+                ax.set_title(f"day {study['day_offset']:.1f}", fontsize=10)
             else:
-                ax.set_xlabel("\n".join(textwrap.wrap(first_sentence(study["text"]), 26)), fontsize=7)
+                ax.set_xlabel("\n".join(textwrap.wrap(first_sentence(study["text"]), 26)), fontsize=8)
         axes[0][col].set_ylabel("frontal" if col == 0 else "")
         axes[1][col].set_ylabel("lateral" if col == 0 else "")
     more = f" (first {max_studies} of {len(meta['studies'])})" if len(meta["studies"]) > max_studies else ""

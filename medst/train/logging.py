@@ -12,6 +12,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+TENSORBOARD_MISSING = (
+    "TensorBoard is not installed, so this run logs to metrics.jsonl and curves.png only; "
+    "install it with: pip install 'medst[tensorboard]' (or turn it off with tensorboard: false)"
+)
+
 
 class RunLogger:
     """Writes one JSON line per logged step to ``RUN/metrics.jsonl`` (``{"kind": "train"|"val", "step": ...}``)
@@ -34,13 +39,19 @@ class RunLogger:
         if not enabled:
             return
         self._file = (run_dir / "metrics.jsonl").open("a")
+        missing_tensorboard = False
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # an optional extra: the run goes on, logged to metrics.jsonl only
+                missing_tensorboard = True
+            else:
+                self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
         self._bar = tqdm(
             total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True
         )
+        if missing_tensorboard:
+            self.message(TENSORBOARD_MISSING)
 
     def advance(self, steps: int = 1) -> None:
         if self._bar is not None:
@@ -94,9 +105,26 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return sorted(latest.values(), key=lambda r: (r["kind"], r["step"]))
 
 
-def plot_curves(metrics_file: Path, out_png: Path) -> Path | None:
-    """Draw training loss terms, learning rate and validation metrics from ``metrics.jsonl`` into one PNG."""
-    records = read_metrics(metrics_file)
+def _loss_axis(ax: Any, values: list[float]) -> None:
+    """Losses on a log axis (terms differ by orders of magnitude); symmetric log where a term dips below zero
+    (the temporal regression term has a small negative log-variance part), linear within 0.01 of zero."""
+    if not values:
+        ax.set_ylabel("loss")
+        ax.text(0.5, 0.5, "no records yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+    elif min(values) > 0:
+        ax.set_yscale("log")
+        ax.set_ylabel("loss (log scale)")
+    else:
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.set_ylabel("loss (symmetric log scale)")
+
+
+def _term_label(key: str) -> str:
+    return "total" if key == "loss" else key.removeprefix("loss_")
+
+
+def curves_figure(records: list[dict[str, Any]]) -> Any:
+    """The matplotlib Figure of ``plot_curves`` (None without training records), for saving or inspecting."""
     train = [r for r in records if r["kind"] == "train"]
     val = [r for r in records if r["kind"] == "val"]
     if not train:
@@ -106,38 +134,77 @@ def plot_curves(metrics_file: Path, out_png: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
-    loss_keys = sorted({k for r in train for k in r if k == "loss" or k.startswith("loss_")})
-    for key in loss_keys:
-        points = [(r["step"], r[key]) for r in train if r.get(key) is not None]
-        axes[0].plot([p[0] for p in points], [p[1] for p in points], label=key)
-    axes[0].set_title("training loss")
-    axes[0].set_xlabel("step")
-    axes[0].legend(fontsize=7)
-    lr = [(r["step"], r["lr"]) for r in train if r.get("lr") is not None]
-    axes[1].plot([p[0] for p in lr], [p[1] for p in lr])
-    axes[1].set_title("learning rate")
-    axes[1].set_xlabel("step")
-
-    def series(key: str) -> tuple[list[float], list[float]]:
-        points = [(r["step"], r[key]) for r in val if r.get(key) is not None]
+    def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         return [p[0] for p in points], [p[1] for p in points]
 
+    fig, axes = plt.subplots(1, 4, figsize=(20, 5.2))
+    loss_keys = sorted({k for r in train for k in r if k == "loss" or k.startswith("loss_")})
+    shown: list[float] = []
+    for key in loss_keys:
+        steps, values = series(train, key)
+        axes[0].plot(steps, values, label=_term_label(key), linewidth=2.0 if key == "loss" else 1.0)
+        shown += values
+    _loss_axis(axes[0], shown)
+    axes[0].set_title("Training loss, total and per term")
+    axes[1].plot(*series(train, "lr"), color="tab:purple")
+    axes[1].set_title("Learning rate per step")
+    axes[1].set_ylabel("learning rate")
+    axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+
     # Losses and retrieval live on different scales: one panel each, recall drawn against its chance level.
+    shown = []
     for key in sorted({k for r in val for k in r if k == "loss" or k.startswith("loss_")}):
-        axes[2].plot(*series(key), marker="o", label=key)
-    axes[2].set_title("validation loss")
+        steps, values = series(val, key)
+        axes[2].plot(steps, values, marker="o", label=_term_label(key))
+        shown += values
+    _loss_axis(axes[2], shown)
+    axes[2].set_title("Validation loss, total and per term")
     recalls = sorted({k for r in val for k in r if k.startswith("split_r") or k.startswith("acc_")})
     for key in recalls:
-        axes[3].plot(*series(key), marker="o", label=key.removeprefix("split_"))
-    for chance in sorted({k for r in val for k in r if "chance" in k}):
-        axes[3].plot(*series(chance), linestyle="--", color="grey", linewidth=1)
-    axes[3].set_title("validation retrieval (dashed: chance)")
-    for ax in axes[2:]:
-        ax.set_xlabel("step")
-        if ax.lines:
-            ax.legend(fontsize=7)
+        axes[3].plot(*series(val, key), marker="o", label=_recall_label(key))
+    for key in sorted({k for r in val for k in r if "chance" in k}):
+        # A short dash marks each point, so the chance level shows even after a single validation.
+        axes[3].plot(*series(val, key), linestyle="--", marker="_", markersize=14, color="grey", linewidth=1,
+                     label=_chance_label(key))  # fmt: skip
+    if not axes[3].lines:
+        axes[3].text(
+            0.5, 0.5, "no records yet", ha="center", va="center", transform=axes[3].transAxes, color="grey"
+        )
+    axes[3].set_ylim(0, 1.02)
+    axes[3].set_ylabel("recall (fraction of studies)")
+    axes[3].set_title("Validation retrieval vs chance (dashed)")
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3, which="major")
+        if ax.get_legend_handles_labels()[0]:  # below the panel, never over a curve
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def _recall_label(key: str) -> str:
+    # split_r1_i2t -> "R@1 image->report (validation split)"; acc_* are in-batch top-1 accuracies.
+    if key.startswith("split_r"):
+        k, direction = key.removeprefix("split_r").split("_", 1)
+        arrow = {"i2t": "image->report", "t2i": "report->image"}.get(direction, direction)
+        return f"R@{k} {arrow}"
+    return f"in-batch top-1 {key.removeprefix('acc_').replace('_', ' ')}"
+
+
+def _chance_label(key: str) -> str:
+    if key.startswith("split_chance_r"):
+        return f"chance R@{key.removeprefix('split_chance_r')}"
+    return "chance in-batch top-1" if key == "chance_top1" else key.replace("_", " ")
+
+
+def plot_curves(metrics_file: Path, out_png: Path) -> Path | None:
+    """Draw training loss terms, learning rate and validation metrics from ``metrics.jsonl`` into one PNG."""
+    fig = curves_figure(read_metrics(metrics_file))
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
