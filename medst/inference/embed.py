@@ -244,6 +244,10 @@ def embed(config: EmbedConfig, encoder: MedSTEncoder | None = None) -> EmbedSumm
     ``encoder``: an already loaded model (else ``config.model`` is loaded). Raises `UserInputError` for a wrong
     path or an unusable model; bad images and empty lines become error rows.
     """
+    from medst.outputs import check_output_file
+
+    # Before the model loads and the work starts: a folder at OUT, or OUT being an input file, is refused now.
+    check_output_file(config.out, [config.text, None if config.input is None else Path(config.input)])
     if encoder is None:
         from medst.inference.loading import load
 

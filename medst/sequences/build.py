@@ -4,8 +4,8 @@ Pipeline (all polars frame operations; per-row Python only for report parsing an
 read the source -> normalise views -> drop non-chest and undated images -> parse reports -> keep studies with a
 frontal image and a usable report -> choose images per study -> order in time, day offsets -> patient splits ->
 windows. Every input image and report ends in exactly one of accepted (a kept study) or rejected (a reject row
-with its reason); the report states that identity. Output is written to a temporary folder next to OUT and
-renamed into place; the same inputs and options give byte-identical files.
+with its reason); the report states that identity. Output is written to a staging folder inside OUT and
+renamed into place (`medst.outputs`); the same inputs and options give byte-identical files.
 
 ``--compat reference`` differs in two places only: time steps are frontal images (see `studies`), and a report
 without IMPRESSION or FINDINGS is dropped (reason ``no_impression_or_findings``) instead of falling back to its
@@ -13,9 +13,6 @@ last paragraph, as the authors' preprocessing does.
 """
 
 from __future__ import annotations
-
-import shutil
-from pathlib import Path
 
 import polars as pl
 
@@ -25,9 +22,10 @@ from medst.archive.report_files import TOO_LARGE, parse_report_files
 from medst.archive.reports import parse_reports
 from medst.archive.source import REJECT_COLUMNS, SourceData, reject_frame
 from medst.errors import UserInputError
+from medst.outputs import check_output_dir
 from medst.schemas.build import BuildConfig, BuildSummary
 from medst.schemas.records import FINDINGS
-from medst.sequences.build_output import write_outputs
+from medst.sequences.build_output import COMMAND, LEGACY_MARKERS, build_inputs, write_outputs
 from medst.sequences.splits import patient_splits, read_split_file
 from medst.sequences.studies import choose_views
 from medst.sequences.timeline import order_studies, windows
@@ -126,6 +124,8 @@ def _report_reason(min_tokens: int) -> pl.Expr:
 
 def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     """Build the manifests of ``config.archive`` into ``config.out`` (see the module docstring)."""
+    # Before any work: an output folder that is not ours (or is the archive) is refused, not found out later.
+    check_output_dir(config.out, COMMAND, inputs=build_inputs(config), legacy_markers=LEGACY_MARKERS)
     src = read_source(config, progress)
     rejects: list[pl.DataFrame] = list(src.rejects)
     warnings = list(src.warnings)
@@ -280,15 +280,3 @@ def _add_labels(steps: pl.DataFrame, labels: pl.DataFrame | None) -> pl.DataFram
     ]
     steps = steps.with_columns(pl.struct(fields).alias("labels"))
     return steps.drop([f for f in FINDINGS if f in steps.columns])
-
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder `tmp` to `out`, replacing an older `out` (never leaving a half-written `out`)."""
-    old = out.with_name(f".{out.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    if old.exists():
-        shutil.rmtree(old)

@@ -14,8 +14,6 @@ Manifests (Parquet, zstd, rows in a fixed order so a re-run gives identical byte
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -28,8 +26,16 @@ from medst.archive.source import SourceData
 from medst.schemas.build import Accounting, BuildConfig, BuildSummary
 from medst.schemas.records import ImageRecord, RejectRecord, SequenceRecord, StudyRecord
 
+COMMAND = "build-sequences"
+# What a build of an older medst (before output markers) left in its folder.
+LEGACY_MARKERS = ("build_report.json",)
 _STUDY_COLUMNS = list(StudyRecord.model_fields)
 _IMAGE_COLUMNS = list(ImageRecord.model_fields)
+
+
+def build_inputs(config: BuildConfig) -> list[Path | None]:
+    """The paths a build reads: its output folder may be none of them, nor inside or around one."""
+    return [config.archive, config.reports, config.table, config.image_root, config.split_file]
 
 
 def _counts(df: pl.DataFrame, column: str) -> dict[str, int]:
@@ -85,21 +91,15 @@ def write_outputs(
     warnings: list[str],
     lateral_only: int = 0,
 ) -> BuildSummary:
-    """Write everything into a temporary folder next to ``config.out``, then rename it into place (a failure
-    removes the temporary folder and leaves any previous OUT untouched)."""
-    from medst.sequences.build import replace_dir
+    """Write everything into a staging folder inside ``config.out`` (claimed for build-sequences, see
+    `medst.outputs`), then swap the files into place; a failure leaves the previous outputs untouched and nothing
+    outside ``config.out`` is ever moved or deleted."""
+    from medst.outputs import claim_output_dir
 
     out = config.out.resolve()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    claimed = claim_output_dir(out, COMMAND, inputs=build_inputs(config), legacy_markers=LEGACY_MARKERS)
+    with claimed.replacing() as tmp:
         summary = _write_into(tmp, config, src, images, steps, seqs, rejects, warnings, lateral_only)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary.model_copy(update={"out": out})
 
 
