@@ -14,7 +14,7 @@ from medst.eval.features import FeatureExtractor
 from medst.eval.output import TaskOutput
 from medst.eval.report import write_json, write_markdown, write_plots
 from medst.eval.splits import default_manifest_path, load_manifest
-from medst.outputs import claim_output_dir
+from medst.outputs import check_output_dir, claim_output_dir
 from medst.schemas.eval import EvalConfig, Results
 
 MSCXRT_SUBDIRS = ("benchmarks", "ms-cxr-t", "mscxrt", "ms_cxr_t", "MS-CXR-T", "benchmarks/ms-cxr-t")
@@ -116,10 +116,11 @@ def evaluate(config: EvalConfig, encoder: Any | None = None, skip_missing: bool 
     start = time.perf_counter()
     inputs = [config.run, config.data, config.shards, config.mscxrt_dir, config.mimic_root, config.rsna_dir]
     inputs += [config.rsna_split, config.covidx_dir]
-    # Before the model loads: a folder that is not ours is refused at once.
-    claimed = claim_output_dir(config.out, "eval", inputs=inputs, legacy_markers=("results.json",))
+    # Before the model loads: a folder that is not ours is refused at once; it is created once the model loaded.
+    check_output_dir(config.out, "eval", inputs=inputs, legacy_markers=("results.json",))
     if encoder is None:
         encoder = load_encoder(config.run, config.device)
+    claimed = claim_output_dir(config.out, "eval", inputs=inputs, legacy_markers=("results.json",))
     extractor = FeatureExtractor(
         encoder, config.cache_dir or config.out / "feature_cache", config.batch_size, progress=config.progress
     )
