@@ -11,6 +11,8 @@ import os
 import typer
 
 from medst import __version__
+from medst.cli.errors import MedstGroup
+from medst.cli.errors import run as run_app
 
 app = typer.Typer(
     name="medst",
@@ -18,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=MedstGroup,
 )
 
 
@@ -57,14 +60,12 @@ def main(argv: list[str] | None = None) -> None:
     a user error, 1 for a bug, 130 when interrupted."""
     import sys
 
-    from medst.cli.errors import run
-
     args = list(sys.argv[1:] if argv is None else argv)
     end = args.index("--") if "--" in args else len(args)
     if "--debug" in args[:end]:  # a global option, but users type it after the command too
         args = [a for a in args[:end] if a != "--debug"] + args[end:]
         os.environ["MEDST_DEBUG"] = "1"
-    sys.exit(run(typer.main.get_command(app), args))
+    sys.exit(run_app(typer.main.get_command(app), args))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import traceback
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from medst.errors import MedstError
 
@@ -91,6 +92,38 @@ def user_message(exc: BaseException, group: Any, argv: list[str]) -> str | None:
         what = exc.strerror or type(exc).__name__
         return f"{what}: {exc.filename}" if exc.filename else _one_line(str(exc))
     return None
+
+
+class MedstGroup(TyperGroup):
+    """The command group: a user error raised while a command parses or runs becomes one line and exit 2 here, so
+    every way of invoking the app (the ``medst`` script, ``python -m medst``, ``CliRunner``) reports it alike."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                raise
+            try:
+                message = user_message(exc, self, _argv_of(ctx))
+            except Exception:  # the handler must never be the traceback
+                message = None
+            if message is None:
+                raise  # a bug: `run` reports it (exit 1)
+            if debug_enabled():
+                traceback.print_exception(exc)
+            print(f"error: {message}", file=sys.stderr)
+            raise typer.Exit(USER_ERROR) from None
+
+
+def _argv_of(ctx: Any) -> list[str]:
+    sub = getattr(ctx, "invoked_subcommand", None)
+    if sub:
+        return [str(sub)]
+    protected = getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", None) or []
+    return [str(a) for a in protected[:1]]
 
 
 def run(group: Any, argv: list[str]) -> int:

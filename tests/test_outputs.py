@@ -90,7 +90,7 @@ def test_every_command_refuses_a_foreign_folder_before_any_work(
     args: list[str | Path] = {
         "build-sequences": ["build-sequences", small / "archive", "-o", out],
         "synth": ["synth", out, "--patients", "2"],
-        "shard": ["shard", small / "tiny", "-o", out],  # the seq input is checked after the claim
+        "shard": ["shard", small / "tiny" / "seq", "-o", out],
         "pretrain": ["pretrain", small / "tiny" / "shards", "-o", out, "--config", "demo", "--device", "cpu"],
         "eval": ["eval", tmp_path / "no-such-run", "-o", out],  # refused before the model is looked for
         "embed-dir": ["embed", "--text", small / "archive" / "synth.json", "-o", out, "-m", tmp_path],

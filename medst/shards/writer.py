@@ -20,7 +20,7 @@ from typing import Any
 
 from medst import __version__
 from medst.errors import UserInputError
-from medst.outputs import check_output_dir, claim_output_dir
+from medst.outputs import claim_output_dir
 from medst.schemas.records import RejectRecord
 from medst.schemas.shards import ShardConfig, ShardIndexEntry, ShardSummary
 
@@ -216,9 +216,6 @@ def _discard_stale_shared(out: Path) -> None:
             pass  # a live process of another user
 
 
-_LEGACY = (shard_index.INDEX_DIR,)
-
-
 def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     """Write the shards of part `config.part` of the dataset in `config.seq` into `config.out`.
 
@@ -227,11 +224,12 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     """
     from tqdm import tqdm
 
-    check_output_dir(config.out, "shard", inputs=[config.seq, config.image_root], legacy_markers=_LEGACY)
     rows, image_root = _load_studies(config)
     out = config.out
-    # A folder of an older medst's shards (an index/ but no marker) stays usable.
-    claim_output_dir(out, "shard", inputs=[config.seq, config.image_root], legacy_markers=_LEGACY)
+    # Checked once the input is known good; a folder of an older medst's shards (index/, no marker) stays usable.
+    claim_output_dir(
+        out, "shard", inputs=[config.seq, config.image_root], legacy_markers=(shard_index.INDEX_DIR,)
+    )
     (out / shard_index.INDEX_DIR).mkdir(exist_ok=True)
     _discard_stale_shared(out)
     options = config.options()
