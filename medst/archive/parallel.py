@@ -24,10 +24,10 @@ def map_chunks(
     With ``workers > 1`` and more than one piece the pieces go to a process pool (``fn`` and the pieces must
     pickle); otherwise they run here. A progress bar of ``total`` items advances by the rows each piece returns.
     """
-    from tqdm import tqdm
+    from medst.progress import progress as show_progress
 
     rows: list[R] = []
-    bar: Any = tqdm(total=total, disable=not progress, desc=desc, unit=unit)
+    bar: Any = show_progress(total=total, enabled=progress, desc=desc, unit=unit)
     with bar:
         if workers > 1 and len(pieces) > 1:
             from concurrent.futures import ProcessPoolExecutor

@@ -222,7 +222,7 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     Complete shards built with the same options are kept (unless `force`); partial ones are discarded and rebuilt.
     Writes `index/`, `rejects/`, `rejects.parquet`, `summary.json` and `summary.png`; returns the summary.
     """
-    from tqdm import tqdm
+    from medst.progress import progress as show_progress
 
     rows, image_root = _load_studies(config)
     out = config.out
@@ -256,7 +256,7 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     # Biggest shards first so the last worker is not left alone with a big one.
     todo.sort(key=lambda j: (-j.images, j.split, j.index))
     tasks = [(job, {p.key: rows_by_key[p.key] for p in job.patients}, opts, out, options) for job in todo]
-    bar = tqdm(total=len(tasks), desc="shards", unit="shard", disable=not progress)
+    bar = show_progress(total=len(tasks), desc="shards", unit="shard", enabled=progress)
     if config.workers == 1 or len(tasks) <= 1:
         for task in tasks:
             _write_one(task)

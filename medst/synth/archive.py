@@ -32,11 +32,11 @@ import cv2
 import numpy as np
 import polars as pl
 from pydantic import BaseModel
-from tqdm import tqdm
 
 from medst import __version__
 from medst.errors import UserInputError
 from medst.outputs import OutputDir, claim_output_dir
+from medst.progress import progress as show_progress
 from medst.schemas.synth import SynthConfig
 from medst.synth import dicom_writer, tables
 from medst.synth.phantom import Anatomy, Exposure, Findings, render
@@ -218,7 +218,7 @@ def _write_reports(
         tasks.append((chunk, {k: patients[k] for k in mine}, str(root)))
     labels: list[dict[str, float | None]] = []
     has_report: list[bool] = []
-    with tqdm(total=len(rows), desc="reports", unit="study", disable=not progress) as bar:
+    with show_progress(total=len(rows), desc="reports", unit="study", enabled=progress) as bar:
         for lab, has in _run(pool, _report_task, tasks):
             labels += lab
             has_report += has
@@ -280,7 +280,7 @@ def _generate(
     if not config.metadata_only:
         rows = images.to_dicts()
         tasks = [(chunk, str(out), config.seed, dicom_root, jpg_root) for chunk in _chunks(rows, 24)]
-        with tqdm(total=len(rows), desc="images", unit="img", disable=not progress) as bar:
+        with show_progress(total=len(rows), desc="images", unit="img", enabled=progress) as bar:
             for n in _run(pool, _pixel_task, tasks):
                 bar.update(n)
         from medst.synth.preview import write_preview

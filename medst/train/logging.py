@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from medst.progress import progress as show_progress
 
 
 class RunLogger:
@@ -38,8 +38,8 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
-        self._bar = tqdm(
-            total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True
+        self._bar = show_progress(
+            total=total_steps, initial=start_step, enabled=progress, unit="step", dynamic_ncols=True
         )
 
     def advance(self, steps: int = 1) -> None:
