@@ -39,7 +39,7 @@ class RunLogger:
 
             self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
         self._bar = show_progress(
-            total=total_steps, initial=start_step, enabled=progress, unit="step", dynamic_ncols=True
+            total=total_steps, initial=start_step, enabled=progress, desc="train", unit="step"
         )
 
     def advance(self, steps: int = 1) -> None:
