@@ -16,6 +16,7 @@ Public API (every command with an output folder or file calls one of these befor
   ``out`` keeps the previous outputs. Files in ``out`` that a previous run of this command did not write
   survive. Nothing outside ``out`` is ever moved or deleted.
 - ``OutputDir.finish(fingerprint=None)``: record that the command completed (commands writing in place).
+- ``OutputDir.release_if_unused()``: on a failure before any output, remove the folder this claim created.
 - ``check_output_file(out, inputs=())``: for commands whose ``-o`` is one file: refuses a folder there and an
   ``out`` that is one of the inputs, before any work.
 
@@ -135,6 +136,7 @@ class OutputDir:
     inputs: list[str]
     fingerprint: str | None
     previous: dict[str, Any] | None
+    created: bool = False
 
     def _marker(self, entries: Sequence[str], complete: bool, fingerprint: str | None) -> dict[str, Any]:
         return {
@@ -154,6 +156,13 @@ class OutputDir:
         """Record in the marker that the command completed (its outputs are the folder's medst files)."""
         fp = self.fingerprint if fingerprint is None else fingerprint
         _write_marker(self.path, self._marker(self._entries(), True, fp))
+
+    def release_if_unused(self) -> None:
+        """Undo this claim when it created the folder and nothing but the marker was written (a command that
+        failed before its first output leaves no folder behind)."""
+        if self.created and [p.name for p in self.path.iterdir()] == [MARKER]:
+            (self.path / MARKER).unlink()
+            self.path.rmdir()
 
     def _remove_stale_staging(self) -> None:
         for p in self.path.glob(f"{_STAGING}*"):
@@ -203,6 +212,7 @@ def claim_output_dir(
     if none is there yet. Raises `UserInputError` with one line saying what to fix."""
     path = _resolved(out)
     previous = check_output_dir(path, command, inputs=inputs, legacy_markers=legacy_markers)
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -213,6 +223,7 @@ def claim_output_dir(
         inputs=[str(_resolved(Path(p))) for p in inputs if p is not None],
         fingerprint=fingerprint,
         previous=previous,
+        created=created,
     )
     if previous is None and not (path / MARKER).exists():
         _write_marker(path, claimed._marker([], False, fingerprint))

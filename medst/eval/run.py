@@ -131,9 +131,11 @@ def evaluate(config: EvalConfig, encoder: Any | None = None, skip_missing: bool 
             outputs.append(_run_task(task, config, encoder, extractor))
         except UserInputError as err:
             if not skip_missing:
+                claimed.release_if_unused()
                 raise
             skipped.append(f"{task}: skipped ({err})")
     if not outputs:
+        claimed.release_if_unused()
         raise UserInputError("no task could run: " + "; ".join(skipped))
     plots = write_plots(outputs, config.out / "plots") if config.plots else []
     results = Results(
