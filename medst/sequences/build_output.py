@@ -35,7 +35,10 @@ _IMAGE_COLUMNS = list(ImageRecord.model_fields)
 
 def build_inputs(config: BuildConfig) -> list[Path | None]:
     """The paths a build reads: its output folder may be none of them, nor inside or around one."""
-    return [config.archive, config.reports, config.table, config.image_root, config.split_file]
+    table = config.table
+    if table is not None and not table.is_absolute() and not table.exists():
+        table = config.archive / table  # as the generic reader finds it
+    return [config.archive, config.reports, table, config.image_root, config.split_file]
 
 
 def _counts(df: pl.DataFrame, column: str) -> dict[str, int]:
