@@ -2,13 +2,14 @@
 
 Public API (every command with an output folder or file calls one of these before any work):
 
-- ``claim_output_dir(out, command, *, inputs=(), fingerprint=None, legacy_markers=()) -> OutputDir``
+- ``claim_output_dir(out, command, *, inputs=(), roots=(), fingerprint=None, legacy_markers=()) -> OutputDir``
   Creates ``out`` if absent and writes the marker ``out/.medst-output.json`` (command, medst version, input paths,
   fingerprint). Accepts an absent or empty folder (claims it), or a folder whose marker names the same command
   (a re-run: the caller replaces or resumes). Raises `UserInputError` (one line) for: an existing file; a folder
   holding files but no medst marker (unless one of ``legacy_markers``, files that an older medst wrote for this
   command, is there); a folder whose marker names another command; ``out`` equal to, inside or containing one of
-  ``inputs``. It never moves or deletes anything.
+  ``inputs``, or equal to or containing one of ``roots`` (folders that files are read from by path, such as an
+  image root: ``--image-root /`` is fine). It never moves or deletes anything.
 - ``check_output_dir(...)``: the same checks, read-only (for processes that must not write, e.g. DDP ranks > 0).
 - ``OutputDir.replacing()``: a context manager yielding an empty staging folder inside ``out``; on success each
   entry written there is swapped into ``out`` by renames inside ``out`` (the previous run's entries are moved
@@ -45,15 +46,15 @@ def _resolved(path: Path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(path)))
 
 
-def _overlap(out: Path, inputs: Sequence[Path | None]) -> None:
+def _overlap(out: Path, inputs: Sequence[Path | None], roots: Sequence[Path | None]) -> None:
     o = out.resolve()
-    for raw in inputs:
+    for raw in [*inputs, *roots]:
         if raw is None:
             continue
         inp = _resolved(Path(raw)).resolve()
         if o == inp:
             raise UserInputError(f"output {out} is the input {raw}; give a new output folder")
-        if inp in o.parents:
+        if inp in o.parents and raw not in roots:
             raise UserInputError(f"output {out} is inside the input {raw}; give a folder outside it")
         if o in inp.parents:
             raise UserInputError(
@@ -84,6 +85,7 @@ def check_output_dir(
     command: str,
     *,
     inputs: Sequence[Path | None] = (),
+    roots: Sequence[Path | None] = (),
     legacy_markers: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """Raise `UserInputError` if ``command`` may not write into folder ``out`` (see the module docstring);
@@ -91,7 +93,7 @@ def check_output_dir(
     out = _resolved(out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"output {out} is a file; give a folder that is empty or absent")
-    _overlap(out, inputs)
+    _overlap(out, inputs, roots)
     if not out.exists():
         return None
     marker = _read_marker(out)
@@ -205,13 +207,14 @@ def claim_output_dir(
     command: str,
     *,
     inputs: Sequence[Path | None] = (),
+    roots: Sequence[Path | None] = (),
     fingerprint: str | None = None,
     legacy_markers: Sequence[str] = (),
 ) -> OutputDir:
     """Check that ``command`` may write into ``out`` (see the module docstring), create it and write the marker
     if none is there yet. Raises `UserInputError` with one line saying what to fix."""
     path = _resolved(out)
-    previous = check_output_dir(path, command, inputs=inputs, legacy_markers=legacy_markers)
+    previous = check_output_dir(path, command, inputs=inputs, roots=roots, legacy_markers=legacy_markers)
     created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -220,7 +223,7 @@ def claim_output_dir(
     claimed = OutputDir(
         path=path,
         command=command,
-        inputs=[str(_resolved(Path(p))) for p in inputs if p is not None],
+        inputs=[str(_resolved(Path(p))) for p in [*inputs, *roots] if p is not None],
         fingerprint=fingerprint,
         previous=previous,
         created=created,

@@ -187,8 +187,6 @@ def test_manifest_rows_are_validated_against_the_schema(covid_build: Path) -> No
 
 def test_study_listed_under_two_patients_is_rejected(realdata: Path, tmp_path: Path) -> None:
     images = _covid(realdata) / "images"
-    archive = tmp_path / "a"  # beside the output folder: medst refuses to write inside its input
-    archive.mkdir()
     pl.DataFrame(
         {
             "pid": ["A", "B", "B"],
@@ -198,9 +196,9 @@ def test_study_listed_under_two_patients_is_rejected(realdata: Path, tmp_path: P
             "view": ["PA", "PA", "PA"],
             "txt": ["Clear lungs, no effusion."] * 3,
         }
-    ).write_csv(archive / "t.csv")
+    ).write_csv(tmp_path / "t.csv")
     cfg = BuildConfig(
-        archive=archive,
+        archive=tmp_path,
         out=tmp_path / "out",
         table=Path("t.csv"),
         image_root=images,

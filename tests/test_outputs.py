@@ -155,3 +155,16 @@ def test_legacy_folder_without_marker_is_accepted_when_it_holds_the_commands_fil
     with pytest.raises(UserInputError, match="not empty"):
         claim_output_dir(other, "shard", legacy_markers=("index",))
     assert sorted(p.name for p in other.iterdir()) == ["data.csv"]
+
+
+def test_out_may_lie_inside_a_root_but_not_be_or_hold_one(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    claim_output_dir(images / "seq", "build-sequences", roots=[Path("/"), images])  # `--image-root /` is fine
+    with pytest.raises(UserInputError, match="is the input"):
+        claim_output_dir(images, "build-sequences", roots=[images])
+    with pytest.raises(UserInputError, match="contains the input"):
+        claim_output_dir(tmp_path / "x", "build-sequences", roots=[tmp_path / "x" / "images"])
+    with pytest.raises(UserInputError, match="inside the input"):
+        claim_output_dir(images / "seq2", "build-sequences", inputs=[images])
+    assert sorted(p.name for p in images.iterdir()) == ["seq"]

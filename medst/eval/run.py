@@ -114,13 +114,13 @@ def evaluate(config: EvalConfig, encoder: Any | None = None, skip_missing: bool 
     input files are not found is skipped with a note instead of stopping everything (``--task all``).
     """
     start = time.perf_counter()
-    inputs = [config.run, config.data, config.shards, config.mscxrt_dir, config.mimic_root, config.rsna_dir]
-    inputs += [config.rsna_split, config.covidx_dir]
+    inputs, legacy = [config.run, config.shards, config.rsna_split], ("results.json",)
+    roots = [config.data, config.mscxrt_dir, config.mimic_root, config.rsna_dir, config.covidx_dir]
     # Before the model loads: a folder that is not ours is refused at once; it is created once the model loaded.
-    check_output_dir(config.out, "eval", inputs=inputs, legacy_markers=("results.json",))
+    check_output_dir(config.out, "eval", inputs=inputs, roots=roots, legacy_markers=legacy)
     if encoder is None:
         encoder = load_encoder(config.run, config.device)
-    claimed = claim_output_dir(config.out, "eval", inputs=inputs, legacy_markers=("results.json",))
+    claimed = claim_output_dir(config.out, "eval", inputs=inputs, roots=roots, legacy_markers=legacy)
     extractor = FeatureExtractor(
         encoder, config.cache_dir or config.out / "feature_cache", config.batch_size, progress=config.progress
     )

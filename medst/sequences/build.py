@@ -25,7 +25,7 @@ from medst.errors import UserInputError
 from medst.outputs import check_output_dir
 from medst.schemas.build import BuildConfig, BuildSummary
 from medst.schemas.records import FINDINGS
-from medst.sequences.build_output import COMMAND, LEGACY_MARKERS, build_inputs, write_outputs
+from medst.sequences.build_output import COMMAND, LEGACY_MARKERS, build_paths, write_outputs
 from medst.sequences.splits import patient_splits, read_split_file
 from medst.sequences.studies import choose_views
 from medst.sequences.timeline import order_studies, windows
@@ -125,7 +125,8 @@ def _report_reason(min_tokens: int) -> pl.Expr:
 def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     """Build the manifests of ``config.archive`` into ``config.out`` (see the module docstring)."""
     # Before any work: an output folder that is not ours (or is the archive) is refused, not found out later.
-    check_output_dir(config.out, COMMAND, inputs=build_inputs(config), legacy_markers=LEGACY_MARKERS)
+    inputs, roots = build_paths(config)
+    check_output_dir(config.out, COMMAND, inputs=inputs, roots=roots, legacy_markers=LEGACY_MARKERS)
     src = read_source(config, progress)
     rejects: list[pl.DataFrame] = list(src.rejects)
     warnings = list(src.warnings)

@@ -33,12 +33,17 @@ _STUDY_COLUMNS = list(StudyRecord.model_fields)
 _IMAGE_COLUMNS = list(ImageRecord.model_fields)
 
 
-def build_inputs(config: BuildConfig) -> list[Path | None]:
-    """The paths a build reads: its output folder may be none of them, nor inside or around one."""
+def build_paths(config: BuildConfig) -> tuple[list[Path | None], list[Path | None]]:
+    """(inputs, roots) of a build for `medst.outputs`: OUT may be none of them and hold none of them, and may
+    not lie inside an input. Roots are folders files are only looked up in: the image root (``--image-root /``
+    is fine) and, for a generic table, the archive folder (``medst build-sequences . --table t.csv -o seq``)."""
     table = config.table
     if table is not None and not table.is_absolute() and not table.exists():
         table = config.archive / table  # as the generic reader finds it
-    return [config.archive, config.reports, table, config.image_root, config.split_file]
+    inputs = [config.reports, table, config.split_file]
+    roots = [config.image_root]
+    (roots if config.table is not None else inputs).append(config.archive)
+    return inputs, roots
 
 
 def _counts(df: pl.DataFrame, column: str) -> dict[str, int]:
@@ -100,7 +105,8 @@ def write_outputs(
     from medst.outputs import claim_output_dir
 
     out = config.out.resolve()
-    claimed = claim_output_dir(out, COMMAND, inputs=build_inputs(config), legacy_markers=LEGACY_MARKERS)
+    inputs, roots = build_paths(config)
+    claimed = claim_output_dir(out, COMMAND, inputs=inputs, roots=roots, legacy_markers=LEGACY_MARKERS)
     with claimed.replacing() as tmp:
         summary = _write_into(tmp, config, src, images, steps, seqs, rejects, warnings, lateral_only)
     return summary.model_copy(update={"out": out})

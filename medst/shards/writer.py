@@ -228,7 +228,7 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     out = config.out
     # Checked once the input is known good; a folder of an older medst's shards (index/, no marker) stays usable.
     claim_output_dir(
-        out, "shard", inputs=[config.seq, config.image_root], legacy_markers=(shard_index.INDEX_DIR,)
+        out, "shard", inputs=[config.seq], roots=[config.image_root], legacy_markers=(shard_index.INDEX_DIR,)
     )
     (out / shard_index.INDEX_DIR).mkdir(exist_ok=True)
     _discard_stale_shared(out)
