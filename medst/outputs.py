@@ -13,8 +13,9 @@ Public API (every command with an output folder or file calls one of these befor
 - ``check_output_dir(...)``: the same checks, read-only (for processes that must not write, e.g. DDP ranks > 0).
 - ``OutputDir.replacing()``: a context manager yielding an empty staging folder inside ``out``; on success each
   entry written there is swapped into ``out`` by renames inside ``out`` (the previous run's entries are moved
-  aside first and deleted last), and the marker records the entries. On failure the staging folder is removed and
-  ``out`` keeps the previous outputs. Files in ``out`` that a previous run of this command did not write
+  aside first and deleted last), and the marker records the entries. Each entry moves by one rename; while they
+  move the marker says ``"complete": false`` and lists old and new entries, so a crash there is repaired by the
+  next run. On failure before the swap the staging folder is removed and ``out`` keeps the previous outputs. Files in ``out`` that a previous run of this command did not write
   survive. Nothing outside ``out`` is ever moved or deleted.
 - ``OutputDir.finish(fingerprint=None)``: record that the command completed (commands writing in place).
 - ``OutputDir.release_if_unused()``: on a failure before any output, remove the folder this claim created.
