@@ -50,3 +50,26 @@ def test_iteration_and_disabled(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(err) == 1 and err[0].startswith("batches: 3/3 it (100%)")
     assert list(progress(range(3), enabled=False)) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_on_a_terminal_it_is_still_a_tqdm_bar() -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # a new pty is 0 columns wide
+    code = "from medst.progress import progress\nfor _ in progress(range(3), desc='steps'): pass\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stderr=slave, timeout=120)
+    os.close(slave)
+    seen = b""
+    try:
+        while chunk := os.read(master, 4096):
+            seen += chunk
+    except OSError:  # the terminal is drained
+        pass
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"\r" in seen and b"steps: 100%" in seen, seen
