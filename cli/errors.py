@@ -64,6 +64,7 @@ def _one_line(text: str) -> str:
 
 def user_message(exc: BaseException, group: Any, argv: list[str]) -> str | None:
     """The one line for a user error, or None when ``exc`` is not one."""
+    import yaml
     from pydantic import ValidationError
 
     cause = exc.__cause__
@@ -77,15 +78,10 @@ def user_message(exc: BaseException, group: Any, argv: list[str]) -> str | None:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and exc.exit_code == 2 else ""
         return _one_line(exc.format_message()) + hint
-    try:
-        import yaml
-
-        if isinstance(exc, yaml.YAMLError):
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            return f"bad YAML: {where}{_one_line(str(getattr(exc, 'problem', None) or exc))}"
-    except ModuleNotFoundError:  # pragma: no cover - yaml is a dependency
-        pass
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return f"bad YAML: {where}{_one_line(str(getattr(exc, 'problem', None) or exc))}"
     if type(exc).__name__ == "TOMLDecodeError":
         return f"bad TOML: {_one_line(str(exc))}"
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
