@@ -6,9 +6,13 @@ Command modules import heavy libraries (torch, pydicom, polars) inside their fun
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from medst import __version__
+from medst.cli.errors import MedstGroup
+from medst.cli.errors import run as run_app
 
 app = typer.Typer(
     name="medst",
@@ -16,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=MedstGroup,
 )
 
 
@@ -28,6 +33,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="On an error, show its traceback (or MEDST_DEBUG=1)."),
 ) -> None:
     """Med-ST for chest X-rays, from raw archive to evaluated model."""
 
@@ -49,8 +55,17 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line: every error leaves as one line on stderr (see `medst.cli.errors`); exit code 2 for
+    a user error, 1 for a bug, 130 when interrupted."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" in args[:end]:  # a global option, but users type it after the command too
+        args = [a for a in args[:end] if a != "--debug"] + args[end:]
+        os.environ["MEDST_DEBUG"] = "1"
+    sys.exit(run_app(typer.main.get_command(app), args))
 
 
 if __name__ == "__main__":

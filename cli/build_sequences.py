@@ -66,44 +66,31 @@ def build_sequences_command(
     ),
 ) -> None:
     """Scan ARCHIVE, group views, parse reports, order studies in time and write the manifests to OUT."""
-    from pydantic import ValidationError
-
-    from medst.errors import UserInputError
     from medst.executors import use_engine
     from medst.schemas.build import BuildConfig
     from medst.sequences.build import build_sequences
 
-    try:
-        config = BuildConfig(
-            archive=archive,
-            out=out,
-            reports=reports,
-            table=table,
-            columns=_parse_columns(columns),
-            image_root=image_root,
-            seq_len=seq_len,
-            stride=stride,
-            min_len=min_len,
-            compat=compat,  # type: ignore[arg-type]
-            split_file=split_file,
-            workers=workers,
-            keep_non_chest=keep_non_chest,
-            read_headers=read_headers,
-            check_files=check_files,  # type: ignore[arg-type]
-            time_format=time_format,
-            min_kept=min_kept,
-        )
-        with use_engine(engine, ray_address):  # type: ignore[arg-type]
-            summary = build_sequences(config, progress=progress)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        typer.echo(f"error: --{where.replace('_', '-')}: {msg}" if where else f"error: {msg}", err=True)
-        raise typer.Exit(2) from err
-    except UserInputError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
+    config = BuildConfig(
+        archive=archive,
+        out=out,
+        reports=reports,
+        table=table,
+        columns=_parse_columns(columns),
+        image_root=image_root,
+        seq_len=seq_len,
+        stride=stride,
+        min_len=min_len,
+        compat=compat,  # type: ignore[arg-type]
+        split_file=split_file,
+        workers=workers,
+        keep_non_chest=keep_non_chest,
+        read_headers=read_headers,
+        check_files=check_files,  # type: ignore[arg-type]
+        time_format=time_format,
+        min_kept=min_kept,
+    )
+    with use_engine(engine, ray_address):  # type: ignore[arg-type]
+        summary = build_sequences(config, progress=progress)
     typer.echo(
         f"{summary.patients} patients, {summary.studies} studies, {summary.sequences} sequences -> {summary.out}\n"
         f"images: {summary.images.inputs} in = {summary.images.accepted} accepted + {summary.images.rejected} rejected; "

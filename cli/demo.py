@@ -20,24 +20,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synth -> build-sequences -> shard -> pretrain -> eval on a synthetic archive; prints results and pictures."""
         from medst.demo import DemoConfig, run_demo
-        from medst.errors import MedstError
 
-        try:
-            result = run_demo(
-                DemoConfig(
-                    out=out,
-                    **({} if patients is None else {"patients": patients}),
-                    steps=steps,
-                    lambda2=lambda2,
-                    seed=seed,
-                    workers=workers,
-                    progress=progress,
-                ),
-                echo=typer.echo,
-            )
-        except MedstError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from err
+        result = run_demo(
+            DemoConfig(
+                out=out,
+                **({} if patients is None else {"patients": patients}),
+                steps=steps,
+                lambda2=lambda2,
+                seed=seed,
+                workers=workers,
+                progress=progress,
+            ),
+            echo=typer.echo,
+        )
         typer.echo("\n== results (trained vs untrained vs chance) ==")
         typer.echo(result.table)
         if result.zero_shot:

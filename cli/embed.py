@@ -38,33 +38,24 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     ) -> None:
         """Write ids, paths and normalised embeddings (plus CLS features) to Parquet; bad files become error rows."""
-        from pydantic import ValidationError
-
-        from medst.errors import MedstError
+        from medst.inference.embed import embed
         from medst.schemas.embed import EmbedConfig
 
-        try:
-            config = EmbedConfig(
-                input=input,
-                out=out,
-                model=model,
-                text=text,
-                batch_size=batch_size,
-                preset=preset,  # type: ignore[arg-type]
-                image_root=image_root,
-                frontal_only=frontal_only,
-                split=split,
-                device=device,
-                workers=workers,
-                progress=not quiet,
-            )
-            from medst.inference.embed import embed
-
-            summary = embed(config)
-        except (MedstError, ValidationError) as err:
-            msg = str(err).splitlines()
-            typer.echo(f"error: {' '.join(m.strip() for m in msg[:3])}", err=True)
-            raise typer.Exit(2) from err
+        config = EmbedConfig(
+            input=input,
+            out=out,
+            model=model,
+            text=text,
+            batch_size=batch_size,
+            preset=preset,  # type: ignore[arg-type]
+            image_root=image_root,
+            frontal_only=frontal_only,
+            split=split,
+            device=device,
+            workers=workers,
+            progress=not quiet,
+        )
+        summary = embed(config)
         parts = []
         if config.input is not None:
             parts.append(

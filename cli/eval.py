@@ -55,45 +55,38 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     ) -> None:
         """Evaluate a model on MS-CXR-T (image, sentence), RSNA zero-shot, COVIDx probe and retrieval."""
-        from pydantic import ValidationError
-
         from medst.errors import UserInputError
         from medst.eval.report import markdown_table
         from medst.eval.run import evaluate
         from medst.schemas.eval import ALL_TASKS, EvalConfig
 
-        try:
-            bad = [t for t in task if t not in TASK_CHOICES]
-            if bad:
-                raise UserInputError(f"unknown --task {bad[0]!r}; choose from {', '.join(TASK_CHOICES)}")
-            seed_list = _parse_seeds(seeds)
-            run_all = "all" in task
-            tasks = list(ALL_TASKS) if run_all else list(dict.fromkeys(task))
-            config = EvalConfig(
-                run=run,
-                tasks=tasks,
-                data=data,
-                out=out,
-                mscxrt_dir=mscxrt_dir,
-                mimic_root=mimic_root,  # type: ignore[arg-type]
-                rsna_dir=rsna_dir,
-                rsna_split=rsna_split,
-                covidx_dir=covidx_dir,
-                shards=shards,
-                retrieval_split=split,  # type: ignore[arg-type]
-                seeds=seed_list,
-                bootstrap=bootstrap,
-                batch_size=batch_size,
-                device=device,
-                cache_dir=cache_dir,
-                plots=not no_plots,
-                progress=not quiet,
-            )
-            results = evaluate(config, skip_missing=run_all)
-        except (UserInputError, ValidationError) as err:
-            msg = str(err).splitlines()
-            typer.echo(f"error: {' '.join(m.strip() for m in msg[:3])}", err=True)
-            raise typer.Exit(2) from err
+        bad = [t for t in task if t not in TASK_CHOICES]
+        if bad:
+            raise UserInputError(f"unknown --task {bad[0]!r}; choose from {', '.join(TASK_CHOICES)}")
+        seed_list = _parse_seeds(seeds)
+        run_all = "all" in task
+        tasks = list(ALL_TASKS) if run_all else list(dict.fromkeys(task))
+        config = EvalConfig(
+            run=run,
+            tasks=tasks,
+            data=data,
+            out=out,
+            mscxrt_dir=mscxrt_dir,
+            mimic_root=mimic_root,  # type: ignore[arg-type]
+            rsna_dir=rsna_dir,
+            rsna_split=rsna_split,
+            covidx_dir=covidx_dir,
+            shards=shards,
+            retrieval_split=split,  # type: ignore[arg-type]
+            seeds=seed_list,
+            bootstrap=bootstrap,
+            batch_size=batch_size,
+            device=device,
+            cache_dir=cache_dir,
+            plots=not no_plots,
+            progress=not quiet,
+        )
+        results = evaluate(config, skip_missing=run_all)
         typer.echo(markdown_table(results.metrics, with_protocol=False))
         for summary in results.tasks:
             for note in summary.notes:

@@ -18,12 +18,9 @@ def register(app: typer.Typer) -> None:
         max_studies: int = typer.Option(12, "--max-studies", help="studies drawn at most"),
     ) -> None:
         """Draw a patient's timeline (frontal + lateral per study, day offset, report start) as a PNG."""
-        from medst.errors import UserInputError
+        from medst.outputs import check_output_file
         from medst.shards.inspect import draw_timeline
 
-        try:
-            path = draw_timeline(shards, out, patient, max_studies)
-        except UserInputError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from err
+        check_output_file(out, [shards])
+        path = draw_timeline(shards, out, patient, max_studies)
         typer.echo(f"wrote {path}")

@@ -51,7 +51,6 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, TensorBoard, curves.png, export/."""
-        from medst.errors import MedstError
         from medst.schemas.train import resolve_config
 
         overrides = {
@@ -82,24 +81,20 @@ def register(app: typer.Typer) -> None:
             "max_steps_this_invocation": max_steps_this_invocation,
             "progress": progress,
         }
-        try:
-            cfg = resolve_config(config, overrides)
-            if max_grad_norm is not None:
-                cfg.max_grad_norm = max_grad_norm if max_grad_norm > 0 else None
-            if print_config:
-                from medst.schemas.train import config_to_yaml
+        cfg = resolve_config(config, overrides)
+        if max_grad_norm is not None:
+            cfg.max_grad_norm = max_grad_norm if max_grad_norm > 0 else None
+        if print_config:
+            from medst.schemas.train import config_to_yaml
 
-                typer.echo(config_to_yaml(cfg), nl=False)
-                return
-            if not cfg.shards.is_dir():
-                raise typer.BadParameter(f"{cfg.shards} is not a folder")
-            from medst.train.export import format_number
-            from medst.train.loop import pretrain
+            typer.echo(config_to_yaml(cfg), nl=False)
+            return
+        if not cfg.shards.is_dir():
+            raise typer.BadParameter(f"{cfg.shards} is not a folder")
+        from medst.train.export import format_number
+        from medst.train.loop import pretrain
 
-            summary = pretrain(cfg)
-        except MedstError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from err
+        summary = pretrain(cfg)
         import os
 
         if os.environ.get("RANK", "0") != "0":

@@ -38,34 +38,30 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     ) -> None:
         """Decode, resize and write patient timelines as WebDataset tars with an index and a summary."""
-        from pydantic import ValidationError
-
-        from medst.errors import UserInputError
         from medst.schemas.shards import DEFAULT_KEY_SALT, ShardConfig
         from medst.shards.assign import parse_part
         from medst.shards.writer import write_shards
 
         try:
-            config = ShardConfig(
-                seq=seq,
-                out=out,
-                image_root=image_root,
-                image_size=image_size,
-                preset=preset,  # type: ignore[arg-type]
-                format=fmt,  # type: ignore[arg-type]
-                samples_per_shard=samples_per_shard,
-                workers=workers,
-                engine=engine,  # type: ignore[arg-type]
-                ray_address=ray_address,
-                part=parse_part(part),
-                force=force,
-                key_salt=key_salt or DEFAULT_KEY_SALT,
-            )
-            summary = write_shards(config, progress=not quiet)
-        except (UserInputError, ValueError, ValidationError) as err:
-            msg = str(err).splitlines()
-            typer.echo(f"error: {' '.join(m.strip() for m in msg[:3])}", err=True)
-            raise typer.Exit(2) from err
+            parts = parse_part(part)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="'--part'") from None
+        config = ShardConfig(
+            seq=seq,
+            out=out,
+            image_root=image_root,
+            image_size=image_size,
+            preset=preset,  # type: ignore[arg-type]
+            format=fmt,  # type: ignore[arg-type]
+            samples_per_shard=samples_per_shard,
+            workers=workers,
+            engine=engine,  # type: ignore[arg-type]
+            ray_address=ray_address,
+            part=parts,
+            force=force,
+            key_salt=key_salt or DEFAULT_KEY_SALT,
+        )
+        summary = write_shards(config, progress=not quiet)
         totals = {k: sum(s[k] for s in summary.splits.values()) for k in ("samples", "studies", "images")}
         typer.echo(
             f"{summary.complete_shards}/{summary.expected_shards} shards complete "

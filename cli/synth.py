@@ -29,31 +29,20 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Write a synthetic MIMIC-CXR-shaped archive with a learnable signal."""
-        from pydantic import ValidationError
-
-        from medst.errors import UserInputError
         from medst.schemas.synth import SynthConfig
         from medst.synth import generate
 
-        try:
-            config = SynthConfig(
-                out=out,
-                patients=patients,
-                seed=seed,
-                image_size=image_size,
-                release=release,
-                benchmarks=benchmarks,
-                metadata_only=metadata_only,
-                workers=workers,
-            )  # type: ignore[arg-type]
-            summary = generate(config, progress=not quiet)
-        except ValidationError as err:
-            first = err.errors()[0]
-            typer.echo(f"error: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", err=True)
-            raise typer.Exit(2) from None
-        except UserInputError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        config = SynthConfig(
+            out=out,
+            patients=patients,
+            seed=seed,
+            image_size=image_size,
+            release=release,
+            benchmarks=benchmarks,
+            metadata_only=metadata_only,
+            workers=workers,
+        )  # type: ignore[arg-type]
+        summary = generate(config, progress=not quiet)
         mb = summary.bytes / 1e6
         typer.echo(
             f"wrote {summary.patients} patients, {summary.studies} studies, {summary.images} images "

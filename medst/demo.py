@@ -15,8 +15,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medst.errors import UserInputError
-
 
 class DemoConfig(BaseModel):
     """Sizes of the demo; the defaults finish in a few minutes on a 2-core laptop."""
@@ -108,6 +106,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     """Run every stage into ``config.out`` and return the results table and the pictures written."""
     from medst.eval.report import comparison_table
     from medst.eval.run import evaluate
+    from medst.outputs import claim_output_dir
     from medst.schemas.build import BuildConfig
     from medst.schemas.eval import EvalConfig
     from medst.schemas.shards import ShardConfig
@@ -119,11 +118,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     from medst.train.loop import pretrain
 
     out = config.out
-    if out.exists() and any(out.iterdir()) and not (out / "demo.json").exists():
-        raise UserInputError(
-            f"{out} is not empty and was not written by `medst demo`; give another -o folder"
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    claimed = claim_output_dir(out, "demo", legacy_markers=("demo.json",))
     archive, seq, shards, run = out / "archive", out / "sequences", out / "shards", out / "run"
     timings: dict[str, float] = {}
 
@@ -210,4 +205,5 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     (out / "demo.json").write_text(
         json.dumps({"seconds": timings, "pictures": [str(p) for p in pictures]}, indent=1)
     )
+    claimed.finish()
     return DemoResult(out=out, seconds=timings, table=table, pictures=pictures, zero_shot=zero_shot)

@@ -204,6 +204,7 @@ def test_cli_missing_benchmark_files_is_one_line(models: tuple[Path, Path], tmp_
         assert result.exit_code == 2, result.output
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and option in lines[0], result.output
+        assert not (tmp_path / "o").exists()  # a failed eval leaves no output folder behind
 
 
 def test_rsna_zero_shot_on_real_dicoms_rejects_the_corrupt_one(

@@ -25,12 +25,11 @@ def map_chunks(
     ``medst.executors.use_engine("ray")`` (``fn`` and the pieces must pickle); otherwise they run here. A progress
     bar of ``total`` items advances by the rows each piece returns.
     """
-    from tqdm import tqdm
-
     from medst.executors import run_jobs
+    from medst.progress import progress as show_progress
 
     results: list[list[R]] = [[] for _ in pieces]
-    bar: Any = tqdm(total=total, disable=not progress, desc=desc, unit=unit)
+    bar: Any = show_progress(total=total, enabled=progress, desc=desc, unit=unit)
     with bar:
         # The engine (local processes or Ray) is the one the command set with `medst.executors.use_engine`.
         for i, result in run_jobs(

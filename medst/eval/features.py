@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
-from tqdm import tqdm
 
 from medst.errors import ImageDecodeError
+from medst.progress import progress
 
 
 class Encoder(Protocol):
@@ -163,7 +163,9 @@ class FeatureExtractor:
         keys = [image_key(Path(p), self.preprocess_key) for p in paths]
         todo = sorted({k: Path(p) for k, p in zip(keys, paths, strict=True) if k not in store.rows}.items())
         chunk = max(self.batch_size * 8, 1)
-        bar = tqdm(total=len(todo), desc=f"encode images ({features})", disable=not self.progress or not todo)
+        bar = progress(
+            total=len(todo), desc=f"encode images ({features})", enabled=self.progress and bool(todo)
+        )
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             new_keys, new_paths = [k for k, _ in part], [p for _, p in part]

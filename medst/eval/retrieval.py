@@ -29,8 +29,7 @@ def held_out_embeddings(
     Reads the shards with the training loader in evaluation mode (centre crop, no shuffling), then embeds the
     prepared tensors through the encoder, so preprocessing is exactly the training one.
     """
-    from tqdm import tqdm
-
+    from medst.progress import progress as bar
     from medst.schemas.shards import LoaderConfig
     from medst.shards.loader import TimelineLoader
 
@@ -49,7 +48,7 @@ def held_out_embeddings(
     images: list[torch.Tensor] = []
     texts: list[torch.Tensor] = []
     keys: list[str] = []
-    for batch in tqdm(TimelineLoader(cfg, encoder.tokenizer), desc="retrieval batches", disable=not progress):
+    for batch in bar(TimelineLoader(cfg, encoder.tokenizer), desc="retrieval batches", enabled=progress):
         fresh = [i for i, k in enumerate(batch.study_keys) if k not in seen]
         if not fresh:
             continue

@@ -14,6 +14,7 @@ from medst.eval.features import FeatureExtractor
 from medst.eval.output import TaskOutput
 from medst.eval.report import write_json, write_markdown, write_plots
 from medst.eval.splits import default_manifest_path, load_manifest
+from medst.outputs import check_output_dir, claim_output_dir
 from medst.schemas.eval import EvalConfig, Results
 
 MSCXRT_SUBDIRS = ("benchmarks", "ms-cxr-t", "mscxrt", "ms_cxr_t", "MS-CXR-T", "benchmarks/ms-cxr-t")
@@ -113,9 +114,13 @@ def evaluate(config: EvalConfig, encoder: Any | None = None, skip_missing: bool 
     input files are not found is skipped with a note instead of stopping everything (``--task all``).
     """
     start = time.perf_counter()
+    inputs, legacy = [config.run, config.shards, config.rsna_split], ("results.json",)
+    roots = [config.data, config.mscxrt_dir, config.mimic_root, config.rsna_dir, config.covidx_dir]
+    # Before the model loads: a folder that is not ours is refused at once; it is created once the model loaded.
+    check_output_dir(config.out, "eval", inputs=inputs, roots=roots, legacy_markers=legacy)
     if encoder is None:
         encoder = load_encoder(config.run, config.device)
-    config.out.mkdir(parents=True, exist_ok=True)
+    claimed = claim_output_dir(config.out, "eval", inputs=inputs, roots=roots, legacy_markers=legacy)
     extractor = FeatureExtractor(
         encoder, config.cache_dir or config.out / "feature_cache", config.batch_size, progress=config.progress
     )
@@ -126,9 +131,11 @@ def evaluate(config: EvalConfig, encoder: Any | None = None, skip_missing: bool 
             outputs.append(_run_task(task, config, encoder, extractor))
         except UserInputError as err:
             if not skip_missing:
+                claimed.release_if_unused()
                 raise
             skipped.append(f"{task}: skipped ({err})")
     if not outputs:
+        claimed.release_if_unused()
         raise UserInputError("no task could run: " + "; ".join(skipped))
     plots = write_plots(outputs, config.out / "plots") if config.plots else []
     results = Results(
@@ -145,4 +152,5 @@ def evaluate(config: EvalConfig, encoder: Any | None = None, skip_missing: bool 
         results.tasks.append(type(results.tasks[0])(task=note.split(":")[0], n_rows=0, notes=[note]))
     write_json(results, config.out / "results.json")
     write_markdown(results, outputs, config.out / "results.md")
+    claimed.finish()
     return results

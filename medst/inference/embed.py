@@ -108,9 +108,9 @@ def _embed_images(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summa
     assert config.input is not None
     source = image_source(config.input, config.image_root, config.frontal_only, config.split)
     summary.skipped_files = source.skipped
-    from tqdm.auto import tqdm
+    from medst.progress import progress
 
-    bar = tqdm(total=source.total, unit="img", desc="embedding images", disable=not config.progress)
+    bar = progress(total=source.total, unit="img", desc="embedding images", enabled=config.progress)
     start = time.perf_counter()
     pool = ThreadPoolExecutor(config.workers) if config.workers > 1 else None
 
@@ -181,9 +181,9 @@ def _embed_texts(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summar
     usable = [(n, line) for n, line in enumerate(lines, start=1) if clean_for_model(line)]
     ok = {n for n, _ in usable}
     vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    from tqdm.auto import tqdm
+    from medst.progress import progress
 
-    bar = tqdm(total=len(usable), unit="text", desc="embedding texts", disable=not config.progress)
+    bar = progress(total=len(usable), unit="text", desc="embedding texts", enabled=config.progress)
     for a in range(0, len(usable), config.batch_size):
         part = usable[a : a + config.batch_size]
         out = encoder.encode_tokens(encoder.tokenize([line for _, line in part]))
@@ -244,6 +244,10 @@ def embed(config: EmbedConfig, encoder: MedSTEncoder | None = None) -> EmbedSumm
     ``encoder``: an already loaded model (else ``config.model`` is loaded). Raises `UserInputError` for a wrong
     path or an unusable model; bad images and empty lines become error rows.
     """
+    from medst.outputs import check_output_file
+
+    # Before the model loads and the work starts: a folder at OUT, or OUT being an input file, is refused now.
+    check_output_file(config.out, [config.text, None if config.input is None else Path(config.input)])
     if encoder is None:
         from medst.inference.loading import load
 

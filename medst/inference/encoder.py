@@ -437,6 +437,6 @@ class _NoBar:
 def _progress(total: int, unit: str, enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
+    from medst.progress import progress
 
-    return tqdm(total=total, unit=unit[:-1], desc=f"embedding {unit}")
+    return progress(total=total, unit=unit[:-1], desc=f"embedding {unit}")

@@ -4,8 +4,8 @@ Pipeline (all polars frame operations; per-row Python only for report parsing an
 read the source -> normalise views -> drop non-chest and undated images -> parse reports -> keep studies with a
 frontal image and a usable report -> choose images per study -> order in time, day offsets -> patient splits ->
 windows. Every input image and report ends in exactly one of accepted (a kept study) or rejected (a reject row
-with its reason); the report states that identity. Output is written to a temporary folder next to OUT and
-renamed into place; the same inputs and options give byte-identical files.
+with its reason); the report states that identity. Output is written to a staging folder inside OUT and
+renamed into place (`medst.outputs`); the same inputs and options give byte-identical files.
 
 ``--compat reference`` differs in three places only, each as the authors' preprocessing does: views come from
 ViewPosition alone (``PA``/``AP`` frontal, ``LATERAL``/``LL`` lateral; no code-sequence or description fallback,
@@ -24,9 +24,6 @@ A build that keeps no study, or fewer than ``min_kept`` of its input images, sti
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import polars as pl
 
 from medst.archive.generic import read_generic
@@ -36,9 +33,10 @@ from medst.archive.reports import CONTENT_FREE, parse_reports
 from medst.archive.source import REJECT_COLUMNS, SourceData, reject_frame
 from medst.archive.text_encoding import FALLBACK_ENCODING
 from medst.errors import UserInputError
+from medst.outputs import check_output_dir
 from medst.schemas.build import BuildConfig, BuildSummary
 from medst.schemas.records import FINDINGS
-from medst.sequences.build_output import write_outputs
+from medst.sequences.build_output import COMMAND, LEGACY_MARKERS, build_paths, write_outputs
 from medst.sequences.splits import patient_splits, read_split_file
 from medst.sequences.studies import choose_views
 from medst.sequences.timeline import order_studies, windows
@@ -150,6 +148,9 @@ def _report_reason(min_tokens: int, compat: str = "clean") -> pl.Expr:
 
 def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
     """Build the manifests of ``config.archive`` into ``config.out`` (see the module docstring)."""
+    # Before any work: an output folder that is not ours (or is the archive) is refused, not found out later.
+    inputs, roots = build_paths(config)
+    check_output_dir(config.out, COMMAND, inputs=inputs, roots=roots, legacy_markers=LEGACY_MARKERS)
     src = read_source(config, progress)
     rejects: list[pl.DataFrame] = list(src.rejects)
     warnings = list(src.warnings)
@@ -343,15 +344,3 @@ def _add_labels(steps: pl.DataFrame, labels: pl.DataFrame | None) -> pl.DataFram
     ]
     steps = steps.with_columns(pl.struct(fields).alias("labels"))
     return steps.drop([f for f in FINDINGS if f in steps.columns])
-
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder `tmp` to `out`, replacing an older `out` (never leaving a half-written `out`)."""
-    old = out.with_name(f".{out.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    if old.exists():
-        shutil.rmtree(old)

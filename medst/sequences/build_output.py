@@ -14,8 +14,6 @@ Manifests (Parquet, zstd, rows in a fixed order so a re-run gives identical byte
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -28,8 +26,24 @@ from medst.archive.source import SourceData
 from medst.schemas.build import Accounting, BuildConfig, BuildSummary
 from medst.schemas.records import ImageRecord, RejectRecord, SequenceRecord, StudyRecord
 
+COMMAND = "build-sequences"
+# What a build of an older medst (before output markers) left in its folder.
+LEGACY_MARKERS = ("build_report.json",)
 _STUDY_COLUMNS = list(StudyRecord.model_fields)
 _IMAGE_COLUMNS = list(ImageRecord.model_fields)
+
+
+def build_paths(config: BuildConfig) -> tuple[list[Path | None], list[Path | None]]:
+    """(inputs, roots) of a build for `medst.outputs`: OUT may be none of them and hold none of them, and may
+    not lie inside an input. Roots are folders files are only looked up in: the image root (``--image-root /``
+    is fine) and, for a generic table, the archive folder (``medst build-sequences . --table t.csv -o seq``)."""
+    table = config.table
+    if table is not None and not table.is_absolute() and not table.exists():
+        table = config.archive / table  # as the generic reader finds it
+    inputs = [config.reports, table, config.split_file]
+    roots = [config.image_root]
+    (roots if config.table is not None else inputs).append(config.archive)
+    return inputs, roots
 
 
 def _counts(df: pl.DataFrame, column: str) -> dict[str, int]:
@@ -86,22 +100,17 @@ def write_outputs(
     lateral_only: int = 0,
     extra: dict[str, Any] | None = None,
 ) -> BuildSummary:
-    """Write everything into a temporary folder next to ``config.out``, then rename it into place (a failure
-    removes the temporary folder and leaves any previous OUT untouched). `extra` goes into build_report.json as
-    is (report encodings, values not understood, the low-yield verdict)."""
-    from medst.sequences.build import replace_dir
+    """Write everything into a staging folder inside ``config.out`` (claimed for build-sequences, see
+    `medst.outputs`), then swap the files into place; a failure leaves the previous outputs untouched and nothing
+    outside ``config.out`` is ever moved or deleted. `extra` goes into build_report.json as is (report encodings,
+    values not understood, the low-yield verdict)."""
+    from medst.outputs import claim_output_dir
 
     out = config.out.resolve()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    inputs, roots = build_paths(config)
+    claimed = claim_output_dir(out, COMMAND, inputs=inputs, roots=roots, legacy_markers=LEGACY_MARKERS)
+    with claimed.replacing() as tmp:
         summary = _write_into(tmp, config, src, images, steps, seqs, rejects, warnings, lateral_only, extra)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary.model_copy(update={"out": out})
 
 

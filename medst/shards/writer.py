@@ -20,6 +20,7 @@ from typing import Any
 from medst import __version__
 from medst.errors import UserInputError
 from medst.executors import EngineChoice, run_jobs
+from medst.outputs import claim_output_dir
 from medst.schemas.records import RejectRecord
 from medst.schemas.shards import ShardConfig, ShardIndexEntry, ShardSummary
 
@@ -221,11 +222,14 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     Complete shards built with the same options are kept (unless `force`); partial ones are discarded and rebuilt.
     Writes `index/`, `rejects/`, `rejects.parquet`, `summary.json` and `summary.png`; returns the summary.
     """
-    from tqdm import tqdm
+    from medst.progress import progress as show_progress
 
     rows, image_root = _load_studies(config)
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
+    # Checked once the input is known good; a folder of an older medst's shards (index/, no marker) stays usable.
+    claim_output_dir(
+        out, "shard", inputs=[config.seq], roots=[config.image_root], legacy_markers=(shard_index.INDEX_DIR,)
+    )
     (out / shard_index.INDEX_DIR).mkdir(exist_ok=True)
     _discard_stale_shared(out)
     options = config.options()
@@ -252,7 +256,7 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     # Biggest shards first so the last worker is not left alone with a big one.
     todo.sort(key=lambda j: (-j.images, j.split, j.index))
     tasks = [(job, {p.key: rows_by_key[p.key] for p in job.patients}, opts, out, options) for job in todo]
-    bar = tqdm(total=len(tasks), desc="shards", unit="shard", disable=not progress)
+    bar = show_progress(total=len(tasks), desc="shards", unit="shard", enabled=progress)
     engine = EngineChoice(config.engine, config.ray_address)
     jobs_run = run_jobs(
         _write_one,

@@ -18,6 +18,7 @@ Everything depends only on the options, never on the number of workers: the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -31,10 +32,11 @@ import cv2
 import numpy as np
 import polars as pl
 from pydantic import BaseModel
-from tqdm import tqdm
 
 from medst import __version__
 from medst.errors import UserInputError
+from medst.outputs import OutputDir, claim_output_dir
+from medst.progress import progress as show_progress
 from medst.schemas.synth import SynthConfig
 from medst.synth import dicom_writer, tables
 from medst.synth.phantom import Anatomy, Exposure, Findings, render
@@ -59,28 +61,24 @@ class SynthSummary(BaseModel):
     paths: dict[str, Path]
 
 
-def _check_out(config: SynthConfig) -> None:
-    """Refuse a folder holding anything but an archive made with the same options (a re-run rewrites the same
-    bytes; other options would leave stale files behind)."""
+def _check_out(config: SynthConfig) -> OutputDir:
+    """Claim OUT for synth (`medst.outputs`: never a foreign folder or a file) and refuse an archive made with
+    other options (a re-run rewrites the same bytes; other options would leave stale files behind)."""
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"output path {out} is a file; give a folder that is empty or absent")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
+    fingerprint = hashlib.sha256(json.dumps(_options(config), sort_keys=True).encode()).hexdigest()[:16]
+    claimed = claim_output_dir(out, "synth", fingerprint=fingerprint, legacy_markers=(_MARKER_FILE,))
+    previous_fp = (claimed.previous or {}).get("fingerprint")
     marker = out / _MARKER_FILE
-    if not marker.exists():
-        raise UserInputError(
-            f"output folder {out} is not empty and is not a synth archive; give an empty folder"
-        )
     try:
-        previous = json.loads(marker.read_text()).get("options")
+        previous = json.loads(marker.read_text()).get("options") if marker.exists() else None
     except (OSError, ValueError):
         previous = None
-    if previous != _options(config):
+    if (previous is not None and previous != _options(config)) or previous_fp not in (None, fingerprint):
         raise UserInputError(
             f"output folder {out} holds a synth archive made with other options ({previous}); "
             "give a new folder or delete it"
         )
+    return claimed
 
 
 def _options(config: SynthConfig) -> dict[str, Any]:
@@ -220,7 +218,7 @@ def _write_reports(
         tasks.append((chunk, {k: patients[k] for k in mine}, str(root)))
     labels: list[dict[str, float | None]] = []
     has_report: list[bool] = []
-    with tqdm(total=len(rows), desc="reports", unit="study", disable=not progress) as bar:
+    with show_progress(total=len(rows), desc="reports", unit="study", enabled=progress) as bar:
         for lab, has in _run(pool, _report_task, tasks):
             labels += lab
             has_report += has
@@ -239,14 +237,15 @@ def generate(config: SynthConfig, progress: bool = True) -> SynthSummary:
     """Write the archive described by `config` (layout in the module docstring) and say what was written."""
     t0 = time.perf_counter()
     out = Path(config.out)
-    _check_out(config)
-    out.mkdir(parents=True, exist_ok=True)
+    claimed = _check_out(config)
     plan = build_plan(config.patients, config.seed, config.image_size)
     pool = (
         ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) if config.workers > 1 else None
     )
     try:
-        return _generate(config, out, plan, pool, progress, t0)
+        summary = _generate(config, out, plan, pool, progress, t0)
+        claimed.finish()
+        return summary
     finally:
         if pool is not None:
             pool.shutdown()
@@ -281,7 +280,7 @@ def _generate(
     if not config.metadata_only:
         rows = images.to_dicts()
         tasks = [(chunk, str(out), config.seed, dicom_root, jpg_root) for chunk in _chunks(rows, 24)]
-        with tqdm(total=len(rows), desc="images", unit="img", disable=not progress) as bar:
+        with show_progress(total=len(rows), desc="images", unit="img", enabled=progress) as bar:
             for n in _run(pool, _pixel_task, tasks):
                 bar.update(n)
         from medst.synth.preview import write_preview

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from medst.progress import progress as show_progress
 
 TENSORBOARD_MISSING = (
     "TensorBoard is not installed, so this run logs to metrics.jsonl and curves.png only; "
@@ -47,8 +47,8 @@ class RunLogger:
                 missing_tensorboard = True
             else:
                 self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
-        self._bar = tqdm(
-            total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True
+        self._bar = show_progress(
+            total=total_steps, initial=start_step, enabled=progress, desc="train", unit="step"
         )
         if missing_tensorboard:
             self.message(TENSORBOARD_MISSING)

@@ -24,6 +24,7 @@ from torch import nn
 
 from medst.batch import Batch
 from medst.errors import UserInputError
+from medst.outputs import check_output_dir, claim_output_dir
 from medst.schemas.train import PretrainConfig, config_differences, config_to_yaml, resolve_config
 from medst.shards.index import list_entries
 from medst.train import checkpoint as ckpt
@@ -122,6 +123,10 @@ def total_steps_for(config: PretrainConfig, batches_per_epoch: int) -> int:
     return max(1, math.floor(config.epochs * batches_per_epoch / config.accumulate))
 
 
+# What a run of an older medst (before output markers) left in its folder.
+_RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints")
+
+
 def pretrain(config: PretrainConfig, loaders: tuple[Any, Any] | None = None) -> RunSummary:
     """Train Med-ST as ``config`` says; returns the run summary (throughput and export are filled on rank 0).
 
@@ -157,8 +162,11 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     if loaders is None and not list_entries(config.shards, split=config.train_split):
         raise UserInputError(f"no complete shard of split {config.train_split!r} in {config.shards}")
     check_init_image(config)  # before the demo text model is trained, not minutes later
+    # Every rank checks (read-only) so that all fail alike; rank 0 alone writes the marker.
+    run_inputs = [config.shards]  # a --text-model inside RUN (RUN/text_model of a demo run) is fine
+    check_output_dir(run_dir, "pretrain", inputs=run_inputs, legacy_markers=_RUN_FILES)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        claim_output_dir(run_dir, "pretrain", inputs=run_inputs, legacy_markers=_RUN_FILES)
     barrier(info)
     resume_from = ckpt.resolve_resume(config.resume, run_dir)
     if resume_from is not None:
