@@ -25,7 +25,10 @@ from medst.errors import ImageDecodeError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DecoderInfo",
+    "check_bits",
+    "check_pixel_length",
     "decoder_table",
+    "expected_pixel_bytes",
     "read_dicom_array",
     "read_header",
     "read_image",
@@ -129,11 +132,75 @@ def _check_decodable(ds: Dataset, max_pixels: int) -> tuple[UID, int, int]:
         raise ImageDecodeError("multi_frame", f"{frames} frames; a radiograph has one")
     if photometric not in _GREY and not (photometric in _COLOUR and samples == 3):
         raise ImageDecodeError("unsupported_photometric", f"photometric interpretation {photometric!r}")
+    check_bits(ds)
     info = decoder_info(ts)
     if not info.available:
         why = "; ".join(info.missing) or "no decoder"
         raise ImageDecodeError("unsupported_transfer_syntax", f"{info.name} ({ts}): {why}")
     return ts, rows, cols
+
+
+def check_bits(ds: Dataset) -> None:
+    """Refuse a header whose bit layout cannot describe its samples (reason ``inconsistent_bits``).
+
+    PS3.5 8.1.1 and PS3.3 C.7.6.3: Bits Allocated is 1 or a multiple of 8 (medst decodes 1, 8, 16 and 32),
+    1 <= Bits Stored <= Bits Allocated, High Bit = Bits Stored - 1, Pixel Representation 0 or 1. pydicom decodes
+    whatever the header says, so a violated rule gives a garbled image rather than an error; absent elements are
+    left to the decoder, which names them.
+    """
+    try:
+        allocated = None if ds.get("BitsAllocated") is None else int(ds.BitsAllocated)
+        stored = None if ds.get("BitsStored") is None else int(ds.BitsStored)
+        high = None if ds.get("HighBit") is None else int(ds.HighBit)
+        signed = None if ds.get("PixelRepresentation") is None else int(ds.PixelRepresentation)
+    except Exception as err:  # multi-valued or damaged elements
+        raise ImageDecodeError("inconsistent_bits", f"bit layout elements unreadable ({err})") from err
+    if allocated is not None and allocated not in (1, 8, 16, 32):
+        raise ImageDecodeError("inconsistent_bits", f"Bits Allocated {allocated} (must be 1, 8, 16 or 32)")
+    if stored is not None and allocated is not None and not 1 <= stored <= allocated:
+        raise ImageDecodeError(
+            "inconsistent_bits", f"Bits Stored {stored} does not fit in Bits Allocated {allocated}"
+        )
+    if high is not None and stored is not None and high != stored - 1:
+        raise ImageDecodeError(
+            "inconsistent_bits", f"High Bit {high} is not Bits Stored - 1 ({stored - 1})"
+        )
+    if signed is not None and signed not in (0, 1):
+        raise ImageDecodeError("inconsistent_bits", f"Pixel Representation {signed} (must be 0 or 1)")
+
+
+def expected_pixel_bytes(ds: Dataset) -> int:
+    """Bytes of native (uncompressed) Pixel Data the header describes, without the even-length padding byte.
+
+    Rows x Columns x Samples per Pixel x frames x Bits Allocated / 8 (1-bit samples packed; YBR_FULL_422 keeps
+    two samples per pixel, PS3.3 C.7.6.3.1.2). Raises ImageDecodeError(``decode_error``) when an element it needs
+    is missing or unreadable.
+    """
+    try:
+        n = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
+        n *= int(ds.get("NumberOfFrames") or 1)
+        allocated = int(ds.BitsAllocated)
+        photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    except Exception as err:
+        raise ImageDecodeError("decode_error", f"image header incomplete or unreadable ({err})") from err
+    n = -(-n // 8) if allocated == 1 else n * (allocated // 8)
+    return n // 3 * 2 if photometric == "YBR_FULL_422" else n
+
+
+def check_pixel_length(length: int, expected: int) -> None:
+    """Native Pixel Data of ``length`` bytes against the header's ``expected`` bytes.
+
+    Shorter: ``truncated_pixel_data``. Longer by more than the one padding byte that makes a value even:
+    ``pixel_length_mismatch`` (the header describes other pixels than those stored: a wrong Bits Allocated, Rows or
+    Columns; pydicom would silently drop the excess and decode a garbled image).
+    """
+    if length < expected:
+        raise ImageDecodeError("truncated_pixel_data", f"{length:,} bytes of pixel data, {expected:,} expected")
+    if length > expected + 1:
+        raise ImageDecodeError(
+            "pixel_length_mismatch",
+            f"{length:,} bytes of pixel data, header describes {expected:,} (Rows x Columns x Bits Allocated)",
+        )
 
 
 # Plugins tried first where they are measurably faster than pydicom's default order (pillow first for JPEG 2000):
@@ -219,7 +286,8 @@ def read_dicom_array(
     No modality LUT, VOI or inversion is applied (see `medst.archive.intensity`). Size, frame count,
     photometric interpretation and decoder availability are checked from the header before decoding.
     Raises ImageDecodeError with reason ``no_pixel_data``, ``too_large``, ``multi_frame``,
-    ``unsupported_photometric``, ``unsupported_transfer_syntax``, ``truncated_pixel_data`` or ``decode_error``.
+    ``unsupported_photometric``, ``inconsistent_bits``, ``unsupported_transfer_syntax``, ``truncated_pixel_data``,
+    ``pixel_length_mismatch`` or ``decode_error``.
     """
     ts, rows, cols = _check_decodable(ds, max_pixels)
     try:
@@ -227,15 +295,7 @@ def read_dicom_array(
     except Exception as err:  # a deferred read of a file cut short
         raise ImageDecodeError("truncated_pixel_data", f"pixel data cannot be read ({err})") from err
     if not ts.is_compressed:
-        try:
-            samples = int(ds.get("SamplesPerPixel") or 1)
-            expected = rows * cols * samples * int(ds.BitsAllocated) // 8
-        except Exception as err:
-            raise ImageDecodeError("decode_error", f"image header incomplete or unreadable ({err})") from err
-        if len(data) < expected:
-            raise ImageDecodeError(
-                "truncated_pixel_data", f"{len(data):,} bytes of pixel data, {expected:,} expected"
-            )
+        check_pixel_length(len(data), expected_pixel_bytes(ds))
     elif len(data) == 0:
         raise ImageDecodeError("truncated_pixel_data", "empty encapsulated pixel data")
     reduced = _reduced_j2k(ds, ts, rows, cols, shrink_to)
