@@ -56,7 +56,9 @@ def _reasons(path: Path) -> tuple[str | None, str | None]:
 def test_pixel_data_longer_than_header_is_a_mismatch(tmp_path: Path) -> None:
     px = _mr()
     # Header says 8-bit samples, the element holds the 16-bit ones: twice the bytes the header describes.
-    eight = _write(tmp_path / "eight.dcm", px, BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0)
+    eight = _write(
+        tmp_path / "eight.dcm", px, BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0
+    )
     # Rows halved in the header, all pixels still stored.
     rows = _write(tmp_path / "rows.dcm", px, Rows=32)
     # A trailing run of extra bytes after a correct image.

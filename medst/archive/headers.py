@@ -90,7 +90,10 @@ def _native_pixel_error(path: str, ds: Any) -> tuple[str, str] | None:
         return "no_pixel_data", f"{name}: no Pixel Data element in the file"
     length, tell = element
     if length == _UNDEFINED_LENGTH:
-        return "pixel_length_mismatch", f"{name}: encapsulated pixel data under an uncompressed transfer syntax"
+        return (
+            "pixel_length_mismatch",
+            f"{name}: encapsulated pixel data under an uncompressed transfer syntax",
+        )
     if length < 0 or tell < 0:
         # Unknown extent: only the file size can say the pixels are cut short.
         if size < need:

@@ -29,6 +29,7 @@ __all__ = [
     "check_pixel_length",
     "decoder_table",
     "expected_pixel_bytes",
+    "is_dicom_file",
     "read_dicom_array",
     "read_header",
     "read_image",
@@ -162,9 +163,7 @@ def check_bits(ds: Dataset) -> None:
             "inconsistent_bits", f"Bits Stored {stored} does not fit in Bits Allocated {allocated}"
         )
     if high is not None and stored is not None and high != stored - 1:
-        raise ImageDecodeError(
-            "inconsistent_bits", f"High Bit {high} is not Bits Stored - 1 ({stored - 1})"
-        )
+        raise ImageDecodeError("inconsistent_bits", f"High Bit {high} is not Bits Stored - 1 ({stored - 1})")
     if signed is not None and signed not in (0, 1):
         raise ImageDecodeError("inconsistent_bits", f"Pixel Representation {signed} (must be 0 or 1)")
 
@@ -195,7 +194,9 @@ def check_pixel_length(length: int, expected: int) -> None:
     Columns; pydicom would silently drop the excess and decode a garbled image).
     """
     if length < expected:
-        raise ImageDecodeError("truncated_pixel_data", f"{length:,} bytes of pixel data, {expected:,} expected")
+        raise ImageDecodeError(
+            "truncated_pixel_data", f"{length:,} bytes of pixel data, {expected:,} expected"
+        )
     if length > expected + 1:
         raise ImageDecodeError(
             "pixel_length_mismatch",
@@ -401,6 +402,33 @@ def _is_raster(path: Path) -> bool:
     if head.startswith(_RASTER_MAGIC):
         return True
     return head.startswith(_TIFF_BMP_MAGIC) and path.suffix.lower() in _TIFF_BMP_SUFFIXES
+
+
+# Names under which DICOM files travel without the 128-byte preamble (read with pydicom's force mode).
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether `path` should be read as DICOM, decided by content first.
+
+    True for the 128-byte preamble followed by ``DICM`` whatever the name (archives often store DICOM files without
+    an extension); False for PNG/JPEG (and TIFF/BMP named so) by their magic bytes whatever the name; otherwise
+    True only when the name ends in ``.dcm``, ``.dicom`` or ``.dic`` (any case), since a file without a preamble
+    can only be read as DICOM by forcing pydicom, which accepts almost any bytes. Unreadable files: False.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if head[128:132] == b"DICM":
+        return True
+    if head.startswith(_RASTER_MAGIC) or (
+        head.startswith(_TIFF_BMP_MAGIC) and p.suffix.lower() in _TIFF_BMP_SUFFIXES
+    ):
+        return False
+    return p.suffix.lower() in _DICOM_SUFFIXES
 
 
 def read_image(
