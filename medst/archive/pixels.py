@@ -8,6 +8,7 @@ The intensity steps live in `medst.archive.intensity`; the decoder table in `med
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -19,14 +20,16 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from medst.archive.decoders import DecoderInfo, decoder_info, decoder_table
-from medst.archive.intensity import PRESETS, Preset, apply_preset, equalize_histogram, min_max, to_uint8
+from medst.archive.intensity import PRESETS, Preset, Rendered, equalize_histogram, min_max, render, to_uint8
 from medst.errors import ImageDecodeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DecodedImage",
     "DecoderInfo",
     "check_bits",
     "check_pixel_length",
+    "decode_image",
     "decoder_table",
     "expected_pixel_bytes",
     "is_dicom_file",
@@ -319,20 +322,30 @@ def read_dicom_array(
     return arr
 
 
-def _dicom_to_grey(ds: Dataset, preset: Preset, max_pixels: int, shrink_to: int | None = None) -> np.ndarray:
+def _refuse_blank(img: np.ndarray) -> np.ndarray:
+    if img.size == 0 or img.min() == img.max():
+        raise ImageDecodeError("blank_image", "every pixel holds the same value")
+    return img
+
+
+def _dicom_to_grey(ds: Dataset, preset: Preset, max_pixels: int, shrink_to: int | None = None) -> Rendered:
     # `mimic-jpg` equalises the histogram of the whole full-size image, as the MIMIC-CXR-JPG release did; on the
     # lower resolution levels of a JPEG 2000 file that histogram differs (mean differences up to 20 grey levels
     # were seen on 2048 px synthetic images, against 1-4 with `voi`), so only `voi` takes the faster path.
     arr = read_dicom_array(ds, max_pixels=max_pixels, shrink_to=shrink_to if preset == "voi" else None)
     if arr.ndim == 3:
         # Colour: luma of the RGB values pydicom returns; the grey DICOM chain (LUTs, windows) does not apply.
-        grey = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY)
+        if arr.dtype not in (np.uint8, np.uint16):  # OpenCV has no 32-bit integer colour conversion
+            arr = arr.astype(np.float32)
+        grey = _refuse_blank(cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY))
         if preset == "mimic-jpg":
-            return equalize_histogram(to_uint8(min_max(grey)))
+            return Rendered(equalize_histogram(to_uint8(min_max(grey))))
         nominal_max = 2 ** int(ds.get("BitsStored") or 8) - 1
-        return to_uint8(np.asarray(grey, dtype=np.float64) / nominal_max)
+        return Rendered(to_uint8(np.asarray(grey, dtype=np.float64) / nominal_max))
     try:
-        return apply_preset(arr, ds, preset)
+        return render(arr, ds, preset)
+    except ImageDecodeError:
+        raise
     except Exception as err:
         # Malformed LUT, window or rescale elements (pydicom raises many types): the file's display metadata
         # is broken; the chain itself is covered by tests on valid files.
@@ -391,7 +404,7 @@ def _read_raster(path: Path, max_pixels: int, shrink_to: int | None = None) -> n
         img = cv2.cvtColor(img, code)
     if img.dtype != np.uint8:
         img = to_uint8(min_max(img))
-    return np.ascontiguousarray(img)
+    return _refuse_blank(np.ascontiguousarray(img))
 
 
 def _is_raster(path: Path) -> bool:
@@ -431,12 +444,31 @@ def is_dicom_file(path: str | Path) -> bool:
     return p.suffix.lower() in _DICOM_SUFFIXES
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """One decoded file: ``pixels`` uint8 (H, W) and ``intensity_fallback`` (None, or ``"percentile"`` when the
+    preset's display was degenerate and a percentile window replaced it: see `medst.archive.intensity.render`)."""
+
+    pixels: np.ndarray
+    intensity_fallback: str | None = None
+
+
 def read_image(
     path: str | Path,
     preset: Preset = "mimic-jpg",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     shrink_to: int | None = None,
 ) -> np.ndarray:
+    """The pixels of `decode_image` (see there): a uint8 grey image of shape (H, W), air dark and bone bright."""
+    return decode_image(path, preset, max_pixels, shrink_to).pixels
+
+
+def decode_image(
+    path: str | Path,
+    preset: Preset = "mimic-jpg",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    shrink_to: int | None = None,
+) -> DecodedImage:
     """Decode one chest X-ray file to a uint8 grey image of shape (H, W), air dark and bone bright.
 
     DICOM (recognised by content, any transfer syntax with an installed decoder): stored values through the
@@ -453,7 +485,10 @@ def read_image(
     3000 px copies of real films) and, with the ``voi`` preset, grey JPEG 2000 DICOMs from their lower wavelet
     levels (15x faster from 2048 to 512 px). The caller's area
     resize does the rest.
-    Raises ImageDecodeError with a ``reason`` for any file it cannot decode.
+    A DICOM whose preset gives a flat display (a window outside the stored values, a width < 1, a VOI LUT mapping
+    everything to one value) is shown through a percentile window instead, and ``intensity_fallback`` says so.
+    Raises ImageDecodeError with a ``reason`` for any file it cannot decode, ``blank_image`` for one whose pixels
+    all hold one value (or nearly all, for DICOM: flat even through the percentile window).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown intensity preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -465,9 +500,10 @@ def read_image(
     except OSError as err:
         raise ImageDecodeError("unreadable_image", f"{p}: {err}") from err
     if raster:
-        return _read_raster(p, max_pixels, shrink_to)
+        return DecodedImage(_read_raster(p, max_pixels, shrink_to))
     ds = _read_dataset(p, stop_before_pixels=False)
-    return _dicom_to_grey(ds, preset, max_pixels, shrink_to)
+    shown = _dicom_to_grey(ds, preset, max_pixels, shrink_to)
+    return DecodedImage(shown.image, shown.fallback)
 
 
 def resize_longest(img: np.ndarray, size: int) -> np.ndarray:
