@@ -5,6 +5,8 @@ image is a reject (`blank_image`), never trained on; sensible windows are untouc
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -201,3 +203,8 @@ def test_shard_records_fallbacks_and_rejects_blank_images(tmp_path: Path) -> Non
     # Under mimic-jpg the same out-of-window file needs no fallback (it ignores the window).
     again = write_shards(ShardConfig(seq=seq, out=tmp_path / "mj", image_size=64), progress=False)
     assert again.intensity_fallbacks == 0
+    # The command says how many images needed the fallback.
+    cmd = [sys.executable, "-m", "medst.cli", "shard", str(seq), "-o", str(tmp_path / "cli"), "--preset", "voi"]
+    run = subprocess.run([*cmd, "--image-size", "64", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "1 images had a flat voi display" in run.stdout
