@@ -192,7 +192,8 @@ FALLBACK_PERCENTILES = (0.5, 99.5)
 
 def output_spread(img: np.ndarray) -> int:
     """Grey levels between the 1st and the 99th percentile of a uint8 image (0 for a constant image)."""
-    cdf = np.cumsum(np.bincount(np.ascontiguousarray(img, dtype=np.uint8).ravel(), minlength=256))
+    hist = cv2.calcHist([np.ascontiguousarray(img, dtype=np.uint8)], [0], None, [256], [0, 256])
+    cdf = np.cumsum(hist.ravel().astype(np.int64))
     n = int(cdf[-1])
     lo = int(np.searchsorted(cdf, 0.01 * n, side="right"))
     hi = int(np.searchsorted(cdf, 0.99 * n, side="left"))
@@ -227,6 +228,16 @@ def window_unusable(ds: Dataset) -> str | None:
     return None
 
 
+def _constant(arr: np.ndarray) -> bool:
+    """True when every pixel holds one value (an empty image counts as constant)."""
+    if arr.size == 0:
+        return True
+    if arr.ndim == 2 and arr.dtype in (np.uint8, np.int8, np.uint16, np.int16, np.float32, np.float64):
+        lo, hi, _, _ = cv2.minMaxLoc(np.ascontiguousarray(arr))  # one pass, several times faster than numpy's two
+        return bool(lo == hi)
+    return bool(arr.min() == arr.max())
+
+
 def _display_step(ds: Dataset, preset: Preset) -> str:
     if preset == "voi" and has_voi_lut(ds):
         return "VOI LUT"
@@ -259,7 +270,7 @@ def render(arr: np.ndarray, ds: Dataset, preset: Preset = "mimic-jpg") -> Render
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown intensity preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if arr.size == 0 or arr.min() == arr.max():
+    if _constant(arr):
         value = arr.flat[0] if arr.size else None
         raise ImageDecodeError("blank_image", f"every pixel holds the same stored value ({value})")
     why = window_unusable(ds) if preset == "voi" else None
