@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
 from medst.archive.headers import read_one
-from medst.archive.pixels import read_image
+from medst.archive.pixels import read_dicom_array, read_image
 from medst.errors import ImageDecodeError
 
 
@@ -128,3 +128,46 @@ def test_consistent_files_of_every_layout_still_decode(tmp_path: Path) -> None:
     for path in (signed12, unsigned8, wheel_file("MR_small.dcm"), wheel_file("MR_small_RLE.dcm")):
         assert _reasons(path) == (None, None), path.name
         assert read_image(path, "voi").std() > 5
+
+
+def test_values_wider_than_bits_stored_are_refused(tmp_path: Path) -> None:
+    # Uncompressed: pydicom masks the bits above Bits Stored away, which garbles the image; the cells are read
+    # before that. The header alone is legal, so the header scan lets it through and decoding refuses it.
+    px = _mr()  # values 127..2145
+    narrow = _write(
+        tmp_path / "narrow.dcm", px.astype(np.uint16), BitsStored=8, HighBit=7, PixelRepresentation=0,
+        SmallestImagePixelValue=None, LargestImagePixelValue=None,
+    )  # fmt: skip
+    assert _reasons(narrow) == (None, "inconsistent_bits")
+    with pytest.raises(ImageDecodeError, match="reach 2,145"):
+        read_image(narrow)
+    # Old files keeping an overlay in the unused high bits (declared by Overlay Bit Position) are legal.
+    ds = pydicom.dcmread(narrow)
+    ds.add_new((0x6000, 0x0102), "US", 8)
+    ds.save_as(tmp_path / "overlay.dcm")
+    assert read_image(tmp_path / "overlay.dcm").shape == (64, 64)
+    # Compressed: a real JPEG 2000 (values up to 600) and a real 16-bit RGB RLE file, headers narrowed to 8 bits;
+    # the JPEG 2000 one on both the full and the reduced-resolution decode paths.
+    for name, bits in (("MR2_J2KI.dcm", 8), ("SC_rgb_rle_16bit.dcm", 12)):
+        ds = pydicom.dcmread(wheel_file(name))
+        assert int(ds.PixelRepresentation) == 0
+        ds.BitsStored, ds.HighBit = bits, bits - 1
+        path = tmp_path / name
+        ds.save_as(path)
+        for shrink in (None, 256):
+            with pytest.raises(ImageDecodeError) as info:
+                read_image(path, "voi", shrink_to=shrink)
+            assert info.value.reason == "inconsistent_bits", (name, shrink)
+        assert read_image(wheel_file(name), "voi").std() > 5  # the untouched file decodes
+
+
+def test_signed_cells_without_sign_extension_still_decode(tmp_path: Path) -> None:
+    # 12-bit signed values stored with their four high bits zero (legal; not every writer sign-extends): the
+    # decoder turns them back into the negative values they are.
+    values = np.clip(_mr().astype(np.int32) - 1000, -2048, 2047)
+    assert values.min() < 0
+    cells = (values & 0x0FFF).astype(np.uint16)
+    path = _write(tmp_path / "s12raw.dcm", cells, BitsStored=12, HighBit=11, PixelRepresentation=1)
+    ds = pydicom.dcmread(path)
+    np.testing.assert_array_equal(read_dicom_array(ds), values)
+    assert _reasons(path) == (None, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -215,18 +216,23 @@ _PREFERRED_PLUGIN = {
 }
 
 
+_AS_STORED: dict[str, Any] = {"correct_unused_bits": False}
+
+
 def _decode(ds: Dataset, ts: UID) -> np.ndarray:
     """Decode the single frame with pydicom's decoder for `ts` (without caching it inside `ds`)."""
     decoder = get_decoder(ts)
     preferred = _PREFERRED_PLUGIN.get(ts)
+    # correct_unused_bits=False: unsigned cells come back as stored, so `_unused_bits` can see bits set above
+    # Bits Stored instead of pydicom masking them silently (signed samples are sign-corrected either way).
     if preferred and preferred in decoder.available_plugins:
         try:
-            return decoder.as_array(ds, decoding_plugin=preferred)[0]
+            return decoder.as_array(ds, decoding_plugin=preferred, **_AS_STORED)[0]
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except BaseException:  # incl. pyo3 PanicException; the other plugins get their chance below
             pass
-    return decoder.as_array(ds)[0]
+    return decoder.as_array(ds, **_AS_STORED)[0]
 
 
 _J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
@@ -304,7 +310,7 @@ def read_dicom_array(
         raise ImageDecodeError("truncated_pixel_data", "empty encapsulated pixel data")
     reduced = _reduced_j2k(ds, ts, rows, cols, shrink_to)
     if reduced is not None:
-        return reduced
+        return _unused_bits(reduced, ds)
     try:
         arr = _decode(ds, ts)
     except (KeyboardInterrupt, SystemExit, MemoryError):
@@ -319,7 +325,43 @@ def read_dicom_array(
         raise ImageDecodeError(
             "decode_error", f"decoded shape {arr.shape} differs from header {rows} x {cols}"
         )
-    return arr
+    return _unused_bits(arr, ds)
+
+
+def _overlay_in_pixel_data(ds: Dataset) -> bool:
+    """True when an overlay plane declares a bit position: old files (retired in PS3.5 2004) kept overlays in
+    the unused high bits of the pixel cells, which are then legitimately set."""
+    return any(ds.get((0x6000 + 2 * k, 0x0102)) is not None for k in range(16))
+
+
+def _unused_bits(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Unsigned samples with bits set above Bits Stored: masked when an overlay plane lives there
+    (`_overlay_in_pixel_data`), otherwise refused (``inconsistent_bits``): the cells or the stream hold wider
+    values than the header says, and masking them (what pydicom does by default) garbles the image. Signed
+    samples come sign-corrected from pydicom: files differ legitimately in whether they sign-extend."""
+    if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer) or ds.get("BitsStored") is None:
+        return arr
+    stored = int(ds.BitsStored)
+    shift = arr.dtype.itemsize * 8 - stored
+    if shift <= 0:
+        return arr
+    if np.issubdtype(arr.dtype, np.signedinteger):
+        # pydicom's own correction, which `_decode` turned off: sign-extend from the High Bit.
+        out = np.left_shift(arr, shift)
+        return np.right_shift(out, shift, out=out)
+    flat = np.ascontiguousarray(arr).reshape(-1, 1)
+    top = (
+        cv2.minMaxLoc(flat)[1]
+        if flat.dtype in (np.uint8, np.uint16) and flat.shape[0] < 2**31
+        else flat.max()
+    )
+    if top < 2**stored:
+        return arr
+    if _overlay_in_pixel_data(ds):
+        return arr & arr.dtype.type(2**stored - 1)
+    raise ImageDecodeError(
+        "inconsistent_bits", f"stored values reach {int(top):,}, above the {stored} Bits Stored of the header"
+    )
 
 
 def _refuse_blank(img: np.ndarray) -> np.ndarray:
