@@ -80,7 +80,7 @@ def _pixel_element(path: str) -> tuple[int, int] | None:
 
 def _native_pixel_error(path: str, ds: Any) -> tuple[str, str] | None:
     """Reason and message when an uncompressed file's Pixel Data disagrees with its header, else None."""
-    from medst.archive.pixels import check_pixel_length, expected_pixel_bytes
+    from medst.archive.layout import check_pixel_length, expected_pixel_bytes
 
     name = Path(path).name
     need = expected_pixel_bytes(ds)
@@ -109,7 +109,7 @@ def _native_pixel_error(path: str, ds: Any) -> tuple[str, str] | None:
 
 
 def _bits_error(path: str, ds: Any) -> tuple[str, str] | None:
-    from medst.archive.pixels import check_bits
+    from medst.archive.layout import check_bits
     from medst.errors import ImageDecodeError
 
     try:

@@ -233,7 +233,9 @@ def _constant(arr: np.ndarray) -> bool:
     if arr.size == 0:
         return True
     if arr.ndim == 2 and arr.dtype in (np.uint8, np.int8, np.uint16, np.int16, np.float32, np.float64):
-        lo, hi, _, _ = cv2.minMaxLoc(np.ascontiguousarray(arr))  # one pass, several times faster than numpy's two
+        lo, hi, _, _ = cv2.minMaxLoc(
+            np.ascontiguousarray(arr)
+        )  # one pass, several times faster than numpy's two
         return bool(lo == hi)
     return bool(arr.min() == arr.max())
 
