@@ -68,3 +68,8 @@ def register(app: typer.Typer) -> None:
             f"({summary.built_now} built, {summary.skipped_now} kept); {totals['samples']} timelines, "
             f"{totals['studies']} studies, {totals['images']} images; {summary.rejects} rejects -> {out}"
         )
+        if summary.intensity_fallbacks:
+            typer.echo(
+                f"{summary.intensity_fallbacks} images had a flat {preset} display and were shown through a "
+                "percentile window (intensity_fallback in their sample JSON, counted in summary.json)"
+            )

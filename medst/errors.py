@@ -22,8 +22,9 @@ class ImageDecodeError(MedstError):
     Attributes:
         reason: a short machine-readable code (``not_dicom``, ``no_pixel_data``, ``decode_error``,
             ``unsupported_transfer_syntax``, ``truncated_pixel_data``, ``multi_frame``,
-            ``unsupported_photometric``, ``too_large``, ``unreadable_image``), stable across versions so it
-            can go into reject records and be counted.
+            ``unsupported_photometric``, ``too_large``, ``unreadable_image``, ``pixel_length_mismatch``,
+            ``inconsistent_bits``, ``blank_image``), stable across versions so it can go into reject records and
+            be counted.
         message: a human sentence saying what was wrong with the file.
     """
 

@@ -119,6 +119,10 @@ class TimelineStudy(_Record):
     has_frontal: bool = True
     has_lateral: bool
     labels: dict[str, float | None] = Field(default_factory=dict)
+    intensity_fallback: dict[str, str] = Field(
+        default_factory=dict,
+        description="view (frontal / lateral) -> display fallback used for that image (percentile); empty: none",
+    )
 
 
 class TimelineSample(_Record):

@@ -53,8 +53,9 @@ class ShardConfig(BaseModel):
             "samples_per_shard": self.samples_per_shard,
             "key_salt": self.key_salt,
             # Bumped when decoding changes the pixels, so that a re-run rebuilds older shards instead of mixing
-            # two decoders in one build (v2: large JPEGs, and JPEG 2000 DICOMs under `voi`, at reduced scale).
-            "decode": 2,
+            # two decoders in one build (v2: large JPEGs, and JPEG 2000 DICOMs under `voi`, at reduced scale;
+            # v3: flat displays fall back to a percentile window, blank and inconsistent DICOMs are rejected).
+            "decode": 3,
         }
 
 
@@ -78,6 +79,9 @@ class ShardIndexEntry(BaseModel):
     )
     medst_version: str
     options: dict[str, object]
+    intensity_fallbacks: int = Field(
+        default=0, description="images displayed through the percentile fallback window (flat preset output)"
+    )
 
 
 class ShardSummary(BaseModel):
@@ -98,6 +102,9 @@ class ShardSummary(BaseModel):
     )
     studies_with_lateral: int
     studies_frontal_only: int
+    intensity_fallbacks: int = Field(
+        default=0, description="images of complete shards displayed through the percentile fallback window"
+    )
 
 
 class LoaderConfig(BaseModel):

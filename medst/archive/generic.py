@@ -6,9 +6,11 @@ ARCHIVE), ``time`` (a datetime) or ``day_offset`` (days, may be negative; one is
 Without a ``study`` column, one patient at one time (or day offset) is one study, named
 ``<patient>@<time>``. Times are read as `medst.archive.times` says (DICOM DA/DT, ISO 8601, English month
 names, ``--time-format`` for the rest); a row whose time is not understood is rejected as ``unparsed_time`` and
-its value is counted in the build report. Rows with no patient, no image path or no time, images missing on disk,
-and image files shared by several patients (a curation error that would leak one image across patients and splits; all rows of
-such an image are rejected with ``image_shared_between_patients``) become rejects.
+its value is counted in the build report. Image files are DICOM by content (preamble + ``DICM``, any name; without
+a preamble only when named ``.dcm``/``.dicom``/``.dic``), otherwise raster images. Rows with no patient, no image
+path or no time, images missing on disk, and image files shared by several patients (a curation error that would
+leak one image across patients and splits; all rows of such an image are rejected with
+``image_shared_between_patients``) become rejects.
 """
 
 from __future__ import annotations
@@ -112,8 +114,12 @@ def read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
         pl.lit("image file not found under the image root: ") + pl.col("image"),
     )
 
-    df = _raster_sizes(df, image_root)
-    df = _dicom_headers(df, image_root, config, rejects, progress)
+    from medst.archive.pixels import is_dicom_file  # OpenCV and pydicom load only when a table is read
+
+    # DICOM-ness by content (preamble + DICM), not by name: real archives store DICOM files without an extension.
+    dicom = [is_dicom_file(image_root / p) for p in df.get_column("image").to_list()]
+    df = _raster_sizes(df, image_root, dicom)
+    df = _dicom_headers(df, image_root, config, rejects, progress, dicom)
     study = pl.col("study") if "study" in cols else pl.col("patient") + pl.lit("@") + time_key
     df = df.with_columns(
         pl.col("patient").alias("subject_id"),
@@ -182,7 +188,7 @@ def _value_counts(values: pl.Series, top: int = 20) -> dict[str, int]:
     return {str(v): int(n) for v, n in counts.iter_rows()}
 
 
-def _raster_sizes(df: pl.DataFrame, image_root: Path) -> pl.DataFrame:
+def _raster_sizes(df: pl.DataFrame, image_root: Path, dicom: list[bool]) -> pl.DataFrame:
     """``rows``/``columns`` of PNG/JPEG/... images from their file header (no pixel decoding), so the clean view
     choice can prefer the largest image; null for DICOM files (read from headers) and unreadable files (the shard
     stage rejects those with its decode reason)."""
@@ -190,9 +196,9 @@ def _raster_sizes(df: pl.DataFrame, image_root: Path) -> pl.DataFrame:
 
     rows: list[int | None] = []
     cols: list[int | None] = []
-    for rel in df.get_column("image").to_list():
+    for rel, is_dicom in zip(df.get_column("image").to_list(), dicom, strict=True):
         size = None
-        if not rel.lower().endswith(".dcm"):
+        if not is_dicom:
             try:
                 with Image.open(image_root / rel) as im:
                     size = im.size
@@ -206,15 +212,21 @@ def _raster_sizes(df: pl.DataFrame, image_root: Path) -> pl.DataFrame:
 
 
 def _dicom_headers(
-    df: pl.DataFrame, image_root: Path, config: BuildConfig, rejects: list[pl.DataFrame], progress: bool
+    df: pl.DataFrame,
+    image_root: Path,
+    config: BuildConfig,
+    rejects: list[pl.DataFrame],
+    progress: bool,
+    dicom: list[bool],
 ) -> pl.DataFrame:
     """Header fields for DICOM images of a generic table: always when ``read_headers='always'``, and in ``auto``
-    mode when the table has no view column (the view then comes from the headers). Unreadable headers become
-    rejects (the rows are removed)."""
+    mode when the table has no view column (the view then comes from the headers). ``dicom`` says which rows are
+    DICOM files (`is_dicom_file`: by content, whatever their extension). Unreadable headers become rejects (the
+    rows are removed)."""
     from medst.archive.headers import scan_headers
 
     want = config.read_headers == "always" or (config.read_headers == "auto" and "view" not in config.columns)
-    is_dcm = pl.col("image").str.to_lowercase().str.ends_with(".dcm")
+    is_dcm = pl.Series(dicom, dtype=pl.Boolean)
     cols = [
         "view_position",
         "view_code_meaning",

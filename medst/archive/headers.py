@@ -3,7 +3,9 @@
 Each file is read header-only (``stop_before_pixels``) in a process pool of ``workers`` processes, in chunks,
 with a progress bar. Only the fields in `HEADER_COLUMNS` leave the worker: patient names, birth dates,
 institutions and accession numbers are never copied. A file whose header cannot be read comes back with an
-``error`` reason code instead (it becomes a reject; the scan goes on).
+``error`` reason code instead (it becomes a reject; the scan goes on). Headers whose bit layout is impossible
+(``inconsistent_bits``) and uncompressed files whose Pixel Data is shorter (``truncated_pixel_data``) or longer
+(``pixel_length_mismatch``) than the header describes are caught here, from the element's length, never its bytes.
 """
 
 from __future__ import annotations
@@ -51,15 +53,70 @@ def _read(path: str) -> Any:
     return read_header(path)
 
 
-def _has_pixel_data(path: str) -> bool:
-    """Whether the file holds a Pixel Data element. Values over 256 bytes are skipped, not read, so this stays
-    cheap on a file cut short; a file pydicom cannot walk counts as having one (it is then reported truncated)."""
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _pixel_element(path: str) -> tuple[int, int] | None:
+    """(value length, file offset of the value) of the top-level Pixel Data element, None when there is none.
+
+    Values over 256 bytes are skipped, not read, so this stays cheap; a file pydicom cannot walk gives
+    (-1, -1): it has pixel data of unknown extent (then reported by its size alone).
+    """
     import pydicom
 
     try:
-        return "PixelData" in pydicom.dcmread(path, defer_size=256, force=True)
+        ds = pydicom.dcmread(path, defer_size=256, force=True)
+        if "PixelData" not in ds:
+            return None
+        elem = ds.get_item("PixelData", keep_deferred=True)
+        length = getattr(elem, "length", None)
+        tell = getattr(elem, "value_tell", None)
+        if length is None or tell is None:  # a small value pydicom already read
+            return len(ds.PixelData), -1
+        return int(length), int(tell)
     except Exception:  # damaged bytes of any kind: keep the less specific verdict
-        return True
+        return -1, -1
+
+
+def _native_pixel_error(path: str, ds: Any) -> tuple[str, str] | None:
+    """Reason and message when an uncompressed file's Pixel Data disagrees with its header, else None."""
+    from medst.archive.layout import check_pixel_length, expected_pixel_bytes
+
+    name = Path(path).name
+    need = expected_pixel_bytes(ds)
+    size = os.path.getsize(path)
+    element = _pixel_element(path)
+    if element is None:
+        return "no_pixel_data", f"{name}: no Pixel Data element in the file"
+    length, tell = element
+    if length == _UNDEFINED_LENGTH:
+        return (
+            "pixel_length_mismatch",
+            f"{name}: encapsulated pixel data under an uncompressed transfer syntax",
+        )
+    if length < 0 or tell < 0:
+        # Unknown extent: only the file size can say the pixels are cut short.
+        if size < need:
+            return "truncated_pixel_data", f"{name}: file shorter than its {need} bytes of pixels"
+        return None
+    if tell + length > size:
+        return "truncated_pixel_data", f"{name}: file ends inside its {length:,} bytes of pixel data"
+    try:
+        check_pixel_length(length, need)
+    except Exception as err:
+        return str(getattr(err, "reason", "decode_error")), f"{name}: {getattr(err, 'message', err)}"
+    return None
+
+
+def _bits_error(path: str, ds: Any) -> tuple[str, str] | None:
+    from medst.archive.layout import check_bits
+    from medst.errors import ImageDecodeError
+
+    try:
+        check_bits(ds)
+    except ImageDecodeError as err:
+        return err.reason, f"{Path(path).name}: {err.message}"
+    return None
 
 
 def _text(ds: Any, keyword: str) -> str | None:
@@ -111,18 +168,13 @@ def read_one(path: str) -> dict[str, Any]:
             # Refused here as `read_image` would refuse it, before anyone sizes a buffer from the claim.
             row["error"] = "too_large"
             row["error_message"] = f"{Path(path).name}: header claims {int(rows)} x {int(cols)} pixels"
-        elif syntax in _NATIVE_SYNTAXES:
-            # Uncompressed pixels have a known size: a file shorter than that was cut off.
-            bits = int(ds.get("BitsAllocated") or 8)
-            spp = int(ds.get("SamplesPerPixel") or 1)
-            frames = int(ds.get("NumberOfFrames") or 1)
-            need = int(rows) * int(cols) * spp * frames * bits // 8
-            if os.path.getsize(path) < need and not _has_pixel_data(path):
-                row["error"] = "no_pixel_data"
-                row["error_message"] = f"{Path(path).name}: no Pixel Data element in the file"
-            elif os.path.getsize(path) < need:
-                row["error"] = "truncated_pixel_data"
-                row["error_message"] = f"{Path(path).name}: file shorter than its {need} bytes of pixels"
+        elif (bad_bits := _bits_error(path, ds)) is not None:
+            row["error"], row["error_message"] = bad_bits
+        elif syntax in _NATIVE_SYNTAXES and "BitsAllocated" in ds:
+            # Uncompressed pixels have a known size: fewer bytes were cut off, more belong to another header.
+            found = _native_pixel_error(path, ds)
+            if found is not None:
+                row["error"], row["error_message"] = found
     except Exception as err:  # any failure is this file's problem, never the build's
         reason = getattr(err, "reason", None) or "unreadable_header"
         message = getattr(err, "message", None) or f"{Path(path).name}: {type(err).__name__}: {err}"

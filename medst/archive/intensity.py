@@ -17,16 +17,26 @@ Presets (`apply_preset`):
     The MIMIC-CXR-JPG conversion the Med-ST authors trained on (Johnson et al. 2019, MIMIC-CXR-JPG): ignore the
     VOI module, `modality_lut` -> `min_max` over the whole image -> `invert` (MONOCHROME1 / INVERSE) ->
     `to_uint8` -> `equalize_histogram` (OpenCV ``equalizeHist`` over the whole 8-bit image).
+
+`render` is what decoding uses: `apply_preset` guarded against degenerate results. A stored image whose pixels
+all hold one value is refused (``blank_image``). When the preset's output is flat (`is_flat`: its 1st and 99th
+percentiles less than `MIN_SPREAD` grey levels apart, as from a window outside the stored range, a far too wide
+window, or a VOI LUT that maps the image to one value) or the window cannot be applied (width < 1), the image is
+displayed with `percentile_window` instead and the result says so (``fallback="percentile"``); if even that is
+flat, nearly every pixel holds one value and the image is refused (``blank_image``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 from pydicom import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi, apply_windowing
+
+from medst.errors import ImageDecodeError
 
 Preset = Literal["mimic-jpg", "voi"]
 PRESETS: tuple[str, ...] = ("mimic-jpg", "voi")
@@ -172,3 +182,111 @@ def _tabulated(arr: np.ndarray, ds: Dataset, preset: Preset) -> np.ndarray | Non
     else:
         index = np.subtract(arr, lo, dtype=np.int64)
     return np.take(table, index)
+
+
+# A display with fewer grey levels than this between its 1st and 99th percentile shows nothing: 8 of 256 levels.
+MIN_SPREAD = 8
+# The fallback window: these percentiles of the modality values map to black and white.
+FALLBACK_PERCENTILES = (0.5, 99.5)
+
+
+def output_spread(img: np.ndarray) -> int:
+    """Grey levels between the 1st and the 99th percentile of a uint8 image (0 for a constant image)."""
+    hist = cv2.calcHist([np.ascontiguousarray(img, dtype=np.uint8)], [0], None, [256], [0, 256])
+    cdf = np.cumsum(hist.ravel().astype(np.int64))
+    n = int(cdf[-1])
+    lo = int(np.searchsorted(cdf, 0.01 * n, side="right"))
+    hi = int(np.searchsorted(cdf, 0.99 * n, side="left"))
+    return max(hi - lo, 0)
+
+
+def is_flat(img: np.ndarray) -> bool:
+    """True when a uint8 display image is constant or nearly so (`output_spread` below `MIN_SPREAD`)."""
+    return img.size == 0 or output_spread(img) < MIN_SPREAD
+
+
+def percentile_window(arr: np.ndarray, ds: Dataset | None = None) -> np.ndarray:
+    """Modality values -> display values in ``[0, 1]``: the `FALLBACK_PERCENTILES` of the image map to 0 and 1
+    (clipped outside), so a few extreme pixels cannot squeeze the anatomy into a handful of grey levels. Equal
+    percentiles fall back to `min_max`."""
+    out = np.asarray(arr, dtype=np.float64)
+    lo, hi = (float(v) for v in np.percentile(out, FALLBACK_PERCENTILES))
+    if hi <= lo:
+        return min_max(out)
+    return np.clip((out - lo) / (hi - lo), 0.0, 1.0)
+
+
+def window_unusable(ds: Dataset) -> str | None:
+    """Why the ``voi`` preset cannot use the dataset's window (width < 1, unknown VOI LUT Function, no output
+    range), or None when it can or when a VOI LUT Sequence takes precedence."""
+    if has_voi_lut(ds) or not has_window(ds):
+        return None
+    try:
+        _window(np.zeros(1, dtype=np.float64), ds)
+    except Exception as err:  # pydicom raises ValueError (and others on damaged values)
+        return f"window not usable ({err})"
+    return None
+
+
+def _constant(arr: np.ndarray) -> bool:
+    """True when every pixel holds one value (an empty image counts as constant)."""
+    if arr.size == 0:
+        return True
+    if arr.ndim == 2 and arr.dtype in (np.uint8, np.int8, np.uint16, np.int16, np.float32, np.float64):
+        lo, hi, _, _ = cv2.minMaxLoc(
+            np.ascontiguousarray(arr)
+        )  # one pass, several times faster than numpy's two
+        return bool(lo == hi)
+    return bool(arr.min() == arr.max())
+
+
+def _display_step(ds: Dataset, preset: Preset) -> str:
+    if preset == "voi" and has_voi_lut(ds):
+        return "VOI LUT"
+    if preset == "voi" and has_window(ds):
+        return "window"
+    return "min-max"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A display image and how it was made.
+
+    Attributes:
+        image: uint8 (H, W), MONOCHROME2 polarity.
+        fallback: None when the preset applied as documented; ``"percentile"`` when its result was degenerate
+            and `percentile_window` replaced its VOI / min-max step.
+        why: a sentence saying what was degenerate (None without a fallback).
+    """
+
+    image: np.ndarray
+    fallback: str | None = None
+    why: str | None = None
+
+
+def render(arr: np.ndarray, ds: Dataset, preset: Preset = "mimic-jpg") -> Rendered:
+    """Stored grey values (H, W) -> `Rendered`: `apply_preset`, guarded against degenerate results.
+
+    Raises ImageDecodeError(``blank_image``) for an image whose stored pixels all hold one value, and for one
+    that stays flat under the percentile fallback. See the module docstring for when the fallback applies.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown intensity preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if _constant(arr):
+        value = arr.flat[0] if arr.size else None
+        raise ImageDecodeError("blank_image", f"every pixel holds the same stored value ({value})")
+    why = window_unusable(ds) if preset == "voi" else None
+    if why is None:
+        out = apply_preset(arr, ds, preset)
+        if not is_flat(out):
+            return Rendered(out)
+        spread = output_spread(out)
+        why = f"{preset} output flat ({_display_step(ds, preset)}: {spread} grey levels from 1st to 99th percentile)"
+    out = to_uint8(invert(percentile_window(modality_lut(arr, ds)), ds))
+    if preset == "mimic-jpg":
+        out = equalize_histogram(out)
+    if is_flat(out):
+        raise ImageDecodeError(
+            "blank_image", f"nearly every pixel holds one value; flat even under a percentile window ({why})"
+        )
+    return Rendered(out, "percentile", why)

@@ -3,12 +3,15 @@
 The public entry point is `read_image`. Everything that can go wrong with one file raises
 `medst.errors.ImageDecodeError` with a machine-readable ``reason``, so callers turn a bad file into a reject
 record and carry on; no other exception type escapes for a bad file (programming errors still do).
-The intensity steps live in `medst.archive.intensity`; the decoder table in `medst.archive.decoders`.
+The intensity steps live in `medst.archive.intensity`; the decoder table in `medst.archive.decoders`; the checks
+that a header describes the pixels it carries in `medst.archive.layout`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,13 +22,17 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from medst.archive.decoders import DecoderInfo, decoder_info, decoder_table
-from medst.archive.intensity import PRESETS, Preset, apply_preset, equalize_histogram, min_max, to_uint8
+from medst.archive.intensity import PRESETS, Preset, Rendered, equalize_histogram, min_max, render, to_uint8
+from medst.archive.layout import check_bits, check_pixel_length, expected_pixel_bytes, unused_bits
 from medst.errors import ImageDecodeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DecodedImage",
     "DecoderInfo",
+    "decode_image",
     "decoder_table",
+    "is_dicom_file",
     "read_dicom_array",
     "read_header",
     "read_image",
@@ -129,6 +136,7 @@ def _check_decodable(ds: Dataset, max_pixels: int) -> tuple[UID, int, int]:
         raise ImageDecodeError("multi_frame", f"{frames} frames; a radiograph has one")
     if photometric not in _GREY and not (photometric in _COLOUR and samples == 3):
         raise ImageDecodeError("unsupported_photometric", f"photometric interpretation {photometric!r}")
+    check_bits(ds)
     info = decoder_info(ts)
     if not info.available:
         why = "; ".join(info.missing) or "no decoder"
@@ -144,18 +152,23 @@ _PREFERRED_PLUGIN = {
 }
 
 
+_AS_STORED: dict[str, Any] = {"correct_unused_bits": False}
+
+
 def _decode(ds: Dataset, ts: UID) -> np.ndarray:
     """Decode the single frame with pydicom's decoder for `ts` (without caching it inside `ds`)."""
     decoder = get_decoder(ts)
     preferred = _PREFERRED_PLUGIN.get(ts)
+    # correct_unused_bits=False: unsigned cells come back as stored, so `_unused_bits` can see bits set above
+    # Bits Stored instead of pydicom masking them silently (signed samples are sign-corrected either way).
     if preferred and preferred in decoder.available_plugins:
         try:
-            return decoder.as_array(ds, decoding_plugin=preferred)[0]
+            return decoder.as_array(ds, decoding_plugin=preferred, **_AS_STORED)[0]
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except BaseException:  # incl. pyo3 PanicException; the other plugins get their chance below
             pass
-    return decoder.as_array(ds)[0]
+    return decoder.as_array(ds, **_AS_STORED)[0]
 
 
 _J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
@@ -219,7 +232,8 @@ def read_dicom_array(
     No modality LUT, VOI or inversion is applied (see `medst.archive.intensity`). Size, frame count,
     photometric interpretation and decoder availability are checked from the header before decoding.
     Raises ImageDecodeError with reason ``no_pixel_data``, ``too_large``, ``multi_frame``,
-    ``unsupported_photometric``, ``unsupported_transfer_syntax``, ``truncated_pixel_data`` or ``decode_error``.
+    ``unsupported_photometric``, ``inconsistent_bits``, ``unsupported_transfer_syntax``, ``truncated_pixel_data``,
+    ``pixel_length_mismatch`` or ``decode_error``.
     """
     ts, rows, cols = _check_decodable(ds, max_pixels)
     try:
@@ -227,20 +241,12 @@ def read_dicom_array(
     except Exception as err:  # a deferred read of a file cut short
         raise ImageDecodeError("truncated_pixel_data", f"pixel data cannot be read ({err})") from err
     if not ts.is_compressed:
-        try:
-            samples = int(ds.get("SamplesPerPixel") or 1)
-            expected = rows * cols * samples * int(ds.BitsAllocated) // 8
-        except Exception as err:
-            raise ImageDecodeError("decode_error", f"image header incomplete or unreadable ({err})") from err
-        if len(data) < expected:
-            raise ImageDecodeError(
-                "truncated_pixel_data", f"{len(data):,} bytes of pixel data, {expected:,} expected"
-            )
+        check_pixel_length(len(data), expected_pixel_bytes(ds))
     elif len(data) == 0:
         raise ImageDecodeError("truncated_pixel_data", "empty encapsulated pixel data")
     reduced = _reduced_j2k(ds, ts, rows, cols, shrink_to)
     if reduced is not None:
-        return reduced
+        return unused_bits(reduced, ds)
     try:
         arr = _decode(ds, ts)
     except (KeyboardInterrupt, SystemExit, MemoryError):
@@ -255,23 +261,33 @@ def read_dicom_array(
         raise ImageDecodeError(
             "decode_error", f"decoded shape {arr.shape} differs from header {rows} x {cols}"
         )
-    return arr
+    return unused_bits(arr, ds)
 
 
-def _dicom_to_grey(ds: Dataset, preset: Preset, max_pixels: int, shrink_to: int | None = None) -> np.ndarray:
+def _refuse_blank(img: np.ndarray) -> np.ndarray:
+    if img.size == 0 or img.min() == img.max():
+        raise ImageDecodeError("blank_image", "every pixel holds the same value")
+    return img
+
+
+def _dicom_to_grey(ds: Dataset, preset: Preset, max_pixels: int, shrink_to: int | None = None) -> Rendered:
     # `mimic-jpg` equalises the histogram of the whole full-size image, as the MIMIC-CXR-JPG release did; on the
     # lower resolution levels of a JPEG 2000 file that histogram differs (mean differences up to 20 grey levels
     # were seen on 2048 px synthetic images, against 1-4 with `voi`), so only `voi` takes the faster path.
     arr = read_dicom_array(ds, max_pixels=max_pixels, shrink_to=shrink_to if preset == "voi" else None)
     if arr.ndim == 3:
         # Colour: luma of the RGB values pydicom returns; the grey DICOM chain (LUTs, windows) does not apply.
-        grey = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY)
+        if arr.dtype not in (np.uint8, np.uint16):  # OpenCV has no 32-bit integer colour conversion
+            arr = arr.astype(np.float32)
+        grey = _refuse_blank(cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY))
         if preset == "mimic-jpg":
-            return equalize_histogram(to_uint8(min_max(grey)))
+            return Rendered(equalize_histogram(to_uint8(min_max(grey))))
         nominal_max = 2 ** int(ds.get("BitsStored") or 8) - 1
-        return to_uint8(np.asarray(grey, dtype=np.float64) / nominal_max)
+        return Rendered(to_uint8(np.asarray(grey, dtype=np.float64) / nominal_max))
     try:
-        return apply_preset(arr, ds, preset)
+        return render(arr, ds, preset)
+    except ImageDecodeError:
+        raise
     except Exception as err:
         # Malformed LUT, window or rescale elements (pydicom raises many types): the file's display metadata
         # is broken; the chain itself is covered by tests on valid files.
@@ -330,7 +346,7 @@ def _read_raster(path: Path, max_pixels: int, shrink_to: int | None = None) -> n
         img = cv2.cvtColor(img, code)
     if img.dtype != np.uint8:
         img = to_uint8(min_max(img))
-    return np.ascontiguousarray(img)
+    return _refuse_blank(np.ascontiguousarray(img))
 
 
 def _is_raster(path: Path) -> bool:
@@ -343,12 +359,58 @@ def _is_raster(path: Path) -> bool:
     return head.startswith(_TIFF_BMP_MAGIC) and path.suffix.lower() in _TIFF_BMP_SUFFIXES
 
 
+# Names under which DICOM files travel without the 128-byte preamble (read with pydicom's force mode).
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether `path` should be read as DICOM, decided by content first.
+
+    True for the 128-byte preamble followed by ``DICM`` whatever the name (archives often store DICOM files without
+    an extension); False for PNG/JPEG (and TIFF/BMP named so) by their magic bytes whatever the name; otherwise
+    True only when the name ends in ``.dcm``, ``.dicom`` or ``.dic`` (any case), since a file without a preamble
+    can only be read as DICOM by forcing pydicom, which accepts almost any bytes. Unreadable files: False.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if head[128:132] == b"DICM":
+        return True
+    if head.startswith(_RASTER_MAGIC) or (
+        head.startswith(_TIFF_BMP_MAGIC) and p.suffix.lower() in _TIFF_BMP_SUFFIXES
+    ):
+        return False
+    return p.suffix.lower() in _DICOM_SUFFIXES
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """One decoded file: ``pixels`` uint8 (H, W) and ``intensity_fallback`` (None, or ``"percentile"`` when the
+    preset's display was degenerate and a percentile window replaced it: see `medst.archive.intensity.render`)."""
+
+    pixels: np.ndarray
+    intensity_fallback: str | None = None
+
+
 def read_image(
     path: str | Path,
     preset: Preset = "mimic-jpg",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     shrink_to: int | None = None,
 ) -> np.ndarray:
+    """The pixels of `decode_image` (see there): a uint8 grey image of shape (H, W), air dark and bone bright."""
+    return decode_image(path, preset, max_pixels, shrink_to).pixels
+
+
+def decode_image(
+    path: str | Path,
+    preset: Preset = "mimic-jpg",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    shrink_to: int | None = None,
+) -> DecodedImage:
     """Decode one chest X-ray file to a uint8 grey image of shape (H, W), air dark and bone bright.
 
     DICOM (recognised by content, any transfer syntax with an installed decoder): stored values through the
@@ -365,7 +427,10 @@ def read_image(
     3000 px copies of real films) and, with the ``voi`` preset, grey JPEG 2000 DICOMs from their lower wavelet
     levels (15x faster from 2048 to 512 px). The caller's area
     resize does the rest.
-    Raises ImageDecodeError with a ``reason`` for any file it cannot decode.
+    A DICOM whose preset gives a flat display (a window outside the stored values, a width < 1, a VOI LUT mapping
+    everything to one value) is shown through a percentile window instead, and ``intensity_fallback`` says so.
+    Raises ImageDecodeError with a ``reason`` for any file it cannot decode, ``blank_image`` for one whose pixels
+    all hold one value (or nearly all, for DICOM: flat even through the percentile window).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown intensity preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -377,9 +442,10 @@ def read_image(
     except OSError as err:
         raise ImageDecodeError("unreadable_image", f"{p}: {err}") from err
     if raster:
-        return _read_raster(p, max_pixels, shrink_to)
+        return DecodedImage(_read_raster(p, max_pixels, shrink_to))
     ds = _read_dataset(p, stop_before_pixels=False)
-    return _dicom_to_grey(ds, preset, max_pixels, shrink_to)
+    shown = _dicom_to_grey(ds, preset, max_pixels, shrink_to)
+    return DecodedImage(shown.image, shown.fallback)
 
 
 def resize_longest(img: np.ndarray, size: int) -> np.ndarray:

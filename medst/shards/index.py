@@ -81,7 +81,7 @@ def summarise(
     """Totals over every complete shard in `out`; `expected` is the full plan (all parts)."""
     entries = [e for e in (read_entry(out, name) for name in expected) if e is not None]
     splits: dict[str, dict[str, int]] = {}
-    with_lateral = frontal_only = 0
+    with_lateral = frontal_only = fallbacks = 0
     for e in entries:
         s = splits.setdefault(
             e.split,
@@ -92,6 +92,7 @@ def summarise(
             s[k] += getattr(e, k)
         with_lateral += e.lateral
         frontal_only += e.studies - e.lateral
+        fallbacks += e.intensity_fallbacks
     return ShardSummary(
         medst_version=medst_version,
         options=options,
@@ -104,6 +105,7 @@ def summarise(
         splits=splits,
         studies_with_lateral=with_lateral,
         studies_frontal_only=frontal_only,
+        intensity_fallbacks=fallbacks,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from medst.archive.pixels import read_image, resize_longest
+from medst.archive.pixels import decode_image, resize_longest
 from medst.errors import ImageDecodeError
 from medst.schemas.records import RejectRecord, TimelineSample, TimelineStudy
 
@@ -62,6 +62,7 @@ class BuiltSample:
     frontal: int
     lateral: int
     rejects: list[RejectRecord]
+    intensity_fallbacks: int = 0
 
 
 def _clean_labels(raw: Any) -> dict[str, float | None]:
@@ -81,11 +82,13 @@ def _clean_labels(raw: Any) -> dict[str, float | None]:
     return out
 
 
-def _decode(opts: SampleOptions, rel: str) -> bytes:
+def _decode(opts: SampleOptions, rel: str) -> tuple[bytes, str | None]:
+    """Encoded image bytes and the intensity fallback its display needed (None when none)."""
     path = opts.image_root / rel
-    img = read_image(path, opts.preset, shrink_to=opts.image_size)  # type: ignore[arg-type]
+    decoded = decode_image(path, opts.preset, shrink_to=opts.image_size)  # type: ignore[arg-type]
+    img = decoded.pixels
     img = resize_longest(img, opts.image_size) if max(img.shape[:2]) > opts.image_size else img
-    return encode_image(np.ascontiguousarray(img), opts.fmt, opts.jpeg_quality)
+    return encode_image(np.ascontiguousarray(img), opts.fmt, opts.jpeg_quality), decoded.intensity_fallback
 
 
 def _reject(item: str, reason: str, message: str) -> RejectRecord:
@@ -99,6 +102,8 @@ def build_sample(
 
     Studies are ordered by (day_offset, study_datetime, study_key). A study whose frontal fails to decode is dropped
     (reject ``frontal_<reason>``); a failed lateral leaves a frontal-only study (reject ``lateral_<reason>``).
+    An image shown through the percentile fallback (flat preset output) is named in its study's
+    ``intensity_fallback`` and counted in ``intensity_fallbacks``.
     Returns None when no study survives. Reject items are dicom ids, never paths (paths can hold subject ids).
     """
     ordered = sorted(
@@ -113,11 +118,12 @@ def build_sample(
     rejects: list[RejectRecord] = []
     kept: list[TimelineStudy] = []
     images: list[tuple[str, bytes]] = []
-    n_lateral = 0
+    n_lateral = n_fallbacks = 0
     for row in ordered:
         study_key = pseudonym(opts.key_salt, "study", str(row["study_id"]))
+        fallback: dict[str, str] = {}
         try:
-            frontal = _decode(opts, row["frontal_path"])
+            frontal, how = _decode(opts, row["frontal_path"])
         except ImageDecodeError as err:
             rejects.append(
                 _reject(
@@ -127,10 +133,14 @@ def build_sample(
                 )
             )
             continue
+        if how:
+            fallback["frontal"] = how
         lateral: bytes | None = None
         if row.get("lateral_path"):
             try:
-                lateral = _decode(opts, row["lateral_path"])
+                lateral, how = _decode(opts, row["lateral_path"])
+                if how:
+                    fallback["lateral"] = how
             except ImageDecodeError as err:
                 rejects.append(
                     _reject(
@@ -149,8 +159,10 @@ def build_sample(
                 has_frontal=True,
                 has_lateral=lateral is not None,
                 labels=_clean_labels(row.get("labels")),
+                intensity_fallback=fallback,
             )
         )
+        n_fallbacks += len(fallback)
         images.append((f"s{idx:02d}.frontal.{ext}", frontal))
         if lateral is not None:
             images.append((f"s{idx:02d}.lateral.{ext}", lateral))
@@ -166,4 +178,5 @@ def build_sample(
         frontal=len(kept),
         lateral=n_lateral,
         rejects=rejects,
+        intensity_fallbacks=n_fallbacks,
     )

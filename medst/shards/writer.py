@@ -117,7 +117,7 @@ def _write_one(
     tmp = out / f".{name}.tar.tmp-{os.getpid()}"
     lengths: list[int] = []
     rejects: list[RejectRecord] = []
-    studies = frontal = lateral = 0
+    studies = frontal = lateral = fallbacks = 0
     with open(tmp, "wb") as fh:
         with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for patient in job.patients:
@@ -140,6 +140,7 @@ def _write_one(
                 studies += sample.studies
                 frontal += sample.frontal
                 lateral += sample.lateral
+                fallbacks += sample.intensity_fallbacks
         fh.flush()
         os.fsync(fh.fileno())
     digest = hashlib.sha256()
@@ -163,6 +164,7 @@ def _write_one(
         timeline_lengths=lengths,
         medst_version=opts.medst_version,
         options=options,
+        intensity_fallbacks=fallbacks,
     )
     shard_index.write_entry(out, entry)
     return entry, len(rejects)
