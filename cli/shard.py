@@ -22,7 +22,12 @@ def register(app: typer.Typer) -> None:
         part: str = typer.Option(
             "0/1", "--part", help="i/n: build only part i (0-based) of n disjoint parts"
         ),
-        force: bool = typer.Option(False, "--force", help="rebuild complete shards too"),
+        force: bool = typer.Option(
+            False, "--force", help="rebuild complete shards too, and replace shards of another input"
+        ),
+        min_kept: float = typer.Option(
+            0.5, "--min-kept", help="exit with an error when less than this share of studies is kept (0 to 1)"
+        ),
         image_root: Path | None = typer.Option(
             None, "--image-root", help="override build_report.json image_root"
         ),
@@ -32,7 +37,7 @@ def register(app: typer.Typer) -> None:
         """Decode, resize and write patient timelines as WebDataset tars with an index and a summary."""
         from pydantic import ValidationError
 
-        from medst.errors import UserInputError
+        from medst.errors import UserInputError, WorkerDiedError
         from medst.schemas.shards import DEFAULT_KEY_SALT, ShardConfig
         from medst.shards.assign import parse_part
         from medst.shards.writer import write_shards
@@ -50,12 +55,16 @@ def register(app: typer.Typer) -> None:
                 part=parse_part(part),
                 force=force,
                 key_salt=key_salt or DEFAULT_KEY_SALT,
+                min_kept=min_kept,
             )
             summary = write_shards(config, progress=not quiet)
         except (UserInputError, ValueError, ValidationError) as err:
             msg = str(err).splitlines()
             typer.echo(f"error: {' '.join(m.strip() for m in msg[:3])}", err=True)
             raise typer.Exit(2) from err
+        except WorkerDiedError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from err
         totals = {k: sum(s[k] for s in summary.splits.values()) for k in ("samples", "studies", "images")}
         typer.echo(
             f"{summary.complete_shards}/{summary.expected_shards} shards complete "

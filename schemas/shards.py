@@ -30,6 +30,12 @@ class ShardConfig(BaseModel):
     part: tuple[int, int] = Field(default=(0, 1), description="(i, n): build only shards j with j % n == i")
     force: bool = False
     key_salt: str = Field(default=DEFAULT_KEY_SALT, description="salt of the pseudonymous patient/study keys")
+    min_kept: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="fail (after writing) when the part keeps less than this share of studies",
+    )
 
     @field_validator("part")
     @classmethod
@@ -74,6 +80,24 @@ class ShardIndexEntry(BaseModel):
     )
     medst_version: str
     options: dict[str, object]
+    input_fingerprint: str = Field(
+        default="", description="fingerprint of the manifests the shard was built from ('' = not recorded)"
+    )
+
+
+class ShardPlan(BaseModel):
+    """`plan.json`: every shard of the dataset (all parts), the input it was planned from and the options.
+
+    Every part of a build plans the same dataset, so every part writes the same plan: folders of parts built on
+    several machines combine by copying them into one folder.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    medst_version: str
+    input_fingerprint: str = Field(description="sha256 of the input manifests (studies.parquet)")
+    options: dict[str, object]
+    shards: list[str] = Field(description="shard names (`{split}-{index:06d}`, no .tar), all parts")
 
 
 class ShardSummary(BaseModel):

@@ -19,18 +19,23 @@ if TYPE_CHECKING:
 
 
 def shard_files(shards: Path, split: str) -> list[Path]:
-    """The complete tar shards of ``split`` (those with an index entry), in index order."""
-    index = shards / "index"
-    if not index.is_dir():
+    """The complete tar shards of ``split`` that the folder's plan names, in plan order (never a glob)."""
+    from medst.shards.index import list_entries
+
+    return [shards / entry.shard for entry in list_entries(shards, split)]
+
+
+def check_complete_shards(config: PretrainConfig) -> None:
+    """Refuse (`UserInputError`) a shard folder whose plan names shards that are not there (a ``--part i/n`` set
+    with parts missing, or damaged shards), unless ``allow_partial``."""
+    from medst.shards.index import missing_shards
+
+    missing = missing_shards(config.shards)
+    if missing and not config.allow_partial:
         raise UserInputError(
-            f"{shards} is not a shard folder (no index/ inside); build it with `medst shard`"
+            f"{config.shards} lacks {len(missing)} shard(s) of its plan (first: {missing[0]}.tar): build the "
+            "missing --part runs into it (or copy their folders in), or pass --allow-partial to train on what is there"
         )
-    tars = []
-    for entry in sorted(index.glob(f"{split}-*.json")):
-        tar = shards / json.loads(entry.read_text())["shard"]
-        if tar.is_file():
-            tars.append(tar)
-    return tars
 
 
 def training_texts(shards: Path, split: str = "train") -> list[str]:
@@ -178,6 +183,7 @@ def build_loaders(
     from medst.schemas.shards import LoaderConfig
     from medst.shards.loader import TimelineLoader
 
+    check_complete_shards(config)
     if not shard_files(config.shards, config.train_split):
         raise UserInputError(f"{config.shards}: no complete {config.train_split!r} shards")
     crop = model_config.image_size
