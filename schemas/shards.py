@@ -145,6 +145,10 @@ class LoaderConfig(BaseModel):
     )
     shuffle: bool = True
     drop_last: bool = True
+    skip_bad_samples: bool = Field(
+        default=False,
+        description="leave damaged samples out of their batch (named in `Batch.skipped`) instead of raising",
+    )
 
     @model_validator(mode="after")
     def _crop_fits(self) -> LoaderConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,16 +38,16 @@ def check_complete_shards(config: PretrainConfig) -> None:
 
 
 def training_texts(shards: Path, split: str = "train") -> list[str]:
-    """Every study's report text of ``split``, read from the ``json`` members of the shards, in shard order."""
+    """Every study's report text of ``split``, read from the ``json`` members of the shards (through the checked
+    member reader), in plan order."""
+    from medst.shards.members import read_members
+
     texts: list[str] = []
     for tar_path in shard_files(shards, split):
-        with tarfile.open(tar_path) as tar:
-            for member in tar:
-                if member.isfile() and member.name.endswith(".json"):
-                    handle = tar.extractfile(member)
-                    if handle is None:
-                        continue
-                    sample = json.loads(handle.read())
+        with open(tar_path, "rb") as fh:
+            for name, data in read_members(fh, tar_path):
+                if name.endswith(".json"):
+                    sample = json.loads(data)
                     texts.extend(study["text"] for study in sample.get("studies", []) if study.get("text"))
     return texts
 
@@ -199,6 +198,7 @@ def build_loaders(
         "seed": config.seed,
         "num_workers": config.num_workers,
         "pin_memory": info.device.type == "cuda" and config.num_workers > 0,
+        "skip_bad_samples": config.skip_bad_samples,
     }
     train = TimelineLoader(
         LoaderConfig(split=config.train_split, random_offset=config.random_offset, train=True, **common),
