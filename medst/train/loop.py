@@ -30,6 +30,7 @@ from medst.train import checkpoint as ckpt
 from medst.train.components import (
     build_loaders,
     build_model,
+    check_complete_shards,
     check_init_image,
     load_tokenizer,
     model_config_for,
@@ -156,6 +157,8 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     # would leave the others in a barrier, which gloo ends with a connection error instead of this message.
     if loaders is None and not list_entries(config.shards, split=config.train_split):
         raise UserInputError(f"no complete shard of split {config.train_split!r} in {config.shards}")
+    if loaders is None:
+        check_complete_shards(config)  # an incomplete --part set, before the run folder is made
     check_init_image(config)  # before the demo text model is trained, not minutes later
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
