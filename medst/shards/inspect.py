@@ -27,8 +27,10 @@ def find_timeline(shards: Path, patient: str | None = None) -> tuple[dict[str, A
     best: tuple[int, dict[str, Any], dict[str, bytes]] | None = None
     for entry in list_entries(shards):
         path = shards / entry.shard
+        read = 0
         with open(path, "rb") as fh:
             for sample in group_by_keys(safe_tar_files(fh, path)):
+                read += 1
                 key = str(sample["__key__"])
                 if patient is not None and key != patient:
                     continue
@@ -39,6 +41,8 @@ def find_timeline(shards: Path, patient: str | None = None) -> tuple[dict[str, A
                 best = (len(meta["studies"]), {**meta, "_shard": str(path)}, files)
                 if patient is not None:
                     break
+        if patient is None and read < entry.samples:
+            raise ShardReadError(path, f"sample {read}", f"the tar ends early ({read} of {entry.samples} samples)")
         if patient is not None and best is not None:
             break
     if best is None:

@@ -357,13 +357,18 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
             cv2.setNumThreads(1)
             torch.set_num_threads(1)
         g = 0  # stream number of this epoch's batch `start`
-        while True:
-            residue = (worker - g + start) % n_workers  # batch b of this epoch is stream number g + b - start
-            yield from self._epoch_batches(epoch, start, residue, n_workers)
-            if not self.continuous:
-                return
-            g += self.n_batches - start
-            epoch, start = epoch + 1, 0
+        try:
+            while True:
+                residue = (worker - g + start) % n_workers  # batch b of this epoch is stream number g + b - start
+                yield from self._epoch_batches(epoch, start, residue, n_workers)
+                if not self.continuous:
+                    return
+                g += self.n_batches - start
+                epoch, start = epoch + 1, 0
+        except UserInputError as err:
+            # Handed over as a value: PyTorch would re-raise it in the main process as a RuntimeError holding the
+            # worker's traceback; `_Live.take` raises it there as it is (one line naming shard and member).
+            yield (epoch, -1), err  # type: ignore[misc]
 
 
 class _Live:
@@ -383,6 +388,8 @@ class _Live:
         pos = self.next_pos
         while pos not in self.held:
             key, batch = next(self.source)
+            if isinstance(batch, UserInputError):
+                raise batch
             self.held[(int(key[0]), int(key[1]))] = batch  # older PyTorch pinning turns tuples into lists
             if len(self.held) > 4096:
                 raise RuntimeError(f"loader workers skipped batch {pos}")

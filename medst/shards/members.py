@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
@@ -86,6 +87,7 @@ def read_members(fileobj: IO[bytes], shard: Path) -> Iterator[tuple[str, bytes]]
     `ShardReadError` naming the shard and the member (or the member after which the tar breaks off).
     """
     last = "(start of the tar)"
+    problem = ""
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as stream:
             for member in stream:
@@ -96,9 +98,16 @@ def read_members(fileobj: IO[bytes], shard: Path) -> Iterator[tuple[str, bytes]]
                         shard, member.name, f"{member.size} bytes, over the {cap >> 20} MiB cap of its kind"
                     )
                 handle = stream.extractfile(member)
-                data = handle.read() if handle is not None else b""
+                try:
+                    data = handle.read() if handle is not None else b""
+                except (tarfile.TarError, EOFError, zlib.error) as err:
+                    data, problem = b"", str(err)
                 if len(data) != member.size:
-                    raise ShardReadError(shard, member.name, "the tar ends inside this member (truncated)")
+                    raise ShardReadError(
+                        shard,
+                        member.name,
+                        f"the tar ends inside this member (truncated: {problem or 'short read'})",
+                    )
                 last = member.name
                 yield member.name, data
                 stream.members = []  # type: ignore[attr-defined]  # a stream keeps every TarInfo otherwise
@@ -121,9 +130,14 @@ def decode_image(data: bytes) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as header:  # lazy: reads the header only
-            width, height = header.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
+        with warnings.catch_warnings():
+            # Our own pixel cap below decides; PIL's bomb warning would only add a line to stderr.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:  # lazy: reads the header only
+                width, height = header.size
+    except Image.DecompressionBombError as err:
+        raise BadImageError(f"over the pixel cap, a decompression bomb ({err})") from err
+    except (UnidentifiedImageError, OSError, ValueError) as err:
         raise BadImageError(f"not an image ({type(err).__name__})") from err
     if width * height > MAX_IMAGE_PIXELS:
         raise BadImageError(
