@@ -171,3 +171,26 @@ def test_png_bomb_is_refused_from_its_header() -> None:
     assert len(bomb) < 1_000_000
     with pytest.raises(ValueError, match="10000x10000 pixels"):
         decode_image(bomb)
+
+
+def test_pretrain_stops_on_a_bad_sample_or_skips_and_counts_it(tiny: Path, tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    member = _damage(tiny, shards, ".frontal.jpg", b"not an image")
+    cmd = [sys.executable, "-m", "medst.cli", "pretrain", str(shards), "--config", "demo", "--steps", "18"]
+    cmd += ["--batch-size", "2", "--val-every", "100", "--ckpt-every", "100", "--no-progress"]  # 2 epochs
+    stopped = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "a")], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    _one_line(stopped, SHARD, member)
+    ran = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "b"), "--skip-bad-samples"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert f"skipped a damaged sample: {shards / SHARD}: member '{member}'" in ran.stdout
+    logged = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    counts = [row["skipped_samples"] for row in logged if row.get("kind") == "train"]
+    assert counts and counts[-1] == ran.stdout.count("skipped a damaged sample") > 0
