@@ -25,6 +25,9 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="rebuild complete shards too, and replace shards of another input"
         ),
+        shard_timeout: float | None = typer.Option(
+            None, "--shard-timeout", help="seconds one shard may take in a worker before it counts as stuck"
+        ),
         min_kept: float = typer.Option(
             0.5, "--min-kept", help="exit with an error when less than this share of studies is kept (0 to 1)"
         ),
@@ -56,6 +59,7 @@ def register(app: typer.Typer) -> None:
                 force=force,
                 key_salt=key_salt or DEFAULT_KEY_SALT,
                 min_kept=min_kept,
+                shard_timeout_s=shard_timeout,
             )
             summary = write_shards(config, progress=not quiet)
         except (UserInputError, ValueError, ValidationError) as err:

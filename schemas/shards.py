@@ -30,6 +30,11 @@ class ShardConfig(BaseModel):
     part: tuple[int, int] = Field(default=(0, 1), description="(i, n): build only shards j with j % n == i")
     force: bool = False
     key_salt: str = Field(default=DEFAULT_KEY_SALT, description="salt of the pseudonymous patient/study keys")
+    shard_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="a shard running longer in a worker is a stuck worker: killed, retried once",
+    )
     min_kept: float = Field(
         default=0.5,
         ge=0,

@@ -44,9 +44,9 @@ def _workers(pid: int) -> list[int]:
     return found
 
 
-def _start(seq: Path, out: Path) -> subprocess.Popen[str]:
+def _start(seq: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "medst.cli", "shard", str(seq), "-o", str(out), "--image-size", "128"]
-    cmd += ["--samples-per-shard", "1", "--workers", "2", "--quiet"]
+    cmd += ["--samples-per-shard", "1", "--workers", "2", "--quiet", *extra]
     return subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -101,7 +101,7 @@ def test_a_worker_that_keeps_dying_ends_the_run_naming_the_shard(tiny: Path, tmp
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr
     error = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and "died 2 times while working on shard " in error[0]
+    assert len(error) == 1 and "lost its worker process 2 times" in error[0] and "error: shard " in error[0]
     # What was finished stays complete; a re-run builds the rest.
     again = subprocess.run(
         [sys.executable, "-m", "medst.cli", "shard", str(tiny / "seq"), "-o", str(out), "--image-size", "128",
@@ -109,6 +109,38 @@ def test_a_worker_that_keeps_dying_ends_the_run_naming_the_shard(tiny: Path, tmp
         cwd=REPO, capture_output=True, text=True, timeout=HANG_S,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
+
+
+def test_a_stopped_worker_does_not_hang_the_run(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start(tiny / "seq", out, "--shard-timeout", "60")
+    t0 = time.monotonic()
+    while not _workers(proc.pid) and proc.poll() is None and time.monotonic() - t0 < HANG_S:
+        time.sleep(0.005)
+    stopped = _workers(proc.pid)[0]
+    os.kill(stopped, signal.SIGSTOP)  # alive but never running again (the pool waited on it forever)
+    _, stderr = proc.communicate(timeout=HANG_S)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert len(list(out.glob("*.tar"))) == 16 and not list(out.rglob("*.tmp-*"))
+    assert (
+        not Path(f"/proc/{stopped}").exists() or "Z" in Path(f"/proc/{stopped}/stat").read_text().split()[2]
+    )
+
+
+def _stuck_on_two(i: int) -> int:
+    if i == 2:
+        time.sleep(3600)  # a worker that never finishes its job
+    return i
+
+
+def test_a_job_stuck_past_the_timeout_is_retried_once_then_named() -> None:
+    results: dict[int, int] = {}
+    t0 = time.monotonic()
+    with pytest.raises(WorkerDiedError, match="job 2 ran longer than 3 s 2 times"):
+        run_jobs(_stuck_on_two, list(range(5)), 2, results.__setitem__, timeout_s=3)
+    assert time.monotonic() - t0 < HANG_S
+    assert 2 not in results and all(v == k for k, v in results.items())
 
 
 def _die_in_worker(i: int) -> int:
@@ -119,7 +151,7 @@ def _die_in_worker(i: int) -> int:
 
 def test_chunked_maps_name_the_chunk_whose_worker_dies() -> None:
     results: dict[int, int] = {}
-    with pytest.raises(WorkerDiedError, match="chunk 3"):
+    with pytest.raises(WorkerDiedError, match="chunk 3 lost its worker"):
         run_jobs(
             _die_in_worker, list(range(6)), 2, results.__setitem__, names=[f"chunk {i}" for i in range(6)]
         )

@@ -29,16 +29,19 @@ def run_jobs(
     initializer: Callable[[], None] | None = None,
     context: str | None = None,
     retries: int = 1,
+    timeout_s: float | None = None,
 ) -> None:
     """Run ``fn(jobs[i])`` in up to ``workers`` processes and call ``on_result(i, result)`` in this process as
     each finishes (in completion order).
 
-    A job in flight when a worker dies is run again (a job run again runs alone, so a second death names it);
-    a job lost more than ``retries`` times raises `WorkerDiedError` naming it (``names[i]``, default "job i").
-    An exception raised by ``fn`` itself propagates unchanged. ``fn``, the jobs and the results must pickle.
-    ``context`` is the multiprocessing start method (None: the platform's default).
+    A job in flight when a worker dies, or running longer than ``timeout_s`` (a stuck worker: its pool is
+    killed), is run again (a job run again runs alone, so a second loss names it); a job lost more than
+    ``retries`` times raises `WorkerDiedError` naming it (``names[i]``, default "job i"). An exception raised by
+    ``fn`` itself propagates unchanged. ``fn``, the jobs and the results must pickle. ``context`` is the
+    multiprocessing start method (None: the platform's default).
     """
     import multiprocessing as mp
+    import time
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
@@ -48,22 +51,30 @@ def run_jobs(
     while todo:
         # Jobs that were in flight when a worker died go first, one at a time.
         todo.sort(key=lambda i: lost[i] == 0)
-        broken: list[int] = []
-        with ProcessPoolExecutor(
+        broken: list[int] = []  # jobs lost with their worker (charged a retry)
+        stuck: list[int] = []  # jobs over the time limit (charged a retry)
+        pool = ProcessPoolExecutor(
             max_workers=max(1, min(workers, len(todo))),
             mp_context=mp.get_context(context),
             initializer=initializer,
-        ) as pool:
-            queue = list(reversed(todo))
-            running: dict[Future[R], int] = {}
-            while (queue or running) and not broken:
+        )
+        queue = list(reversed(todo))
+        running: dict[Future[R], int] = {}
+        started: dict[Future[R], float] = {}
+        ended = False
+        try:
+            while (queue or running) and not broken and not stuck:
                 while queue and len(running) < workers:
                     suspect = lost[queue[-1]] > 0
                     if running and (suspect or any(lost[i] > 0 for i in running.values())):
                         break
                     i = queue.pop()
-                    running[pool.submit(fn, jobs[i])] = i
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    fut = pool.submit(fn, jobs[i])
+                    running[fut], started[fut] = i, time.monotonic()
+                wait_s = None
+                if timeout_s is not None:
+                    wait_s = max(0.0, min(started[f] for f in running) + timeout_s - time.monotonic())
+                done, _ = wait(running, timeout=wait_s, return_when=FIRST_COMPLETED)
                 for fut in done:
                     i = running.pop(fut)
                     try:
@@ -72,23 +83,57 @@ def run_jobs(
                         broken.append(i)
                         continue
                     on_result(i, result)
-            if broken:
-                # Every job still in flight was lost with the pool (their futures fail the same way).
-                broken.extend(running.values())
-            todo = sorted(set(broken)) + list(reversed(queue)) if broken else []
-        for i in sorted(set(broken)):
+                if timeout_s is not None and not broken:
+                    now = time.monotonic()
+                    stuck = [i for f, i in running.items() if now - started[f] > timeout_s]
+            ended = not stuck
+        finally:
+            # A stuck (or stopped) worker never exits by itself: end the pool without waiting on it forever.
+            _close(pool, kill=not ended)
+        # A broken pool fails every job in flight, not always at the same instant: charge them all.
+        lost_now = sorted(set(broken) | set(running.values())) if broken else sorted(stuck)
+        requeued = sorted(set(running.values()) - set(lost_now)) if stuck else []
+        todo = lost_now + requeued + list(reversed(queue)) if (broken or stuck) else []
+        for i in lost_now:
             lost[i] += 1
             if lost[i] > retries:
-                raise WorkerDiedError(
-                    f"a worker process died {lost[i]} times while working on {label[i]} (killed from outside, "
-                    "most often by the out-of-memory killer); use fewer --workers or more memory, then re-run"
+                what = (
+                    f"ran longer than {timeout_s:g} s {lost[i]} times (a stuck worker)"
+                    if stuck
+                    else f"lost its worker process {lost[i]} times (killed from outside, most often by the "
+                    "out-of-memory killer)"
                 )
-        if broken:
+                raise WorkerDiedError(f"{label[i]} {what}; use fewer --workers or more memory, then re-run")
+        if lost_now:
+            cause = "was stuck" if stuck else "died (killed from outside, e.g. out of memory)"
             print(
-                f"warning: a worker process died (killed from outside, e.g. out of memory) while working on "
-                f"{', '.join(label[i] for i in sorted(set(broken)))}; running it again",
+                f"warning: a worker process {cause} while working on "
+                f"{', '.join(label[i] for i in lost_now)}; running it again",
                 file=sys.stderr,
             )
+
+
+def _close(pool: Any, kill: bool, grace_s: float = 30.0) -> None:
+    """Shut a process pool down; with `kill` (or for a worker still alive `grace_s` after shutdown: a stopped
+    or stuck one) its processes are killed first, so closing never waits forever."""
+    import contextlib
+    import os
+    import signal
+    import time
+    from multiprocessing.connection import wait as wait_ready
+
+    processes = list(getattr(pool, "_processes", {}).values())  # private, but the only handle on the workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    alive = [p.sentinel for p in processes]
+    deadline = time.monotonic() + (0.0 if kill else grace_s)
+    while alive and time.monotonic() < deadline:
+        ready = wait_ready(alive, timeout=deadline - time.monotonic())
+        alive = [x for x in alive if x not in ready]
+    for process in processes:
+        if process.sentinel in alive:
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(process.pid, signal.SIGKILL)
+    pool.shutdown(wait=True)
 
 
 def map_chunks(

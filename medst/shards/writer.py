@@ -375,6 +375,7 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
             names=[f"shard {job.name}" for job in todo],
             initializer=_init_worker,
             context="spawn",
+            timeout_s=config.shard_timeout_s,
         )
     bar.close()
     n_rejects = _merge_rejects(out, names)
