@@ -45,10 +45,14 @@ def register(app: typer.Typer) -> None:
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar"),
         allow_partial: bool | None = typer.Option(
-            None, "--allow-partial", help="train although shards of the plan are missing (incomplete --part set)"
+            None,
+            "--allow-partial",
+            help="train although shards of the plan are missing (incomplete --part set)",
         ),
         skip_bad_samples: bool | None = typer.Option(
-            None, "--skip-bad-samples", help="skip damaged shard samples (counted in the logs) instead of stopping"
+            None,
+            "--skip-bad-samples",
+            help="skip damaged shard samples (counted in the logs) instead of stopping",
         ),
         print_config: bool = typer.Option(
             False,

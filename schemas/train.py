@@ -73,7 +73,8 @@ class PretrainConfig(BaseModel):
         default=False, description="train although shards of the plan are missing (an incomplete --part set)"
     )
     skip_bad_samples: bool = Field(
-        default=False, description="skip (and count) samples whose shard member is damaged instead of stopping"
+        default=False,
+        description="skip (and count) samples whose shard member is damaged instead of stopping",
     )
     train_split: str = "train"
     val_split: str = "validate"

@@ -42,7 +42,9 @@ def find_timeline(shards: Path, patient: str | None = None) -> tuple[dict[str, A
                 if patient is not None:
                     break
         if patient is None and read < entry.samples:
-            raise ShardReadError(path, f"sample {read}", f"the tar ends early ({read} of {entry.samples} samples)")
+            raise ShardReadError(
+                path, f"sample {read}", f"the tar ends early ({read} of {entry.samples} samples)"
+            )
         if patient is not None and best is not None:
             break
     if best is None:

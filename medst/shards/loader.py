@@ -359,7 +359,9 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
         g = 0  # stream number of this epoch's batch `start`
         try:
             while True:
-                residue = (worker - g + start) % n_workers  # batch b of this epoch is stream number g + b - start
+                residue = (
+                    worker - g + start
+                ) % n_workers  # batch b of this epoch is stream number g + b - start
                 yield from self._epoch_batches(epoch, start, residue, n_workers)
                 if not self.continuous:
                     return
