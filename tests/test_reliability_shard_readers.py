@@ -120,6 +120,18 @@ def test_truncated_tar_names_shard_and_member(tiny: Path, tmp_path: Path) -> Non
     assert SHARD in str(err.value) and members[2].name in str(err.value) and "truncated" in str(err.value)
 
 
+def test_inspect_names_a_truncated_shard(tiny: Path, tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny / "shards", shards)
+    with tarfile.open(shards / SHARD) as tar:
+        key = tar.getmembers()[0].name.split(".")[0]
+    data = (shards / SHARD).read_bytes()
+    (shards / SHARD).write_bytes(data[: len(data) // 2])  # its index entry now says it is incomplete
+    _one_line(_inspect(shards, tmp_path / "t.png", "--patient", key), key, SHARD, "missing or damaged")
+    drawn = _inspect(shards, tmp_path / "u.png")  # the other shards still draw
+    assert drawn.returncode == 0 and (tmp_path / "u.png").stat().st_size > 1000
+
+
 @pytest.mark.parametrize("kind", ["not_an_image", "png_bomb"])
 def test_bad_image_member_is_one_line_in_loader_and_inspect(
     tiny: Path, tmp_path: Path, tokenizer, kind: str

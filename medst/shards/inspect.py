@@ -11,7 +11,7 @@ import numpy as np
 
 from medst.errors import UserInputError
 
-from .index import list_entries
+from .index import list_entries, missing_shards
 from .members import BadImageError, ShardReadError, safe_tar_files, sample_meta
 from .transforms import decode_grey
 
@@ -48,10 +48,16 @@ def find_timeline(shards: Path, patient: str | None = None) -> tuple[dict[str, A
         if patient is not None and best is not None:
             break
     if best is None:
+        damaged = missing_shards(shards)
+        also = (
+            f" ({len(damaged)} shard(s) of its plan missing or damaged, first {damaged[0]}.tar)"
+            if damaged
+            else ""
+        )
         raise UserInputError(
-            f"patient {patient!r} is in no complete shard of {shards}"
+            f"patient {patient!r} is in no complete shard of {shards}{also}"
             if patient
-            else f"{shards} holds no sample"
+            else f"{shards} holds no sample{also}"
         )
     return best[1], best[2]
 
