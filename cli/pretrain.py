@@ -44,6 +44,16 @@ def register(app: typer.Typer) -> None:
             help="stop after this many steps (checkpointed; resume later)",
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar"),
+        allow_partial: bool | None = typer.Option(
+            None,
+            "--allow-partial",
+            help="train although shards of the plan are missing (incomplete --part set)",
+        ),
+        skip_bad_samples: bool | None = typer.Option(
+            None,
+            "--skip-bad-samples",
+            help="skip damaged shard samples (counted in the logs) instead of stopping",
+        ),
         print_config: bool = typer.Option(
             False,
             "--print-config",
@@ -80,6 +90,8 @@ def register(app: typer.Typer) -> None:
             "compile": compile_model,
             "max_steps_this_invocation": max_steps_this_invocation,
             "progress": progress,
+            "allow_partial": allow_partial,
+            "skip_bad_samples": skip_bad_samples,
         }
         cfg = resolve_config(config, overrides)
         if max_grad_norm is not None:

@@ -30,7 +30,15 @@ def register(app: typer.Typer) -> None:
         part: str = typer.Option(
             "0/1", "--part", help="i/n: build only part i (0-based) of n disjoint parts"
         ),
-        force: bool = typer.Option(False, "--force", help="rebuild complete shards too"),
+        force: bool = typer.Option(
+            False, "--force", help="rebuild complete shards too, and replace shards of another input"
+        ),
+        shard_timeout: float | None = typer.Option(
+            None, "--shard-timeout", help="seconds one shard may take in a worker before it counts as stuck"
+        ),
+        min_kept: float = typer.Option(
+            0.5, "--min-kept", help="exit with an error when less than this share of studies is kept (0 to 1)"
+        ),
         image_root: Path | None = typer.Option(
             None, "--image-root", help="override build_report.json image_root"
         ),
@@ -60,6 +68,8 @@ def register(app: typer.Typer) -> None:
             part=parts,
             force=force,
             key_salt=key_salt or DEFAULT_KEY_SALT,
+            min_kept=min_kept,
+            shard_timeout_s=shard_timeout,
         )
         summary = write_shards(config, progress=not quiet)
         totals = {k: sum(s[k] for s in summary.splits.values()) for k in ("samples", "studies", "images")}

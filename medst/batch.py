@@ -44,6 +44,8 @@ class Batch:
     sequence_lengths: torch.Tensor
     study_keys: list[str]
     max_window: int | None = None
+    skipped: tuple[str, ...] = ()
+    """One line per damaged sample left out of this batch (`--skip-bad-samples`), naming shard and member."""
 
     @property
     def num_studies(self) -> int:

@@ -37,3 +37,8 @@ class ImageDecodeError(MedstError):
         # Keep the two-argument constructor working when the error crosses a process boundary
         # (multiprocessing pickles exceptions raised in workers).
         return (type(self), (self.reason, self.message))
+
+
+class WorkerDiedError(MedstError):
+    """A worker process died from outside (out-of-memory killer, ``kill -9``) while running a job, more often
+    than the job is retried: the message names the job."""

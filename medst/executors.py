@@ -1,11 +1,11 @@
 """Where the data stages run their independent jobs: here, in local worker processes, or on a Ray cluster.
 
-One entry point, `run_jobs(fn, tasks, ...)`, yields ``(position, result)`` pairs as jobs finish, whatever the
-engine. Engines are registered by name in `ENGINES`:
+One entry point, `run_jobs(fn, jobs, workers, on_result, ...)`, calls ``on_result(position, result)`` as jobs
+finish, whatever the engine. Engines are registered by name in `ENGINES` (adding one is one function here):
 
-- ``local``: in this process when ``workers == 1``, otherwise a pool of ``workers`` spawned processes. A worker
-  that dies (the out-of-memory killer, ``kill -9``) ends the run with `WorkerLostError` naming the job; nothing
-  waits forever on a result that cannot come.
+- ``local``: in this process when ``workers == 1``, otherwise a pool of ``workers`` processes. A job whose worker
+  dies (the out-of-memory killer, ``kill -9``) or is stuck past a time limit runs again once, alone; a second
+  loss ends the run with `WorkerDiedError` naming the job. Nothing waits forever on a result that cannot come.
 - ``ray``: each job is a Ray task (retried once if its worker dies). Without ``address`` a private local Ray
   instance with ``workers`` CPUs is started and stopped around the run; with ``address`` (``ray://...`` or
   ``HOST:PORT``, or ``auto``) the jobs go to that cluster. Every node must see the input and output paths (a
@@ -26,16 +26,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from medst.errors import MedstError, UserInputError
+from medst.errors import UserInputError, WorkerDiedError
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 EngineName = Literal["local", "ray"]
-
-
-class WorkerLostError(MedstError):
-    """A worker process died (or its node was lost) before finishing a job; the message names the job."""
 
 
 @dataclass(frozen=True)
@@ -80,109 +76,173 @@ def _check(choice: EngineChoice) -> None:
 
 def run_jobs(
     fn: Callable[[T], R],
-    tasks: Sequence[T],
+    jobs: Sequence[T],
+    workers: int,
+    on_result: Callable[[int, R], None],
     *,
-    workers: int = 1,
-    engine: EngineChoice | None = None,
+    names: Sequence[str] | None = None,
     initializer: Callable[[], None] | None = None,
-    start_method: str | None = "spawn",
-    describe: Callable[[T], str] = lambda task: "a job",
-) -> Iterator[tuple[int, R]]:
-    """``fn(task)`` for every task on the chosen engine; yields ``(position in tasks, result)`` as jobs finish.
+    context: str | None = None,
+    retries: int = 1,
+    timeout_s: float | None = None,
+    engine: EngineChoice | None = None,
+) -> None:
+    """Run ``fn(jobs[i])`` on the chosen engine and call ``on_result(i, result)`` here as each job finishes (in
+    completion order).
 
-    ``initializer`` runs once in each local worker process (and before each job on Ray, where workers are
-    shared with other work). ``start_method`` is the local pool's (``None``: the platform default). ``describe(task)`` names a job in the error raised when its worker is lost.
-    An exception raised by ``fn`` itself propagates unchanged (Ray unwraps it to the original type).
+    ``engine`` defaults to the one set by `use_engine` (``local`` when none). ``names[i]`` names job i in errors
+    (default "job i"). A job whose worker dies is run again up to ``retries`` times, then `WorkerDiedError` names
+    it; an exception raised by ``fn`` itself propagates unchanged. ``initializer`` runs once in each local worker
+    (and before each job on Ray, whose workers are shared). ``context`` is the local pool's start method (None:
+    the platform's default) and ``timeout_s`` the longest a local job may run before its worker counts as stuck.
     """
     choice = engine or current_engine()
     _check(choice)
-    runner = ENGINES[choice.name]
-    yield from runner(fn, tasks, workers, choice, initializer, start_method, describe)
-
-
-_STARTED: Any = None  # in a local worker: the queue on which it announces each job it starts
-
-
-def _init_local_worker(started: Any, initializer: Callable[[], None] | None) -> None:
-    global _STARTED
-    _STARTED = started
-    if initializer is not None:
-        initializer()
-
-
-def _tracked_call(fn: Callable[[Any], Any], position: int, task: Any) -> Any:
-    _STARTED.put(position)
-    return fn(task)
+    label = list(names) if names is not None else [f"job {i}" for i in range(len(jobs))]
+    ENGINES[choice.name](fn, jobs, workers, on_result, label, initializer, context, retries, timeout_s, choice)
 
 
 def _run_local(
     fn: Callable[[Any], Any],
-    tasks: Sequence[Any],
+    jobs: Sequence[Any],
     workers: int,
-    choice: EngineChoice,
+    on_result: Callable[[int, Any], None],
+    label: list[str],
     initializer: Callable[[], None] | None,
-    start_method: str | None,
-    describe: Callable[[Any], str],
-) -> Iterator[tuple[int, Any]]:
-    if workers <= 1 or len(tasks) <= 1:
-        for i, task in enumerate(tasks):
-            yield i, fn(task)
+    context: str | None,
+    retries: int,
+    timeout_s: float | None,
+    choice: EngineChoice,
+) -> None:
+    """In this process with one worker (or one job); otherwise in worker processes that survive a dead worker.
+
+    A worker killed from outside (the out-of-memory killer, ``kill -9``) breaks a process pool:
+    `multiprocessing.Pool` then waits forever for the lost task, `ProcessPoolExecutor` fails every pending task
+    without saying which one was running. Here a fresh pool starts and each job that was in flight runs again
+    once, alone, so a job that kills its worker every time is named in a `WorkerDiedError`; the run never hangs.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        if initializer is not None and workers > 1:
+            initializer()
+        for i, job in enumerate(jobs):
+            on_result(i, fn(job))
         return
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import sys
+    import time
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    # A process pool (unlike multiprocessing.Pool) notices a worker that died and fails the pending futures
-    # instead of waiting forever. The shard writer asks for spawn: forking a process that holds polars/OpenCV
-    # thread pools can deadlock. Workers announce each job they start, so a lost worker's job can be named.
-    context = mp.get_context(start_method)
-    started = context.SimpleQueue()
-    pool = ProcessPoolExecutor(
-        min(workers, len(tasks)),
-        mp_context=context,
-        initializer=_init_local_worker,
-        initargs=(started, initializer),
-    )
-    finished: set[int] = set()
-    try:
-        futures = {pool.submit(_tracked_call, fn, i, task): i for i, task in enumerate(tasks)}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=futures.__getitem__):
-                i = futures[future]
-                try:
-                    result = future.result()
-                except BrokenProcessPool as err:
-                    running = []
-                    while not started.empty():
-                        running.append(started.get())
-                    lost = [describe(tasks[j]) for j in running if j not in finished] or ["an unstarted job"]
-                    raise WorkerLostError(
-                        f"a worker process died (killed by the system, e.g. out of memory?) while running "
-                        f"{' or '.join(lost)}; finished work is kept, re-run to continue"
-                    ) from err
-                finished.add(i)
-                yield i, result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    lost = [0] * len(jobs)
+    todo = list(range(len(jobs)))
+    while todo:
+        # Jobs that were in flight when a worker died go first, one at a time.
+        todo.sort(key=lambda i: lost[i] == 0)
+        broken: list[int] = []  # jobs lost with their worker (charged a retry)
+        stuck: list[int] = []  # jobs over the time limit (charged a retry)
+        pool = ProcessPoolExecutor(
+            max_workers=max(1, min(workers, len(todo))),
+            mp_context=mp.get_context(context),
+            initializer=initializer,
+        )
+        queue = list(reversed(todo))
+        running: dict[Future[Any], int] = {}
+        started: dict[Future[Any], float] = {}
+        ended = False
+        try:
+            while (queue or running) and not broken and not stuck:
+                while queue and len(running) < workers:
+                    suspect = lost[queue[-1]] > 0
+                    if running and (suspect or any(lost[i] > 0 for i in running.values())):
+                        break
+                    i = queue.pop()
+                    fut = pool.submit(fn, jobs[i])
+                    running[fut], started[fut] = i, time.monotonic()
+                wait_s = None
+                if timeout_s is not None:
+                    wait_s = max(0.0, min(started[f] for f in running) + timeout_s - time.monotonic())
+                done, _ = wait(running, timeout=wait_s, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = running.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        broken.append(i)
+                        continue
+                    on_result(i, result)
+                if timeout_s is not None and not broken:
+                    now = time.monotonic()
+                    stuck = [i for f, i in running.items() if now - started[f] > timeout_s]
+            ended = not stuck
+        finally:
+            # A stuck (or stopped) worker never exits by itself: end the pool without waiting on it forever.
+            _close(pool, kill=not ended)
+        # A broken pool fails every job in flight, not always at the same instant: charge them all.
+        lost_now = sorted(set(broken) | set(running.values())) if broken else sorted(stuck)
+        requeued = sorted(set(running.values()) - set(lost_now)) if stuck else []
+        todo = lost_now + requeued + list(reversed(queue)) if (broken or stuck) else []
+        for i in lost_now:
+            lost[i] += 1
+            if lost[i] > retries:
+                what = (
+                    f"ran longer than {timeout_s:g} s {lost[i]} times (a stuck worker)"
+                    if stuck
+                    else f"lost its worker process {lost[i]} times (killed from outside, most often by the "
+                    "out-of-memory killer)"
+                )
+                raise WorkerDiedError(f"{label[i]} {what}; use fewer --workers or more memory, then re-run")
+        if lost_now:
+            cause = "was stuck" if stuck else "died (killed from outside, e.g. out of memory)"
+            print(
+                f"warning: a worker process {cause} while working on "
+                f"{', '.join(label[i] for i in lost_now)}; running it again",
+                file=sys.stderr,
+            )
 
 
-def _ray_call(fn: Callable[[Any], Any], task: Any, initializer: Callable[[], None] | None) -> Any:
+def _close(pool: Any, kill: bool, grace_s: float = 30.0) -> None:
+    """Shut a process pool down; with `kill` (or for a worker still alive `grace_s` after shutdown: a stopped
+    or stuck one) its processes are killed first, so closing never waits forever."""
+    import os
+    import signal
+    import time
+    from multiprocessing.connection import wait as wait_ready
+
+    processes = list(getattr(pool, "_processes", {}).values())  # private, but the only handle on the workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    alive = [p.sentinel for p in processes]
+    deadline = time.monotonic() + (0.0 if kill else grace_s)
+    while alive and time.monotonic() < deadline:
+        ready = wait_ready(alive, timeout=deadline - time.monotonic())
+        alive = [x for x in alive if x not in ready]
+    for process in processes:
+        if process.sentinel in alive:
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(process.pid, signal.SIGKILL)
+    pool.shutdown(wait=True)
+
+
+def _ray_call(fn: Callable[[Any], Any], job: Any, initializer: Callable[[], None] | None) -> Any:
     if initializer is not None:
         initializer()
-    return fn(task)
+    return fn(job)
 
 
 def _run_ray(
     fn: Callable[[Any], Any],
-    tasks: Sequence[Any],
+    jobs: Sequence[Any],
     workers: int,
-    choice: EngineChoice,
+    on_result: Callable[[int, Any], None],
+    label: list[str],
     initializer: Callable[[], None] | None,
-    start_method: str | None,
-    describe: Callable[[Any], str],
-) -> Iterator[tuple[int, Any]]:
+    context: str | None,
+    retries: int,
+    timeout_s: float | None,
+    choice: EngineChoice,
+) -> None:
+    """Each job a Ray task, retried by Ray when its worker or node dies. Without an address a private local Ray
+    with ``workers`` CPUs is started and stopped around the run; a Ray already started in this process is used
+    as it is. ``timeout_s`` is not applied (Ray's own health checks cover lost workers)."""
     import ray
     from ray.exceptions import NodeDiedError, WorkerCrashedError
 
@@ -198,9 +258,9 @@ def _run_ray(
                 configure_logging=False,
             )
     try:
-        remote = ray.remote(num_cpus=1, max_retries=1)(_ray_call)
+        remote = ray.remote(num_cpus=1, max_retries=retries)(_ray_call)
         fn_ref, init_ref = ray.put(fn), ray.put(initializer)
-        refs = {remote.remote(fn_ref, ray.put(task), init_ref): i for i, task in enumerate(tasks)}
+        refs = {remote.remote(fn_ref, ray.put(job), init_ref): i for i, job in enumerate(jobs)}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -208,14 +268,13 @@ def _run_ray(
             try:
                 result = ray.get(done[0])
             except (WorkerCrashedError, NodeDiedError) as err:
-                raise WorkerLostError(
-                    f"a Ray worker died twice while running {describe(tasks[i])}; finished work is kept, "
-                    "re-run to continue"
+                raise WorkerDiedError(
+                    f"{label[i]} lost its Ray worker {retries + 1} times; finished work is kept, re-run to continue"
                 ) from err
-            yield i, result
+            on_result(i, result)
     finally:
         if started_here:
             ray.shutdown()
 
 
-ENGINES: dict[str, Callable[..., Iterator[tuple[int, Any]]]] = {"local": _run_local, "ray": _run_ray}
+ENGINES: dict[str, Callable[..., None]] = {"local": _run_local, "ray": _run_ray}

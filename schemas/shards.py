@@ -34,6 +34,17 @@ class ShardConfig(BaseModel):
     part: tuple[int, int] = Field(default=(0, 1), description="(i, n): build only shards j with j % n == i")
     force: bool = False
     key_salt: str = Field(default=DEFAULT_KEY_SALT, description="salt of the pseudonymous patient/study keys")
+    shard_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="a shard running longer in a worker is a stuck worker: killed, retried once",
+    )
+    min_kept: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="fail (after writing) when the part keeps less than this share of studies",
+    )
 
     @field_validator("part")
     @classmethod
@@ -82,6 +93,24 @@ class ShardIndexEntry(BaseModel):
     intensity_fallbacks: int = Field(
         default=0, description="images displayed through the percentile fallback window (flat preset output)"
     )
+    input_fingerprint: str = Field(
+        default="", description="fingerprint of the manifests the shard was built from ('' = not recorded)"
+    )
+
+
+class ShardPlan(BaseModel):
+    """`plan.json`: every shard of the dataset (all parts), the input it was planned from and the options.
+
+    Every part of a build plans the same dataset, so every part writes the same plan: folders of parts built on
+    several machines combine by copying them into one folder.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    medst_version: str
+    input_fingerprint: str = Field(description="sha256 of the input manifests (studies.parquet)")
+    options: dict[str, object]
+    shards: list[str] = Field(description="shard names (`{split}-{index:06d}`, no .tar), all parts")
 
 
 class ShardSummary(BaseModel):
@@ -132,6 +161,10 @@ class LoaderConfig(BaseModel):
     )
     shuffle: bool = True
     drop_last: bool = True
+    skip_bad_samples: bool = Field(
+        default=False,
+        description="leave damaged samples out of their batch (named in `Batch.skipped`) instead of raising",
+    )
 
     @model_validator(mode="after")
     def _crop_fits(self) -> LoaderConfig:

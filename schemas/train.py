@@ -69,6 +69,13 @@ class PretrainConfig(BaseModel):
     )
     random_offset: bool = Field(default=False, description="random window starts instead of fixed chunks")
     num_workers: int = Field(default=4, ge=0)
+    allow_partial: bool = Field(
+        default=False, description="train although shards of the plan are missing (an incomplete --part set)"
+    )
+    skip_bad_samples: bool = Field(
+        default=False,
+        description="skip (and count) samples whose shard member is damaged instead of stopping",
+    )
     train_split: str = "train"
     val_split: str = "validate"
     val_batches: int | None = Field(default=None, ge=1, description="cap on validation batches; None = all")
@@ -125,7 +132,7 @@ RESUMABLE_CHANGES = frozenset(
     {
         "resume", "max_steps_this_invocation", "progress", "tensorboard", "num_workers", "device", "out",
         "shards", "log_every", "val_every", "ckpt_every", "keep_checkpoints", "export", "compile",
-        "val_batches",
+        "val_batches", "skip_bad_samples",
     }
 )  # fmt: skip
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from medst.errors import UserInputError
-from medst.executors import EngineChoice, WorkerLostError, run_jobs, use_engine
+from medst.errors import UserInputError, WorkerDiedError
+from medst.executors import EngineChoice, run_jobs, use_engine
 from medst.schemas.build import BuildConfig
 from medst.schemas.shards import ShardConfig
 from medst.sequences.build import build_sequences
@@ -29,21 +29,24 @@ def _square_or_die(x: int) -> int:
     return x * x
 
 
-def test_local_engine_yields_every_result_with_its_position() -> None:
+def test_local_engine_hands_every_result_over_with_its_position() -> None:
     for workers in (1, 2):
-        results = dict(run_jobs(_square_or_die, [0, 1, 2, 4, 5], workers=workers))
+        results: dict[int, int] = {}
+        run_jobs(_square_or_die, [0, 1, 2, 4, 5], workers, results.__setitem__)
         assert results == {0: 0, 1: 1, 2: 4, 3: 16, 4: 25}
 
 
 def test_a_killed_local_worker_ends_the_run_with_an_error_naming_the_job() -> None:
     # Before, a dead worker left the parent waiting forever; pytest's timeout would fail this test.
-    with pytest.raises(WorkerLostError, match=r"while running (job number [0-9] or )*job number 3"):
-        list(run_jobs(_square_or_die, list(range(6)), workers=2, describe=lambda x: f"job number {x}"))
+    # The job is run once more, alone, so the second loss names it (and only it).
+    names = [f"job number {x}" for x in range(6)]
+    with pytest.raises(WorkerDiedError, match=r"^job number 3 lost its worker process 2 times"):
+        run_jobs(_square_or_die, list(range(6)), 2, lambda i, r: None, names=names)
 
 
 def test_unknown_engine_and_stray_address_are_user_errors() -> None:
     with pytest.raises(UserInputError, match="--engine must be one of"):
-        list(run_jobs(_square_or_die, [1], engine=EngineChoice("dask", None)))  # type: ignore[arg-type]
+        run_jobs(_square_or_die, [1], 1, print, engine=EngineChoice("dask", None))  # type: ignore[arg-type]
     with (
         pytest.raises(UserInputError, match="--ray-address is only used with --engine ray"),
         use_engine("local", "127.0.0.1:6379"),

@@ -106,21 +106,23 @@ def _manifest(path: Path, image_root: Path | None, frontal_only: bool, split: st
 def _shard_jobs(folder: Path, shards: list[tuple[str, int]], frontal_only: bool) -> Iterator[ImageJob]:
     """Every study of the complete shards ``(tar name, studies in its index entry)``, in index order; a shard that
     cannot be read to its end yields one error row after the studies read before the damage."""
-    import tarfile
+    from webdataset.tariterators import group_by_keys
 
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
+    from medst.shards.members import ShardReadError, safe_tar_files
 
     for name, expected in shards:
         done = 0
         problem = ""
         try:
             with open(folder / name, "rb") as fh:
-                files = ({**f, "__url__": name} for f in tar_file_iterator(fh))
-                for sample in group_by_keys(files):
+                # The checked member reader: unsafe members refuse the shard, members are size-capped.
+                for sample in group_by_keys(safe_tar_files(fh, folder / name)):
                     for job in _sample_jobs(name, sample, frontal_only):
                         done += 1
                         yield job
-        except (OSError, tarfile.TarError, KeyError, ValueError) as err:
+        except ShardReadError as err:
+            problem = err.problem if err.member.startswith("(") else f"{err.member}: {err.problem}"
+        except (OSError, KeyError, ValueError) as err:
             problem = f"{type(err).__name__}: {err}"
         if problem or done < expected:
             yield _shard_error(folder, name, "unreadable_shard",
@@ -156,30 +158,25 @@ def _sample_jobs(name: str, sample: dict[str, object], frontal_only: bool) -> It
 def _shards(folder: Path, frontal_only: bool, split: str | None) -> ImageSource:
     from itertools import chain
 
-    from medst.shards.index import INDEX_DIR, list_entries, read_entry
+    from medst.shards.index import list_entries, missing_shards
 
+    # The folder's plan says which shards make the dataset; a tar it does not name is never read.
     entries = list_entries(folder, split)
-    # Index entries whose tar is missing or of another size: `list_entries` leaves them out; we report them.
-    broken = [
-        p.stem
-        for p in sorted((folder / INDEX_DIR).glob("*.json"))
-        if (split is None or p.name.startswith(f"{split}-")) and read_entry(folder, p.stem) is None
-    ]
+    # Shards of the plan that are missing, damaged or from another build: reported as error rows.
+    broken = missing_shards(folder, split)
     if not entries and not broken:
         raise UserInputError(f"{folder}: no complete shards" + (f" of split {split!r}" if split else ""))
-    indexed = {e.shard for e in entries} | {f"{b}.tar" for b in broken}
-    # Tars without an index entry are being written (or were abandoned): not complete, so not read.
-    skipped = [str(p) for p in sorted(folder.glob("*.tar")) if p.name not in indexed]
-    if split is not None:
-        skipped = [s for s in skipped if Path(s).name.startswith(f"{split}-")]
     errors = (
         _shard_error(
-            folder, f"{b}.tar", "incomplete_shard", f"{b}.tar is missing or not the size its index records"
+            folder,
+            f"{b}.tar",
+            "incomplete_shard",
+            f"{b}.tar is missing, not the size its index records, or of another build of this folder",
         )
         for b in broken
     )
     jobs = chain(_shard_jobs(folder, [(e.shard, e.studies) for e in entries], frontal_only), errors)
-    return ImageSource("shards", jobs, sum(e.studies for e in entries) + len(broken), skipped)
+    return ImageSource("shards", jobs, sum(e.studies for e in entries) + len(broken), [])
 
 
 def shard_options(folder: Path) -> dict[str, object]:

@@ -1,7 +1,11 @@
-"""The shard index: one JSON per complete shard (`index/{name}.json`), a dataset summary and its plot.
+"""The shard index: the dataset plan (`plan.json`), one JSON per complete shard (`index/{name}.json`), a dataset
+summary and its plot.
 
-An index entry is written (atomically) only after its tar has been renamed into place, so "the entry exists and
-its tar has the recorded size" is the definition of a complete shard, for the writer's resume and for the loader.
+`plan.json` names every shard of the dataset (all parts), the fingerprint of the input it was planned from and the
+options. An index entry is written (atomically) only after its tar has been renamed into place, so "the plan names
+it, the entry exists, records the plan's input and options, and its tar has the recorded size" is the definition
+of a complete shard, for the writer's resume and for every reader. Readers never glob tars: a shard folder is what
+its plan and index say.
 """
 
 from __future__ import annotations
@@ -9,12 +13,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 from medst.errors import UserInputError
-from medst.schemas.shards import ShardIndexEntry, ShardSummary
+from medst.schemas.shards import ShardIndexEntry, ShardPlan, ShardSummary
 
 INDEX_DIR = "index"
+PLAN_FILE = "plan.json"
+SHARD_NAME = re.compile(r"^[A-Za-z0-9_]+-[0-9]{6}$")
+"""The names `medst shard` gives its shards (`{split}-{index:06d}`); only files so named are ever deleted."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -37,8 +45,9 @@ def write_entry(out: Path, entry: ShardIndexEntry) -> None:
     atomic_write_bytes(entry_path(out, Path(entry.shard).stem), data)
 
 
-def read_entry(out: Path, name: str) -> ShardIndexEntry | None:
-    """The index entry of shard `name` when the shard is complete (entry present, tar of the recorded size)."""
+def read_entry(out: Path, name: str, plan: ShardPlan | None = None) -> ShardIndexEntry | None:
+    """The index entry of shard `name` when the shard is complete (entry present, tar of the recorded size) and,
+    when `plan` is given, built from the plan's input with the plan's options."""
     path = entry_path(out, name)
     if not path.is_file():
         return None
@@ -46,31 +55,69 @@ def read_entry(out: Path, name: str) -> ShardIndexEntry | None:
         entry = ShardIndexEntry.model_validate_json(path.read_bytes())
     except ValueError:
         return None
+    if plan is not None and (
+        entry.input_fingerprint != plan.input_fingerprint or entry.options != plan.options
+    ):
+        return None
     tar = out / entry.shard
     if not tar.is_file() or tar.stat().st_size != entry.bytes:
         return None
     return entry
 
 
-def list_entries(shards: Path, split: str | None = None) -> list[ShardIndexEntry]:
-    """Every complete shard in `shards` (optionally of one split), sorted by name."""
-    folder = shards / INDEX_DIR
-    if not folder.is_dir():
+def write_plan(out: Path, plan: ShardPlan) -> None:
+    data = json.dumps(plan.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+    atomic_write_bytes(out / PLAN_FILE, data)
+
+
+def read_plan(shards: Path) -> ShardPlan:
+    """The dataset plan of a shard folder; `UserInputError` when there is none (not a `medst shard` folder, or
+    one written before plans existed)."""
+    path = shards / PLAN_FILE
+    if not path.is_file():
+        if (shards / INDEX_DIR).is_dir():
+            raise UserInputError(
+                f"{shards} has no {PLAN_FILE} (written by an older medst, or not by `medst shard`); "
+                f"re-run `medst shard SEQ -o {shards} --force`"
+            )
         raise UserInputError(
-            f"{shards} is not a shard folder (no {INDEX_DIR}/ inside); run `medst shard` first"
+            f"{shards} is not a shard folder (no {PLAN_FILE} inside); run `medst shard` first"
         )
+    try:
+        return ShardPlan.model_validate_json(path.read_bytes())
+    except ValueError as err:
+        raise UserInputError(
+            f"{path} is damaged ({type(err).__name__}); re-run `medst shard` with --force"
+        ) from err
+
+
+def list_entries(shards: Path, split: str | None = None) -> list[ShardIndexEntry]:
+    """Every complete shard of the folder's plan (optionally of one split), in plan order."""
+    plan = read_plan(shards)
     entries = []
-    for path in sorted(folder.glob("*.json")):
-        if split is not None and not path.name.startswith(f"{split}-"):
+    for name in plan.shards:
+        if split is not None and not name.startswith(f"{split}-"):
             continue
-        entry = read_entry(shards, path.stem)
+        entry = read_entry(shards, name, plan)
         if entry is not None:
             entries.append(entry)
     return entries
 
 
+def missing_shards(shards: Path, split: str | None = None) -> list[str]:
+    """Shards the plan names (optionally of one split) that are not complete: parts not built (yet), or
+    damaged."""
+    plan = read_plan(shards)
+    return [
+        name
+        for name in plan.shards
+        if (split is None or name.startswith(f"{split}-")) and read_entry(shards, name, plan) is None
+    ]
+
+
 def summarise(
     out: Path,
+    plan: ShardPlan,
     options: dict[str, object],
     medst_version: str,
     expected: list[str],
@@ -79,7 +126,7 @@ def summarise(
     rejects: int,
 ) -> ShardSummary:
     """Totals over every complete shard in `out`; `expected` is the full plan (all parts)."""
-    entries = [e for e in (read_entry(out, name) for name in expected) if e is not None]
+    entries = [e for e in (read_entry(out, name, plan) for name in expected) if e is not None]
     splits: dict[str, dict[str, int]] = {}
     with_lateral = frontal_only = fallbacks = 0
     for e in entries:

@@ -3,8 +3,6 @@ sentence of the report), so a user can see what went into training."""
 
 from __future__ import annotations
 
-import json
-import tarfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -13,38 +11,53 @@ import numpy as np
 
 from medst.errors import UserInputError
 
-from .index import list_entries
-from .members import check_members
+from .index import list_entries, missing_shards
+from .members import BadImageError, ShardReadError, safe_tar_files, sample_meta
 from .transforms import decode_grey
 
 
 def find_timeline(shards: Path, patient: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The json and image members of patient `patient` (a pseudonymous key), or of the longest timeline if None."""
+    """The json and image members of patient `patient` (a pseudonymous key), or of the longest timeline if None.
+
+    Reads the shards of the folder's plan through the checked member reader; a damaged shard or member raises
+    `ShardReadError` naming both. The returned json carries the shard's path under ``"_shard"``.
+    """
+    from webdataset.tariterators import group_by_keys
+
     best: tuple[int, dict[str, Any], dict[str, bytes]] | None = None
     for entry in list_entries(shards):
-        with tarfile.open(shards / entry.shard) as tar:
-            members = tar.getmembers()
-            check_members(members, shards / entry.shard)
-            keys = [m.name[: -len(".json")] for m in members if m.name.endswith(".json")]
-            if patient is not None and patient not in keys:
-                continue
-            for key in keys if patient is None else [patient]:
-                meta = json.loads(tar.extractfile(f"{key}.json").read())  # type: ignore[union-attr]
+        path = shards / entry.shard
+        read = 0
+        with open(path, "rb") as fh:
+            for sample in group_by_keys(safe_tar_files(fh, path)):
+                read += 1
+                key = str(sample["__key__"])
+                if patient is not None and key != patient:
+                    continue
+                meta = sample_meta(sample, path)
                 if best is not None and len(meta["studies"]) <= best[0]:
                     continue
-                files = {
-                    m.name[len(key) + 1 :]: tar.extractfile(m).read()  # type: ignore[union-attr]
-                    for m in members
-                    if m.name.startswith(key + ".") and not m.name.endswith(".json")
-                }
-                best = (len(meta["studies"]), meta, files)
+                files = {k: v for k, v in sample.items() if not k.startswith("__") and k != "json"}
+                best = (len(meta["studies"]), {**meta, "_shard": str(path)}, files)
+                if patient is not None:
+                    break
+        if patient is None and read < entry.samples:
+            raise ShardReadError(
+                path, f"sample {read}", f"the tar ends early ({read} of {entry.samples} samples)"
+            )
         if patient is not None and best is not None:
             break
     if best is None:
+        damaged = missing_shards(shards)
+        also = (
+            f" ({len(damaged)} shard(s) of its plan missing or damaged, first {damaged[0]}.tar)"
+            if damaged
+            else ""
+        )
         raise UserInputError(
-            f"patient {patient!r} is in no complete shard of {shards}"
+            f"patient {patient!r} is in no complete shard of {shards}{also}"
             if patient
-            else f"{shards} holds no sample"
+            else f"{shards} holds no sample{also}"
         )
     return best[1], best[2]
 
@@ -72,12 +85,16 @@ def draw_timeline(shards: Path, out: Path, patient: str | None = None, max_studi
             ax = axes[row][col]
             ax.set_xticks([])
             ax.set_yticks([])
-            data = next((v for k, v in files.items() if k.startswith(f"s{study['index']:02d}.{view}.")), None)
-            if data is None:
+            name = next((k for k in files if k.startswith(f"s{study['index']:02d}.{view}.")), None)
+            if name is None:
                 ax.imshow(np.zeros((8, 8)), cmap="gray", vmin=0, vmax=1)
                 ax.text(4, 4, f"no {view}", color="white", ha="center", va="center", fontsize=9)
             else:
-                ax.imshow(decode_grey(data), cmap="gray", vmin=0, vmax=255)
+                try:
+                    grey = decode_grey(files[name])
+                except BadImageError as err:
+                    raise ShardReadError(meta["_shard"], f"{meta['key']}.{name}", str(err)) from None
+                ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
             if row == 0:
                 ax.set_title(f"day {study['day_offset']:.1f}", fontsize=10)
             else:

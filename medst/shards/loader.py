@@ -23,10 +23,9 @@ How an epoch is laid out (computed from the shard index alone, before any tar is
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from medst.schemas.shards import LoaderConfig, ShardIndexEntry
 
 from .collate import StudyItem, collate_windows
 from .index import list_entries
+from .members import BadImageError, ShardReadError, sample_meta
 from .tokenize import load_tokenizer
 from .transforms import image_pipeline
 from .windows import cut_windows, draw_offset
@@ -182,23 +182,50 @@ def rank_segments(
     return segments
 
 
-def _read_samples(path: Path, wanted: set[int]) -> dict[int, dict[str, bytes]]:
-    """Stream one tar (WebDataset layout) and keep the members of the samples at positions `wanted`."""
+def _read_samples(
+    path: Path, wanted: set[int], skip_bad: bool
+) -> tuple[dict[int, dict[str, bytes]], dict[int, str]]:
+    """Stream one tar (WebDataset layout) through the checked member reader and keep the members of the samples
+    at positions `wanted`; returns them and, with `skip_bad`, one line per wanted sample that could not be read
+    (without `skip_bad` the `ShardReadError` naming shard and member propagates)."""
     from webdataset.tariterators import group_by_keys
 
-    from .members import safe_tar_files
+    from .members import ShardReadError, safe_tar_files
 
     out: dict[int, dict[str, bytes]] = {}
     last = max(wanted)
+    problem = ""
     with open(path, "rb") as fh:
         # Checked reader: a link, device or escaping name refuses the shard instead of being skipped silently.
         files = safe_tar_files(fh, path)
-        for pos, sample in enumerate(group_by_keys(files)):
-            if pos in wanted:
-                out[pos] = sample
-            if pos >= last:
-                break
-    return out
+        try:
+            for pos, sample in enumerate(group_by_keys(files)):
+                if pos in wanted:
+                    out[pos] = sample
+                if pos >= last:
+                    break
+        except ShardReadError as err:
+            if not skip_bad:
+                raise
+            problem = str(err)
+    missing = sorted(wanted - set(out))
+    if missing and not problem:
+        problem = str(
+            ShardReadError(path, f"sample {missing[0]}", "the tar holds fewer samples than its index")
+        )
+        if not skip_bad:
+            raise UserInputError(problem)
+    return out, dict.fromkeys(missing, problem)
+
+
+def _image(sample: dict[str, Any], name: str, c: LoaderConfig, rng: np.random.Generator | None) -> np.ndarray:
+    """A stored image member through the model's image transform; `ShardReadError` naming shard and member."""
+    try:
+        return image_pipeline(sample[name], c.letterbox, c.crop, rng)
+    except KeyError:
+        raise ShardReadError(sample.get("__url__", "?"), f"{sample['__key__']}.{name}", "missing") from None
+    except BadImageError as err:
+        raise ShardReadError(sample.get("__url__", "?"), f"{sample['__key__']}.{name}", str(err)) from None
 
 
 class _EpochStream(IterableDataset):  # type: ignore[type-arg]
@@ -252,14 +279,16 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
         c = self.config
         study = meta["studies"][step]
         idx = study["index"]
-        ext = next(name.rsplit(".", 1)[1] for name in sample if name.startswith(f"s{idx:02d}.frontal."))
+        ext = next((n.rsplit(".", 1)[1] for n in sample if n.startswith(f"s{idx:02d}.frontal.")), "jpg")
         rngs: list[np.random.Generator | None] = [None, None]
         if c.train:
             rngs = [_rng(c.seed, epoch, 4, self.rank, b, slot, k, view) for view in (0, 1)]
-        frontal = image_pipeline(sample[f"s{idx:02d}.frontal.{ext}"], c.letterbox, c.crop, rngs[0])
-        lateral_bytes = sample.get(f"s{idx:02d}.lateral.{ext}") if study["has_lateral"] else None
+        frontal = _image(sample, f"s{idx:02d}.frontal.{ext}", c, rngs[0])
+        lateral_name = f"s{idx:02d}.lateral.{ext}"
         lateral = (
-            None if lateral_bytes is None else image_pipeline(lateral_bytes, c.letterbox, c.crop, rngs[1])
+            _image(sample, lateral_name, c, rngs[1])
+            if study["has_lateral"] and lateral_name in sample
+            else None
         )
         return StudyItem(frontal=frontal, lateral=lateral, text=study["text"], study_key=study["study_key"])
 
@@ -267,7 +296,8 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
         self, epoch: int, start: int, residue: int, n_workers: int
     ) -> Iterator[tuple[tuple[int, int], Batch]]:
         """This worker's batches ``b >= start`` with ``b % n_workers == residue`` of ``epoch``, in order."""
-        pending: dict[int, dict[int, list[StudyItem]]] = {}
+        # batch -> slot -> the window's studies, or the one-line reason it was skipped
+        pending: dict[int, dict[int, list[StudyItem] | str]] = {}
         next_b = start + (residue - start) % n_workers
         for seg in self._segments(epoch):
             # sample position -> (batch, slot, window); keep only this worker's batches from `start` on.
@@ -277,19 +307,37 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
                     mine.setdefault(win[0], []).append((b, slot, win))
             if not mine:
                 continue
-            samples = _read_samples(seg.shard, set(mine))
+            skip = self.config.skip_bad_samples
+            samples, unread = _read_samples(seg.shard, set(mine), skip)
             for pos, jobs in sorted(mine.items()):
-                sample = samples[pos]
-                meta = json.loads(sample["json"])
+                problem = unread.get(pos)
                 for b, slot, (_, a, z) in jobs:
-                    pending.setdefault(b, {})[slot] = [
-                        self._study(sample, meta, epoch, step, b, slot, step - a) for step in range(a, z)
-                    ]
+                    window: list[StudyItem] | str
+                    if problem is not None:
+                        window = problem
+                    else:
+                        try:
+                            sample = samples[pos]
+                            meta = sample_meta(sample, seg.shard)
+                            window = [
+                                self._study(sample, meta, epoch, step, b, slot, step - a)
+                                for step in range(a, z)
+                            ]
+                        except ShardReadError as err:
+                            if not skip:
+                                raise
+                            window = str(err)
+                    pending.setdefault(b, {})[slot] = window
             # Emit every finished batch in order (a batch can span two shards).
             while next_b in pending and len(pending[next_b]) == self.sizes[next_b]:
                 slots = pending.pop(next_b)
-                items = [slots[s] for s in range(len(slots))]
-                yield (epoch, next_b), collate_windows(items, self.tokenizer, self.config.max_tokens)
+                ordered = [slots[s] for s in range(len(slots))]
+                items = [w for w in ordered if not isinstance(w, str)]
+                skipped = tuple(w for w in ordered if isinstance(w, str))
+                if not items:
+                    raise UserInputError(f"every sample of batch {next_b} is damaged; first: {skipped[0]}")
+                batch = collate_windows(items, self.tokenizer, self.config.max_tokens)
+                yield (epoch, next_b), replace(batch, skipped=skipped) if skipped else batch
                 next_b += n_workers
         if pending:
             raise RuntimeError(
@@ -309,13 +357,20 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
             cv2.setNumThreads(1)
             torch.set_num_threads(1)
         g = 0  # stream number of this epoch's batch `start`
-        while True:
-            residue = (worker - g + start) % n_workers  # batch b of this epoch is stream number g + b - start
-            yield from self._epoch_batches(epoch, start, residue, n_workers)
-            if not self.continuous:
-                return
-            g += self.n_batches - start
-            epoch, start = epoch + 1, 0
+        try:
+            while True:
+                residue = (
+                    worker - g + start
+                ) % n_workers  # batch b of this epoch is stream number g + b - start
+                yield from self._epoch_batches(epoch, start, residue, n_workers)
+                if not self.continuous:
+                    return
+                g += self.n_batches - start
+                epoch, start = epoch + 1, 0
+        except UserInputError as err:
+            # Handed over as a value: PyTorch would re-raise it in the main process as a RuntimeError holding the
+            # worker's traceback; `_Live.take` raises it there as it is (one line naming shard and member).
+            yield (epoch, -1), err  # type: ignore[misc]
 
 
 class _Live:
@@ -335,6 +390,8 @@ class _Live:
         pos = self.next_pos
         while pos not in self.held:
             key, batch = next(self.source)
+            if isinstance(batch, UserInputError):
+                raise batch
             self.held[(int(key[0]), int(key[1]))] = batch  # older PyTorch pinning turns tuples into lists
             if len(self.held) > 4096:
                 raise RuntimeError(f"loader workers skipped batch {pos}")

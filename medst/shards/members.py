@@ -1,18 +1,63 @@
-"""Tar members a shard may hold: regular files with plain relative names, nothing else.
+"""The one shard member reader of every stage (loader, inspect, embed, the trainer's text pass).
 
-`medst shard` writes exactly that. A tar with an absolute or ``..`` name, a link or a device is not one of ours
-(a hand-made or tampered shard); readers refuse it as a whole rather than skip the member, so nothing from it
-reaches training and nothing is ever written outside the shard folder.
+Tar members a shard may hold: regular files with plain relative names, nothing else. `medst shard` writes exactly
+that. A tar with an absolute or ``..`` name, a link or a device is not one of ours (a hand-made or tampered
+shard); readers refuse it as a whole rather than skip the member, so nothing from it reaches training and nothing
+is ever written outside the shard folder.
+
+Members are size-capped before they are read (`MAX_IMAGE_BYTES`, `MAX_TEXT_BYTES`): a huge member never reaches
+memory. Stored images are decoded with a pixel cap (`MAX_IMAGE_PIXELS`, checked from the image header first), so a
+decompression bomb is refused before it is inflated. A damaged tar (truncated, garbage header) or member gives a
+`ShardReadError` whose one-line message names the shard and the member.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import tarfile
+import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+import numpy as np
+
 from medst.errors import UserInputError
+
+MAX_IMAGE_BYTES = 64 << 20
+"""Largest image member read (bytes); a 8192-pixel PNG that `medst shard` writes is far below it."""
+MAX_TEXT_BYTES = 1 << 20
+"""Largest ``json`` (or other text) member read (bytes): a timeline's metadata and reports are kilobytes."""
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""Largest stored image decoded (width x height): `medst shard` stores at most 8192 pixels a side."""
+TEXT_SUFFIXES = (".json", ".txt", ".cls")
+
+
+class ShardReadError(UserInputError):
+    """A shard that cannot be read to its end, or a member that is not what `medst shard` writes."""
+
+    def __init__(self, shard: Path | str, member: str, problem: str) -> None:
+        super().__init__(
+            f"{shard}: member {member!r}: {problem}; rebuild this shard with `medst shard --force`"
+        )
+        self.shard = str(shard)
+        self.member = member
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[ShardReadError], tuple[str, str, str]]:
+        # Crosses process boundaries (loader workers) with its three arguments.
+        return (type(self), (self.shard, self.member, self.problem))
+
+
+class BadImageError(ValueError):
+    """Stored image bytes that do not decode, or decode to more pixels than `MAX_IMAGE_PIXELS`."""
+
+
+def member_cap(name: str) -> int:
+    """The largest size (bytes) a member of this name may have."""
+    return MAX_TEXT_BYTES if name.endswith(TEXT_SUFFIXES) else MAX_IMAGE_BYTES
 
 
 class UnsafeShardError(UserInputError):
@@ -35,12 +80,85 @@ def check_members(members: Iterable[tarfile.TarInfo], shard: Path) -> None:
         check_member(member, shard)
 
 
+def read_members(fileobj: IO[bytes], shard: Path) -> Iterator[tuple[str, bytes]]:
+    """Stream ``(name, bytes)`` of every member of a shard tar, in tar order.
+
+    Each member is checked (`check_member`) and size-capped (`member_cap`) before its data is read. Raises
+    `ShardReadError` naming the shard and the member (or the member after which the tar breaks off).
+    """
+    last = "(start of the tar)"
+    problem = ""
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as stream:
+            for member in stream:
+                check_member(member, shard)
+                cap = member_cap(member.name)
+                if member.size > cap:
+                    raise ShardReadError(
+                        shard, member.name, f"{member.size} bytes, over the {cap >> 20} MiB cap of its kind"
+                    )
+                handle = stream.extractfile(member)
+                try:
+                    data = handle.read() if handle is not None else b""
+                except (tarfile.TarError, EOFError, zlib.error) as err:
+                    data, problem = b"", str(err)
+                if len(data) != member.size:
+                    raise ShardReadError(
+                        shard,
+                        member.name,
+                        f"the tar ends inside this member (truncated: {problem or 'short read'})",
+                    )
+                last = member.name
+                yield member.name, data
+                stream.members = []  # type: ignore[attr-defined]  # a stream keeps every TarInfo otherwise
+    except (tarfile.TarError, EOFError, zlib.error) as err:
+        raise ShardReadError(
+            shard, last, f"the tar is damaged or truncated after this member ({err})"
+        ) from err
+
+
 def safe_tar_files(fileobj: IO[bytes], shard: Path) -> Iterator[dict[str, Any]]:
-    """Stream ``{"fname", "data", "__url__"}`` dicts (webdataset's layout) of a tar, checking every member first."""
-    with tarfile.open(fileobj=fileobj, mode="r|*") as stream:
-        for member in stream:
-            check_member(member, shard)
-            handle = stream.extractfile(member)
-            data = handle.read() if handle is not None else b""
-            yield {"fname": member.name, "data": data, "__url__": str(shard)}
-            stream.members = []  # type: ignore[attr-defined]  # a stream keeps every TarInfo otherwise
+    """Stream ``{"fname", "data", "__url__"}`` dicts (webdataset's layout) of a tar through `read_members`."""
+    for name, data in read_members(fileobj, shard):
+        yield {"fname": name, "data": data, "__url__": str(shard)}
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Stored JPEG/PNG bytes -> uint8 grey (H, W). Raises `BadImageError` for bytes that are no image, or an image
+    over `MAX_IMAGE_PIXELS` (read from its header before anything is inflated: a decompression bomb)."""
+    import cv2
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel cap below decides; PIL's bomb warning would only add a line to stderr.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:  # lazy: reads the header only
+                width, height = header.size
+    except Image.DecompressionBombError as err:
+        raise BadImageError(f"over the pixel cap, a decompression bomb ({err})") from err
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise BadImageError(f"not an image ({type(err).__name__})") from err
+    if width * height > MAX_IMAGE_PIXELS:
+        raise BadImageError(
+            f"{width}x{height} pixels, over the {MAX_IMAGE_PIXELS} pixel cap (decompression bomb?)"
+        )
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise BadImageError("image bytes do not decode")
+    return img
+
+
+def sample_meta(sample: dict[str, Any], shard: Path) -> dict[str, Any]:
+    """The ``json`` member of a grouped sample (webdataset layout), parsed; `ShardReadError` when it is missing
+    or not a timeline."""
+    name = f"{sample.get('__key__')}.json"
+    try:
+        meta = json.loads(sample["json"])
+        if not isinstance(meta, dict) or not isinstance(meta.get("studies"), list):
+            raise ValueError("no studies list")
+        return meta
+    except KeyError:
+        raise ShardReadError(shard, name, "missing") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ShardReadError(shard, name, f"not a timeline ({err})") from None

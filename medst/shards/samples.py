@@ -85,6 +85,9 @@ def _clean_labels(raw: Any) -> dict[str, float | None]:
 def _decode(opts: SampleOptions, rel: str) -> tuple[bytes, str | None]:
     """Encoded image bytes and the intensity fallback its display needed (None when none)."""
     path = opts.image_root / rel
+    if not path.is_file():
+        # Its own reason: when most images are missing, the image root is wrong (the shard run says so).
+        raise ImageDecodeError("missing_file", f"{rel}: no such file under the image root")
     decoded = decode_image(path, opts.preset, shrink_to=opts.image_size)  # type: ignore[arg-type]
     img = decoded.pixels
     img = resize_longest(img, opts.image_size) if max(img.shape[:2]) > opts.image_size else img
@@ -95,16 +98,14 @@ def _reject(item: str, reason: str, message: str) -> RejectRecord:
     return RejectRecord(item=item, item_kind="image", stage=STAGE, reason=reason, message=message)
 
 
-def build_sample(
-    key: str, split: str, studies: Sequence[dict[str, Any]], opts: SampleOptions
-) -> BuiltSample | None:
+def build_sample(key: str, split: str, studies: Sequence[dict[str, Any]], opts: SampleOptions) -> BuiltSample:
     """Decode and encode one patient's studies (rows of studies.parquet) into a sample, in time order.
 
     Studies are ordered by (day_offset, study_datetime, study_key). A study whose frontal fails to decode is dropped
     (reject ``frontal_<reason>``); a failed lateral leaves a frontal-only study (reject ``lateral_<reason>``).
     An image shown through the percentile fallback (flat preset output) is named in its study's
     ``intensity_fallback`` and counted in ``intensity_fallbacks``.
-    Returns None when no study survives. Reject items are dicom ids, never paths (paths can hold subject ids).
+    When no study survives the sample has no members and ``studies == 0`` (its rejects say why). Reject items are dicom ids, never paths (paths can hold subject ids).
     """
     ordered = sorted(
         studies,
@@ -168,7 +169,7 @@ def build_sample(
             images.append((f"s{idx:02d}.lateral.{ext}", lateral))
             n_lateral += 1
     if not kept:
-        return None
+        return BuiltSample(key=key, members=[], studies=0, frontal=0, lateral=0, rejects=rejects)
     sample = TimelineSample(key=key, split=split, studies=kept, medst_version=opts.medst_version)  # type: ignore[arg-type]
     payload = json.dumps(sample.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
     return BuiltSample(

@@ -9,11 +9,11 @@ import numpy as np
 
 
 def decode_grey(data: bytes) -> np.ndarray:
-    """JPEG/PNG bytes -> uint8 (H, W)."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise ValueError("image bytes do not decode")
-    return img
+    """JPEG/PNG bytes -> uint8 (H, W); `members.BadImageError` (a ValueError) for non-images and decompression
+    bombs."""
+    from .members import decode_image
+
+    return decode_image(data)
 
 
 def letterbox(img: np.ndarray, size: int) -> np.ndarray:

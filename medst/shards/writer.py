@@ -5,6 +5,11 @@ Per shard: samples built (decode, resize, encode) into a temporary tar `.{name}.
 killed run leaves at worst a temporary file (deleted on the next run) or a tar without an entry (rebuilt).
 Tar members are written in a fixed order with mtime 0, uid/gid 0, empty owner names and mode 0o644: the same inputs
 and options always give byte-identical tars.
+
+Provenance: `plan.json` records the fingerprint of the input rows and the options; a folder planned from another
+input is refused (or, with ``force``, replaced), and shard files of the folder that the plan does not name
+(leftovers of a larger earlier build) are deleted. A worker killed from outside has its shard built again once
+(`medst.executors.run_jobs`), and a second death ends the run with an error naming the shard.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import io
 import json
 import os
 import tarfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,7 @@ from medst.errors import UserInputError
 from medst.executors import EngineChoice, run_jobs
 from medst.outputs import claim_output_dir
 from medst.schemas.records import RejectRecord
-from medst.schemas.shards import ShardConfig, ShardIndexEntry, ShardSummary
+from medst.schemas.shards import ShardConfig, ShardIndexEntry, ShardPlan, ShardSummary
 
 from . import index as shard_index
 from .assign import PatientWork, ShardJob, assign_shards, pseudonym, select_part
@@ -108,11 +114,22 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def input_fingerprint(rows: list[dict[str, Any]]) -> str:
+    """sha256 of the input rows (every column of studies.parquet, in file order): a different manifest, or the
+    same one after reports or paths changed, gives another fingerprint; the same rows written again give the same
+    one. The image files themselves are not read."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
 def _write_one(
-    args: tuple[ShardJob, dict[str, list[dict[str, Any]]], SampleOptions, Path, dict[str, object]],
+    args: tuple[ShardJob, dict[str, list[dict[str, Any]]], SampleOptions, Path, dict[str, object], str],
 ) -> tuple[ShardIndexEntry, int]:
     """Build and write one shard (tar, rejects, index entry, in that order). Runs in a worker process."""
-    job, rows_by_key, opts, out, options = args
+    job, rows_by_key, opts, out, options, fingerprint = args
     name = job.name
     tmp = out / f".{name}.tar.tmp-{os.getpid()}"
     lengths: list[int] = []
@@ -122,7 +139,9 @@ def _write_one(
         with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for patient in job.patients:
                 sample = build_sample(patient.key, job.split, rows_by_key[patient.key], opts)
-                if sample is None:
+                # Every per-image reason is kept, so that the user can find the bad files of a dropped patient.
+                rejects.extend(sample.rejects)
+                if not sample.studies:
                     rejects.append(
                         RejectRecord(
                             item=patient.key,
@@ -133,7 +152,6 @@ def _write_one(
                         )
                     )
                     continue
-                rejects.extend(sample.rejects)
                 for suffix, data in sample.members:
                     _tar_member(tar, f"{sample.key}.{suffix}", data)
                 lengths.append(sample.studies)
@@ -165,6 +183,7 @@ def _write_one(
         medst_version=opts.medst_version,
         options=options,
         intensity_fallbacks=fallbacks,
+        input_fingerprint=fingerprint,
     )
     shard_index.write_entry(out, entry)
     return entry, len(rejects)
@@ -218,15 +237,94 @@ def _discard_stale_shared(out: Path) -> None:
             pass  # a live process of another user
 
 
+def _check_provenance(out: Path, plan: ShardPlan, force: bool) -> None:
+    """Refuse (unless `force`) a folder whose shards were planned from another input; then delete the shard files
+    the plan does not name and those recorded from another input. Only files named like medst's shards are
+    touched, and only inside `out`."""
+    old: ShardPlan | None = None
+    plan_path = out / shard_index.PLAN_FILE
+    if plan_path.is_file():
+        try:
+            old = ShardPlan.model_validate_json(plan_path.read_bytes())
+        except ValueError:
+            old = None
+    names = [p.stem for p in (out / shard_index.INDEX_DIR).glob("*.json")]
+    has_shards = any(shard_index.SHARD_NAME.match(n) for n in names)
+    if not force and old is not None and old.input_fingerprint != plan.input_fingerprint:
+        raise UserInputError(
+            f"{out} holds shards of another input (planned from different studies.parquet rows); "
+            "pass --force to replace them, or choose another -o"
+        )
+    if not force and old is None and has_shards:
+        raise UserInputError(
+            f"{out} holds shards without a readable {shard_index.PLAN_FILE} (another tool or an older medst); "
+            "pass --force to replace them, or choose another -o"
+        )
+    wanted = set(plan.shards)
+    for folder, suffix in (
+        (out, ".tar"),
+        (out / shard_index.INDEX_DIR, ".json"),
+        (out / REJECT_DIR, ".parquet"),
+    ):
+        for path in folder.glob(f"*{suffix}"):
+            name = path.name[: -len(suffix)]
+            if shard_index.SHARD_NAME.match(name) and name not in wanted:
+                path.unlink(missing_ok=True)
+    for name in plan.shards:
+        path = shard_index.entry_path(out, name)
+        if not path.is_file():
+            continue
+        try:
+            recorded = ShardIndexEntry.model_validate_json(path.read_bytes()).input_fingerprint
+        except ValueError:
+            recorded = ""
+        if recorded != plan.input_fingerprint:
+            path.unlink(missing_ok=True)
+            (out / f"{name}.tar").unlink(missing_ok=True)
+            (out / REJECT_DIR / f"{name}.parquet").unlink(missing_ok=True)
+
+
+def _yield_problem(
+    out: Path, mine: list[ShardJob], rows_by_key: dict[str, list[dict[str, Any]]], plan: ShardPlan,
+    image_root: Path, min_kept: float,
+) -> str | None:  # fmt: skip
+    """A one-line hint when this part kept less than `min_kept` of its input studies, else None."""
+    import polars as pl
+
+    given = sum(len(rows_by_key[p.key]) for job in mine for p in job.patients)
+    entries = [shard_index.read_entry(out, job.name, plan) for job in mine]
+    kept = sum(e.studies for e in entries if e is not None)
+    if not given or kept >= min_kept * given:
+        return None
+    reasons: Counter[str] = Counter()
+    for job in mine:
+        path = out / REJECT_DIR / f"{job.name}.parquet"
+        if path.is_file():
+            reasons.update(r for r in pl.read_parquet(path)["reason"].to_list() if r != "no_decodable_study")
+    hint = "see rejects.parquet"
+    if reasons:
+        reason, count = reasons.most_common(1)[0]
+        hint = f"most rejects are {reason} ({count} of {sum(reasons.values())})"
+        if reason.endswith("missing_file"):
+            hint += f": the images are not under {image_root}; is --image-root right?"
+        else:
+            hint += "; see rejects.parquet for the files"
+    return f"kept {kept} of {given} studies ({kept / given:.0%}, below the --min-kept share {min_kept:.0%}); {hint}"
+
+
 def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     """Write the shards of part `config.part` of the dataset in `config.seq` into `config.out`.
 
-    Complete shards built with the same options are kept (unless `force`); partial ones are discarded and rebuilt.
-    Writes `index/`, `rejects/`, `rejects.parquet`, `summary.json` and `summary.png`; returns the summary.
+    Complete shards built from the same input with the same options are kept (unless `force`); partial ones are
+    discarded and rebuilt; a folder planned from another input is refused unless `force`. Writes `plan.json`,
+    `index/`, `rejects/`, `rejects.parquet`, `summary.json` and `summary.png`; returns the summary. Raises
+    `UserInputError` (after writing everything) when the part kept less than `config.min_kept` of its studies.
     """
     from medst.progress import progress as show_progress
 
     rows, image_root = _load_studies(config)
+    if not rows:
+        raise UserInputError(f"{config.seq / 'studies.parquet'} holds no study; nothing to shard")
     out = config.out
     # Checked once the input is known good; a folder of an older medst's shards (index/, no marker) stays usable.
     claim_output_dir(
@@ -236,14 +334,19 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     _discard_stale_shared(out)
     options = config.options()
     jobs, rows_by_key = plan_jobs(rows, config)
+    names = [j.name for j in jobs]
+    plan = ShardPlan(
+        medst_version=__version__, input_fingerprint=input_fingerprint(rows), options=options, shards=names
+    )
+    _check_provenance(out, plan, config.force)
+    shard_index.write_plan(out, plan)
     mine = select_part(jobs, config.part)
     todo: list[ShardJob] = []
     for job in mine:
-        entry = None if config.force else shard_index.read_entry(out, job.name)
-        if entry is not None and entry.options == options:
+        entry = None if config.force else shard_index.read_entry(out, job.name, plan)
+        if entry is not None:
             continue
-        if entry is not None or config.force:
-            shard_index.entry_path(out, job.name).unlink(missing_ok=True)
+        shard_index.entry_path(out, job.name).unlink(missing_ok=True)
         _discard_partial(out, job.name)
         todo.append(job)
     opts = SampleOptions(
@@ -257,24 +360,29 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     )
     # Biggest shards first so the last worker is not left alone with a big one.
     todo.sort(key=lambda j: (-j.images, j.split, j.index))
-    tasks = [(job, {p.key: rows_by_key[p.key] for p in job.patients}, opts, out, options) for job in todo]
+    tasks = [
+        (job, {p.key: rows_by_key[p.key] for p in job.patients}, opts, out, options, plan.input_fingerprint)
+        for job in todo
+    ]
     bar = show_progress(total=len(tasks), desc="shards", unit="shard", enabled=progress)
-    engine = EngineChoice(config.engine, config.ray_address)
-    jobs_run = run_jobs(
+    # spawn: forking a process that holds polars/OpenCV thread pools can deadlock. A worker that dies
+    # (out-of-memory killer) has its shard built again once; a second death is an error naming the shard.
+    run_jobs(
         _write_one,
         tasks,
-        workers=config.workers,
-        engine=engine,
+        min(config.workers, len(tasks)),
+        lambda _i, _result: bar.update(),
+        names=[f"shard {job.name}" for job in todo],
         initializer=_init_worker,
-        describe=lambda task: f"shard {task[0].name}",
+        context="spawn",
+        timeout_s=config.shard_timeout_s,
+        engine=EngineChoice(config.engine, config.ray_address),
     )
-    for _ in jobs_run:
-        bar.update()
     bar.close()
-    names = [j.name for j in jobs]
     n_rejects = _merge_rejects(out, names)
     summary = shard_index.summarise(
         out,
+        plan,
         options,
         __version__,
         names,
@@ -283,6 +391,9 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
         rejects=n_rejects,
     )
     shard_index.write_summary(out, summary)
-    entries = [e for e in (shard_index.read_entry(out, n) for n in names) if e is not None]
+    entries = [e for e in (shard_index.read_entry(out, n, plan) for n in names) if e is not None]
     shard_index.plot_summary(out, entries, out / "summary.png")
+    problem = _yield_problem(out, mine, rows_by_key, plan, image_root, config.min_kept)
+    if problem is not None:
+        raise UserInputError(problem)
     return summary

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,31 +18,36 @@ if TYPE_CHECKING:
 
 
 def shard_files(shards: Path, split: str) -> list[Path]:
-    """The complete tar shards of ``split`` (those with an index entry), in index order."""
-    index = shards / "index"
-    if not index.is_dir():
+    """The complete tar shards of ``split`` that the folder's plan names, in plan order (never a glob)."""
+    from medst.shards.index import list_entries
+
+    return [shards / entry.shard for entry in list_entries(shards, split)]
+
+
+def check_complete_shards(config: PretrainConfig) -> None:
+    """Refuse (`UserInputError`) a shard folder whose plan names shards that are not there (a ``--part i/n`` set
+    with parts missing, or damaged shards), unless ``allow_partial``."""
+    from medst.shards.index import missing_shards
+
+    missing = missing_shards(config.shards)
+    if missing and not config.allow_partial:
         raise UserInputError(
-            f"{shards} is not a shard folder (no index/ inside); build it with `medst shard`"
+            f"{config.shards} lacks {len(missing)} shard(s) of its plan (first: {missing[0]}.tar): build the "
+            "missing --part runs into it (or copy their folders in), or pass --allow-partial to train on what is there"
         )
-    tars = []
-    for entry in sorted(index.glob(f"{split}-*.json")):
-        tar = shards / json.loads(entry.read_text())["shard"]
-        if tar.is_file():
-            tars.append(tar)
-    return tars
 
 
 def training_texts(shards: Path, split: str = "train") -> list[str]:
-    """Every study's report text of ``split``, read from the ``json`` members of the shards, in shard order."""
+    """Every study's report text of ``split``, read from the ``json`` members of the shards (through the checked
+    member reader), in plan order."""
+    from medst.shards.members import read_members
+
     texts: list[str] = []
     for tar_path in shard_files(shards, split):
-        with tarfile.open(tar_path) as tar:
-            for member in tar:
-                if member.isfile() and member.name.endswith(".json"):
-                    handle = tar.extractfile(member)
-                    if handle is None:
-                        continue
-                    sample = json.loads(handle.read())
+        with open(tar_path, "rb") as fh:
+            for name, data in read_members(fh, tar_path):
+                if name.endswith(".json"):
+                    sample = json.loads(data)
                     texts.extend(study["text"] for study in sample.get("studies", []) if study.get("text"))
     return texts
 
@@ -178,6 +182,7 @@ def build_loaders(
     from medst.schemas.shards import LoaderConfig
     from medst.shards.loader import TimelineLoader
 
+    check_complete_shards(config)
     if not shard_files(config.shards, config.train_split):
         raise UserInputError(f"{config.shards}: no complete {config.train_split!r} shards")
     crop = model_config.image_size
@@ -193,6 +198,7 @@ def build_loaders(
         "seed": config.seed,
         "num_workers": config.num_workers,
         "pin_memory": info.device.type == "cuda" and config.num_workers > 0,
+        "skip_bad_samples": config.skip_bad_samples,
     }
     train = TimelineLoader(
         LoaderConfig(split=config.train_split, random_offset=config.random_offset, train=True, **common),

@@ -31,6 +31,7 @@ from medst.train import checkpoint as ckpt
 from medst.train.components import (
     build_loaders,
     build_model,
+    check_complete_shards,
     check_init_image,
     load_tokenizer,
     model_config_for,
@@ -161,6 +162,8 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     # would leave the others in a barrier, which gloo ends with a connection error instead of this message.
     if loaders is None and not list_entries(config.shards, split=config.train_split):
         raise UserInputError(f"no complete shard of split {config.train_split!r} in {config.shards}")
+    if loaders is None:
+        check_complete_shards(config)  # an incomplete --part set, before the run folder is made
     check_init_image(config)  # before the demo text model is trained, not minutes later
     # Every rank checks (read-only) so that all fail alike; rank 0 alone writes the marker.
     run_inputs = [config.shards]  # a --text-model inside RUN (RUN/text_model of a demo run) is fine
@@ -230,6 +233,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     train_time = 0.0
     window_studies, window_time, window_steps = 0, 0.0, 0
     window_sums: dict[str, Any] = {}
+    skipped_samples = 0  # damaged samples this rank left out since this invocation started
     params = [p for p in model.parameters() if p.requires_grad]
     while step < stop_at:
         t0 = time.perf_counter()
@@ -250,6 +254,10 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
             for key, value in terms.items():
                 step_sums[key] = step_sums.get(key, 0) + value.detach().float() / config.accumulate
             window_studies += batch.num_studies
+            if batch.skipped:  # --skip-bad-samples: named once each, counted in the logged metrics
+                skipped_samples += len(batch.skipped)
+                for line in batch.skipped:
+                    logger.message(f"skipped a damaged sample: {line}")
             studies_seen += batch.num_studies * info.world_size
         if config.max_grad_norm is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -272,6 +280,8 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
             values["lr"] = lr
             values["epoch"] = stream.epoch
             values["studies_per_s"] = window_studies * info.world_size / max(window_time, 1e-9)
+            if config.skip_bad_samples:
+                values["skipped_samples"] = float(skipped_samples)
             logger.log("train", step, values)
             summary.first_loss = values["loss"] if summary.first_loss is None else summary.first_loss
             summary.last_loss = values["loss"]
