@@ -1,7 +1,8 @@
 """The one error path of the command line: every exception that leaves a command becomes one line on stderr.
 
 User errors (`UserInputError`, invalid option values, bad YAML/TOML, a missing or unreadable path, a usage
-mistake) print ``error: ...`` and exit 2; anything else is a bug: one line naming it, a hint to rerun with
+mistake) print ``error: ...`` and exit 2; a run that failed for reasons outside the input (a worker process
+killed by the system, `WorkerDiedError`) prints its one line and exits 1; anything else is a bug: one line naming it, a hint to rerun with
 ``--debug``, exit 1. ``--debug`` (anywhere on the command line) or ``MEDST_DEBUG=1`` adds the traceback.
 """
 
@@ -15,11 +16,16 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from medst.errors import MedstError
+from medst.errors import MedstError, WorkerDiedError
 
 USER_ERROR = 2
 INTERNAL_ERROR = 1
 INTERRUPTED = 130
+
+
+def _exit_code(exc: BaseException) -> int:
+    """Exit code of an error that has a one-line message: 1 when the machine failed the run, 2 for the user's."""
+    return INTERNAL_ERROR if isinstance(exc, WorkerDiedError) else USER_ERROR
 
 
 def debug_enabled() -> bool:
@@ -111,7 +117,7 @@ class MedstGroup(TyperGroup):
             if debug_enabled():
                 traceback.print_exception(exc)
             print(f"error: {message}", file=sys.stderr)
-            raise typer.Exit(USER_ERROR) from None
+            raise typer.Exit(_exit_code(exc)) from None
 
 
 def _argv_of(ctx: Any) -> list[str]:
@@ -148,7 +154,7 @@ def _report(exc: Exception, group: Any, argv: list[str]) -> int:
         traceback.print_exception(exc)
     if message is not None:
         print(f"error: {message}", file=sys.stderr)
-        return USER_ERROR
+        return _exit_code(exc)
     print(
         f"error: internal error ({type(exc).__name__}: {_one_line(str(exc))[:300]}); "
         "rerun with --debug for the traceback and report it",
