@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
+
+
+class LoggerName(str, Enum):
+    """`--logger` choices (`medst.train.trackers.LOGGER_CHOICES`)."""
+
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+    wandb = "wandb"
+    none = "none"
 
 
 def register(app: typer.Typer) -> None:
@@ -44,13 +54,22 @@ def register(app: typer.Typer) -> None:
             help="stop after this many steps (checkpointed; resume later)",
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar"),
+        logger: list[LoggerName] | None = typer.Option(
+            None,
+            "--logger",
+            help="experiment tracker, repeatable (default: tensorboard when installed; "
+            "metrics.jsonl and curves.png are always written)",
+        ),
+        experiment: str | None = typer.Option(
+            None, "--experiment", help="MLflow experiment / W&B project (default: medst)"
+        ),
         print_config: bool = typer.Option(
             False,
             "--print-config",
             help="print the resolved config as YAML (a starting point for --config FILE)",
         ),
     ) -> None:
-        """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, TensorBoard, curves.png, export/."""
+        """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, curves.png, export/ and tracker runs."""
         from medst.errors import MedstError
         from medst.schemas.train import resolve_config
 
@@ -81,6 +100,8 @@ def register(app: typer.Typer) -> None:
             "compile": compile_model,
             "max_steps_this_invocation": max_steps_this_invocation,
             "progress": progress,
+            "loggers": [name.value for name in logger] if logger else None,
+            "experiment": experiment,
         }
         try:
             cfg = resolve_config(config, overrides)

@@ -45,6 +45,7 @@ from medst.train.distributed import (
 )
 from medst.train.logging import RunLogger, plot_curves
 from medst.train.optim import WarmupCosineSchedule, build_optimizer
+from medst.train.trackers import resolve_trackers
 from medst.train.validation import autocast_for, validate
 
 
@@ -157,6 +158,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     if loaders is None and not list_entries(config.shards, split=config.train_split):
         raise UserInputError(f"no complete shard of split {config.train_split!r} in {config.shards}")
     check_init_image(config)  # before the demo text model is trained, not minutes later
+    resolve_trackers(config.loggers, config.tensorboard)  # a missing tracker package, likewise
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
@@ -209,7 +211,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     if config.compile:
         train_module = torch.compile(train_module)  # type: ignore[assignment]
 
-    logger = RunLogger(run_dir, total_steps, step, info.is_main, config.progress, config.tensorboard)
+    logger = RunLogger(run_dir, total_steps, step, info.is_main, config.progress, config.tensorboard, config)
     if resume_from is not None:
         logger.message(f"resumed from {resume_from} at step {step}")
     stream = _DataStream(train_loader, epoch)
@@ -307,14 +309,16 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     summary.stopped_early = step < total_steps
     summary.weights_sha256 = weights_digest(model)
     summary.studies_per_s = _mean_throughput(run_dir) if info.is_main else 0.0
-    logger.close()
     if info.is_main:
-        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-        if not summary.stopped_early and config.export:
-            from medst.train.export import export_run
+        curves = plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        if curves is not None:
+            logger.log_artifact(curves)
+    logger.close()
+    if info.is_main and not summary.stopped_early and config.export:
+        from medst.train.export import export_run
 
-            summary.wall_s = time.perf_counter() - started
-            summary.export_dir = export_run(model, tokenizer, config, summary, run_dir / "export")
+        summary.wall_s = time.perf_counter() - started
+        summary.export_dir = export_run(model, tokenizer, config, summary, run_dir / "export")
     summary.wall_s = time.perf_counter() - started
     barrier(info)
     return summary
