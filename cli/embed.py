@@ -76,6 +76,11 @@ def register(app: typer.Typer) -> None:
         if summary.errors_by_reason:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.errors_by_reason.items()))
             typer.echo(f"errors by reason: {reasons}")
+        if summary.warnings_by_reason:
+            flagged = ", ".join(f"{k} {v}" for k, v in sorted(summary.warnings_by_reason.items()))
+            typer.echo(
+                f"{summary.images_flagged} image(s) with view warnings (see the warning column): {flagged}"
+            )
         if summary.skipped_files:
             typer.echo(
                 f"skipped {len(summary.skipped_files)} file(s) that are not images, e.g. {summary.skipped_files[0]}"
