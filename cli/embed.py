@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
             help="manifest input: folder its paths are relative to (default: build_report)",
         ),
         frontal_only: bool = typer.Option(
-            False, "--frontal-only", help="manifest/shards: ignore lateral views"
+            False,
+            "--frontal-only",
+            help="ignore lateral views (a folder's laterals are left out, not paired)",
         ),
         split: str | None = typer.Option(None, "--split", help="manifest/shards: only this split"),
         device: str | None = typer.Option(

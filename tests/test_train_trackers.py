@@ -158,6 +158,18 @@ def test_wandb_offline_run_folder_holds_the_config_and_loss_history(
     assert (folders[0] / "files" / "curves.png").is_file()
 
 
+def test_wandb_mode_from_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("wandb", reason="the wandb extra is not installed")
+    from medst.train.trackers import WandbTracker
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tracker = WandbTracker(tmp_path, start_step=0, experiment=None)
+    tracker.log_metrics(1, {"train/loss": 1.0})
+    tracker.close()
+    assert not list(tmp_path.glob("wandb/offline-run-*"))  # disabled: nothing written, nothing sent
+
+
 def test_logger_choices_are_checked_before_a_run_starts() -> None:
     with pytest.raises(UserInputError, match="cannot be combined"):
         resolve_trackers(["none", "mlflow"])
