@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
             help="manifest input: folder its paths are relative to (default: build_report)",
         ),
         frontal_only: bool = typer.Option(
-            False, "--frontal-only", help="manifest/shards: ignore lateral views"
+            False,
+            "--frontal-only",
+            help="ignore lateral views (a folder's laterals are left out, not paired)",
         ),
         split: str | None = typer.Option(None, "--split", help="manifest/shards: only this split"),
         device: str | None = typer.Option(
@@ -67,6 +69,11 @@ def register(app: typer.Typer) -> None:
         if summary.errors_by_reason:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.errors_by_reason.items()))
             typer.echo(f"errors by reason: {reasons}")
+        if summary.warnings_by_reason:
+            flagged = ", ".join(f"{k} {v}" for k, v in sorted(summary.warnings_by_reason.items()))
+            typer.echo(
+                f"{summary.images_flagged} image(s) with view warnings (see the warning column): {flagged}"
+            )
         if summary.skipped_files:
             typer.echo(
                 f"skipped {len(summary.skipped_files)} file(s) that are not images, e.g. {summary.skipped_files[0]}"

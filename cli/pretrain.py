@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
+
+
+class LoggerName(str, Enum):
+    """`--logger` choices (`medst.train.trackers.LOGGER_CHOICES`)."""
+
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+    wandb = "wandb"
+    none = "none"
 
 
 def register(app: typer.Typer) -> None:
@@ -54,13 +64,22 @@ def register(app: typer.Typer) -> None:
             "--skip-bad-samples",
             help="skip damaged shard samples (counted in the logs) instead of stopping",
         ),
+        logger: list[LoggerName] | None = typer.Option(
+            None,
+            "--logger",
+            help="experiment tracker, repeatable (default: tensorboard when installed; "
+            "metrics.jsonl and curves.png are always written)",
+        ),
+        experiment: str | None = typer.Option(
+            None, "--experiment", help="MLflow experiment / W&B project (default: medst)"
+        ),
         print_config: bool = typer.Option(
             False,
             "--print-config",
             help="print the resolved config as YAML (a starting point for --config FILE)",
         ),
     ) -> None:
-        """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, TensorBoard, curves.png, export/."""
+        """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, curves.png, export/ and tracker runs."""
         from medst.schemas.train import resolve_config
 
         overrides = {
@@ -92,6 +111,8 @@ def register(app: typer.Typer) -> None:
             "progress": progress,
             "allow_partial": allow_partial,
             "skip_bad_samples": skip_bad_samples,
+            "loggers": [name.value for name in logger] if logger else None,
+            "experiment": experiment,
         }
         cfg = resolve_config(config, overrides)
         if max_grad_norm is not None:

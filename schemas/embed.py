@@ -29,7 +29,9 @@ class EmbedConfig(BaseModel):
         default=None,
         description="manifest input: folder the image paths are relative to (default: build_report.json)",
     )
-    frontal_only: bool = Field(default=False, description="manifest/shard input: ignore lateral images")
+    frontal_only: bool = Field(
+        default=False, description="ignore lateral images (a folder's laterals are left out, not paired)"
+    )
     split: str | None = Field(default=None, description="manifest/shard input: only this split")
     device: str | None = Field(default=None, description="cpu, cuda, cuda:1 ...; default: CUDA if available")
     workers: int = Field(default=2, ge=0, description="threads decoding images")

@@ -117,6 +117,14 @@ class PretrainConfig(BaseModel):
     progress: bool = True
     tensorboard: bool = True
     export: bool = True
+    loggers: list[Literal["tensorboard", "mlflow", "wandb", "none"]] | None = Field(
+        default=None,
+        description="experiment trackers (none = metrics.jsonl and curves.png only); None = TensorBoard if installed",
+    )
+    experiment: str | None = Field(
+        default=None,
+        description="MLflow experiment / W&B project (default: MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT, else medst)",
+    )
 
     @model_validator(mode="after")
     def _one_length(self) -> PretrainConfig:
@@ -132,7 +140,7 @@ RESUMABLE_CHANGES = frozenset(
     {
         "resume", "max_steps_this_invocation", "progress", "tensorboard", "num_workers", "device", "out",
         "shards", "log_every", "val_every", "ckpt_every", "keep_checkpoints", "export", "compile",
-        "val_batches", "skip_bad_samples",
+        "val_batches", "skip_bad_samples", "loggers", "experiment",
     }
 )  # fmt: skip
 

@@ -4,7 +4,10 @@ Output columns (one row per image job or text line, in input order, images first
 ``kind`` (``image``/``text``), ``id``, ``path`` (frontal image, shard member or text file), ``lateral_path``,
 ``text`` (the raw line), ``views`` (``frontal``/``frontal+lateral``), ``embedding`` (Array[f32, proj_dim],
 L2-normalised), ``cls`` (Array[f32, width or text hidden]), ``error`` (reason code, null when fine),
-``error_message``, ``lateral_error`` (the lateral image failed; the row holds the frontal-only embedding).
+``error_message``, ``lateral_error`` (the lateral image failed; the row holds the frontal-only embedding),
+``view`` (of the image in ``path``: frontal / lateral / other / unknown; from the DICOM header for folders and
+globs, see `medst.inference.views`) and ``warning`` (codes such as ``lateral_alone``, ``non_chest``,
+``view_unknown``, joined with ``,``; null when the image is a frontal chest film).
 A file that cannot be decoded becomes a row with ``error`` set and null vectors; the run never stops for one.
 The Parquet key-value metadata holds the medst version, the model folder and the preprocessing used.
 """
@@ -44,6 +47,8 @@ class EmbedSummary:
     image_seconds: float = 0.0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)
+    warnings_by_reason: dict[str, int] = field(default_factory=dict)
+    images_flagged: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -63,6 +68,8 @@ class _Rows:
     error: list[str | None] = field(default_factory=list)
     error_message: list[str | None] = field(default_factory=list)
     lateral_error: list[str | None] = field(default_factory=list)
+    view: list[str | None] = field(default_factory=list)
+    warning: list[str | None] = field(default_factory=list)
 
     def add(self, **values: Any) -> None:
         for name in self.__dataclass_fields__:
@@ -156,7 +163,11 @@ def _encode_chunk(
             emb[i] = (out.embedding[k].numpy(), out.cls[k].numpy())
     for i, (job, (front, lat)) in enumerate(zip(chunk, results, strict=True)):
         summary.images += 1
-        base = {"kind": "image", "id": job.id, "path": job.path, "lateral_path": job.lateral_path}
+        base = {"kind": "image", "id": job.id, "path": job.path, "lateral_path": job.lateral_path,
+                "view": job.view, "warning": job.warning}  # fmt: skip
+        summary.images_flagged += job.warning is not None
+        for code in job.warning.split(",") if job.warning else []:
+            summary.warnings_by_reason[code] = summary.warnings_by_reason.get(code, 0) + 1
         if isinstance(front, ImageDecodeError):
             summary.image_errors += 1
             summary.errors_by_reason[front.reason] = summary.errors_by_reason.get(front.reason, 0) + 1

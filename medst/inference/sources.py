@@ -28,6 +28,8 @@ class ImageJob:
     lateral: Path | bytes | None = None
     lateral_path: str | None = None
     error: ImageDecodeError | None = None
+    view: str | None = None  # of the ``frontal`` image: frontal | lateral | other | unknown
+    warning: str | None = None  # `medst.inference.views.WARNING_TEXT` codes, joined with ","
 
 
 @dataclass
@@ -40,15 +42,29 @@ class ImageSource:
     skipped: list[str] = field(default_factory=list)
 
 
-def _scan(paths: list[Path], root: Path | None) -> ImageSource:
+def _scan(paths: list[Path], root: Path | None, frontal_only: bool = False) -> ImageSource:
+    from medst.inference.views import pair_views, read_view
+
     files = sorted(p for p in paths if p.is_file() and not p.name.startswith("."))
     keep = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     skipped = [str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    # Views from the DICOM headers: laterals join the frontal of their study, the rest is flagged.
     jobs = [
-        ImageJob(id=(p.relative_to(root).as_posix() if root is not None else str(p)), path=str(p), frontal=p)
-        for p in keep
+        ImageJob(
+            id=(r.path.relative_to(root).as_posix() if root is not None else str(r.path)),
+            path=str(r.path),
+            frontal=r.path,
+            lateral=r.lateral,
+            lateral_path=None if r.lateral is None else str(r.lateral),
+            view=r.view,
+            warning=r.warning,
+        )
+        for r in pair_views([read_view(p) for p in keep], frontal_only)
     ]
     return ImageSource("folder" if root is not None else "glob", iter(jobs), len(jobs), skipped)
+
+
+_VIEW_WARNINGS = {"lateral": "lateral_alone", "other": "view_other", "unknown": "view_unknown"}
 
 
 def _image_root(manifest: Path, override: Path | None) -> Path:
@@ -89,13 +105,23 @@ def _manifest(path: Path, image_root: Path | None, frontal_only: bool, split: st
                     frontal=root / row["frontal_path"],
                     lateral=root / lat if lat else None,
                     lateral_path=str(lat) if lat else None,
+                    view="frontal",
                 )
             )
         return ImageSource("studies", iter(jobs), len(jobs))
     if "path" in df.columns:
         id_col = "dicom_id" if "dicom_id" in df.columns else "path"
         for row in df.iter_rows(named=True):
-            jobs.append(ImageJob(id=str(row[id_col]), path=str(row["path"]), frontal=root / row["path"]))
+            view = row.get("view")  # images.parquet records each image's view as build-sequences decided it
+            jobs.append(
+                ImageJob(
+                    id=str(row[id_col]),
+                    path=str(row["path"]),
+                    frontal=root / row["path"],
+                    view=view,
+                    warning=None if view is None else _VIEW_WARNINGS.get(str(view)),
+                )
+            )
         return ImageSource("images", iter(jobs), len(jobs))
     raise UserInputError(
         f"{path}: not a build-sequences manifest (needs a frontal_path column like studies.parquet, or a path "
@@ -152,6 +178,7 @@ def _sample_jobs(name: str, sample: dict[str, object], frontal_only: bool) -> It
             frontal=front_bytes,
             lateral=lat_bytes,
             lateral_path=f"{name}:{key}.{lat}" if lat else None,
+            view="frontal",
         )
 
 
@@ -203,14 +230,14 @@ def image_source(
             return _shards(p, frontal_only, split)
         if (p / "studies.parquet").is_file() and (p / "build_report.json").is_file():
             return _manifest(p / "studies.parquet", image_root, frontal_only, split)
-        return _scan(list(p.rglob("*")), p)
+        return _scan(list(p.rglob("*")), p, frontal_only)
     if p.is_file():
-        return _scan([p], None)
+        return _scan([p], None, frontal_only)
     if any(c in spec for c in "*?["):
         matches = [Path(m) for m in glob.glob(str(p), recursive=True)]
         if not matches:
             raise UserInputError(f"{spec}: the glob matches no file")
-        return _scan(matches, None)
+        return _scan(matches, None, frontal_only)
     raise UserInputError(
         f"{spec}: no such file or folder (give a folder, a glob, a manifest or a shard folder)"
     )

@@ -1,4 +1,5 @@
-"""What a user sees of a run: a progress bar, ``metrics.jsonl``, TensorBoard events and ``curves.png``.
+"""What a user sees of a run: a progress bar, ``metrics.jsonl``, ``curves.png`` and the experiment trackers
+(TensorBoard, MLflow, W&B: `medst.train.trackers`).
 
 Only rank 0 logs; other ranks get a logger whose methods do nothing.
 """
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from medst.progress import progress as show_progress
+from medst.schemas.train import PretrainConfig
+from medst.train.trackers import TRACKERS, Tracker, open_trackers, resolve_trackers
 
 TENSORBOARD_MISSING = (
     "TensorBoard is not installed, so this run logs to metrics.jsonl and curves.png only; "
@@ -20,7 +23,10 @@ TENSORBOARD_MISSING = (
 
 class RunLogger:
     """Writes one JSON line per logged step to ``RUN/metrics.jsonl`` (``{"kind": "train"|"val", "step": ...}``)
-    and mirrors the numbers to TensorBoard (``RUN/tensorboard``) and the progress bar."""
+    and mirrors the numbers (as ``train/KEY``, ``val/KEY``) to the trackers and the progress bar.
+
+    Trackers: ``config.loggers`` when given, else TensorBoard (``RUN/tensorboard``) when installed and
+    ``tensorboard`` is on; with a ``config`` its fields are logged as the trackers' params."""
 
     def __init__(
         self,
@@ -30,23 +36,25 @@ class RunLogger:
         enabled: bool,
         progress: bool = True,
         tensorboard: bool = True,
+        config: PretrainConfig | None = None,
     ) -> None:
         self.enabled = enabled
         self.run_dir = run_dir
         self._bar: Any = None
-        self._writer: Any = None
         self._file: Any = None
+        self.trackers: list[Tracker] = []
         if not enabled:
             return
         self._file = (run_dir / "metrics.jsonl").open("a")
-        missing_tensorboard = False
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # an optional extra: the run goes on, logged to metrics.jsonl only
-                missing_tensorboard = True
-            else:
-                self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
+        requested = config.loggers if config is not None else None
+        # An optional extra: without TensorBoard the default run goes on, logged to metrics.jsonl only.
+        missing_tensorboard = requested is None and tensorboard and not TRACKERS["tensorboard"].available()
+        names = resolve_trackers(requested, tensorboard)
+        experiment = config.experiment if config is not None else None
+        self.trackers = open_trackers(names, run_dir, start_step, experiment)
+        if config is not None:
+            for tracker in self.trackers:
+                tracker.log_params(config.model_dump(mode="json"))
         self._bar = show_progress(
             total=total_steps, initial=start_step, enabled=progress, desc="train", unit="step"
         )
@@ -64,9 +72,8 @@ class RunLogger:
         clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}
         self._file.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
         self._file.flush()
-        if self._writer is not None:
-            for key, value in values.items():
-                self._writer.add_scalar(f"{kind}/{key}", value, step)
+        for tracker in self.trackers:
+            tracker.log_metrics(step, {f"{kind}/{key}": float(value) for key, value in values.items()})
         if self._bar is not None:
             if kind == "train":
                 shown = {k: values[k] for k in values if k == "loss" or k.startswith("loss_")}
@@ -84,13 +91,19 @@ class RunLogger:
             else:
                 print(text)
 
+    def log_artifact(self, path: Path) -> None:
+        """Attach a file (e.g. ``curves.png``) to every tracker's run."""
+        if self.enabled and path.is_file():
+            for tracker in self.trackers:
+                tracker.log_artifact(path)
+
     def close(self) -> None:
         if not self.enabled:
             return
         if self._bar is not None:
             self._bar.close()
-        if self._writer is not None:
-            self._writer.close()
+        for tracker in self.trackers:
+            tracker.close()
         self._file.close()
 
 

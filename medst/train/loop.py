@@ -47,6 +47,7 @@ from medst.train.distributed import (
 )
 from medst.train.logging import RunLogger, plot_curves
 from medst.train.optim import WarmupCosineSchedule, build_optimizer
+from medst.train.trackers import resolve_trackers
 from medst.train.validation import autocast_for, validate
 
 
@@ -165,6 +166,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     if loaders is None:
         check_complete_shards(config)  # an incomplete --part set, before the run folder is made
     check_init_image(config)  # before the demo text model is trained, not minutes later
+    resolve_trackers(config.loggers, config.tensorboard)  # a missing tracker package, likewise
     # Every rank checks (read-only) so that all fail alike; rank 0 alone writes the marker.
     run_inputs = [config.shards]  # a --text-model inside RUN (RUN/text_model of a demo run) is fine
     check_output_dir(run_dir, "pretrain", inputs=run_inputs, legacy_markers=_RUN_FILES)
@@ -220,7 +222,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     if config.compile:
         train_module = torch.compile(train_module)  # type: ignore[assignment]
 
-    logger = RunLogger(run_dir, total_steps, step, info.is_main, config.progress, config.tensorboard)
+    logger = RunLogger(run_dir, total_steps, step, info.is_main, config.progress, config.tensorboard, config)
     if resume_from is not None:
         logger.message(f"resumed from {resume_from} at step {step}")
     stream = _DataStream(train_loader, epoch)
@@ -325,14 +327,16 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     summary.stopped_early = step < total_steps
     summary.weights_sha256 = weights_digest(model)
     summary.studies_per_s = _mean_throughput(run_dir) if info.is_main else 0.0
-    logger.close()
     if info.is_main:
-        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-        if not summary.stopped_early and config.export:
-            from medst.train.export import export_run
+        curves = plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        if curves is not None:
+            logger.log_artifact(curves)
+    logger.close()
+    if info.is_main and not summary.stopped_early and config.export:
+        from medst.train.export import export_run
 
-            summary.wall_s = time.perf_counter() - started
-            summary.export_dir = export_run(model, tokenizer, config, summary, run_dir / "export")
+        summary.wall_s = time.perf_counter() - started
+        summary.export_dir = export_run(model, tokenizer, config, summary, run_dir / "export")
     summary.wall_s = time.perf_counter() - started
     barrier(info)
     return summary
