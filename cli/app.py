@@ -10,7 +10,7 @@ import os
 
 import typer
 
-from medst import __version__
+from medst._version import __version__
 from medst.cli.errors import MedstGroup
 from medst.cli.errors import run as run_app
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+from medst._version import __version__
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from medst.inference.encoder import MedSTEncoder
-
-try:
-    __version__ = version("medst")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
 
 __all__ = ["__version__", "load"]
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medst import __version__
+from medst._version import __version__
 from medst.errors import UserInputError
 
 MARKER = ".medst-output.json"

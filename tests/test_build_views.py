@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from medst.archive.headers import scan_headers
-from medst.sequences.timeline import order_studies, study_datetime, windows
+from medst.archive.study_time import study_datetime
+from medst.sequences.timeline import order_studies, windows
 from medst.sequences.views import (
     add_reference_views,
     add_views,

@@ -17,11 +17,11 @@ import polars as pl
 from medst.archive.headers import scan_headers
 from medst.archive.report_files import read_reports, walk_tree
 from medst.archive.source import SourceData, conform, reject_frame
+from medst.archive.study_time import study_datetime
 from medst.archive.tables import ROW_INDEX, blank_to_null, find_table, int_id, read_table
 from medst.errors import UserInputError
 from medst.schemas.build import BuildConfig
 from medst.schemas.records import FINDINGS
-from medst.sequences.timeline import study_datetime
 
 RECORD_LIST = "cxr-record-list.csv"
 STUDY_LIST = "cxr-study-list.csv"

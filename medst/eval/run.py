@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medst import __version__
-from medst.errors import MedstError, UserInputError
+from medst._version import __version__
+from medst.errors import UserInputError
 from medst.eval import covidx, mscxrt_image, mscxrt_sentence, retrieval, rsna
 from medst.eval import readers as R
 from medst.eval.features import FeatureExtractor
@@ -24,13 +24,10 @@ COVIDX_SUBDIRS = ("covidx", "benchmarks/covidx", "COVIDx", "COVIDX")
 
 def load_encoder(run: Path, device: str | None = None) -> Any:
     """The model of a run folder (``RUN/export``) or an export folder, through the inference API."""
-    import medst
+    from medst.inference import load
 
     if not run.exists():
         raise UserInputError(f"model not found: {run} (pass a run folder or an exported model folder)")
-    load = getattr(medst, "load", None)
-    if load is None:
-        raise MedstError("the inference API (medst.load) is not available in this installation")
     return load(run, device=device)
 
 

@@ -271,7 +271,7 @@ def embed(config: EmbedConfig, encoder: MedSTEncoder | None = None) -> EmbedSumm
         _embed_images(encoder, config, rows, summary)
     if config.text is not None:
         _embed_texts(encoder, config, rows, summary)
-    from medst import __version__
+    from medst._version import __version__
 
     metadata = {
         "medst_version": __version__,

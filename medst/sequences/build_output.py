@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 import polars as pl
 from pydantic import BaseModel
 
-from medst import __version__
+from medst._version import __version__
 from medst.archive.manifests import check_archive, detect_manifest, load_manifest
 from medst.archive.source import SourceData
 from medst.schemas.build import Accounting, BuildConfig, BuildSummary

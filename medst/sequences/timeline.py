@@ -1,43 +1,13 @@
-"""Time: study datetimes from StudyDate + StudyTime, per-patient ordering, day offsets and windows.
+"""Time: per-patient ordering, day offsets and windows (study datetimes are read in `medst.archive.study_time`).
 
-MIMIC writes StudyTime as ``HHMMSS.fff`` formatted as a float, so leading zeros are lost (``80556.875`` is
-08:05:56.875, ``556.0`` is 00:05:56). Study ids are random, so order comes from time only; ties (two studies at
-the same instant) are broken by a caller-given deterministic key (the chosen frontal's dicom_id), never by the
-study id. All functions are polars expressions / frame operations (no per-row Python).
+Study ids are random, so order comes from time only; ties (two studies at the same instant) are broken by a
+caller-given deterministic key (the chosen frontal's dicom_id), never by the study id. All functions are polars
+expressions / frame operations (no per-row Python).
 """
 
 from __future__ import annotations
 
 import polars as pl
-
-
-def parse_study_date(column: str) -> pl.Expr:
-    """``YYYYMMDD`` (also ``YYYY-MM-DD`` or a float-formatted ``21800506.0``) to a polars Date; null if invalid."""
-    s = pl.col(column).cast(pl.String).str.strip_chars().str.replace_all("-", "").str.replace(r"\.0*$", "")
-    return s.str.strptime(pl.Date, "%Y%m%d", strict=False)
-
-
-def parse_study_time_us(column: str) -> pl.Expr:
-    """A float-formatted ``HHMMSS.fff`` time (leading zeros possibly lost; also ``HH:MM:SS``) to microseconds
-    since midnight (Int64); null when absent or out of range."""
-    s = pl.col(column).cast(pl.String).str.strip_chars().str.replace_all(":", "")
-    t = s.cast(pl.Float64, strict=False)
-    whole = t.floor()
-    hh = (whole / 10000).floor()
-    mm = (whole / 100).floor() % 100
-    ss = whole % 100 + (t - whole)
-    valid = (t >= 0) & (hh < 24) & (mm < 60) & (ss < 61)
-    us = ((hh * 3600 + mm * 60 + ss) * 1_000_000).round(0).cast(pl.Int64)
-    return pl.when(valid).then(us).otherwise(None)
-
-
-def study_datetime(date_column: str, time_column: str | None) -> pl.Expr:
-    """StudyDate + StudyTime as a Datetime(us); a missing time counts as midnight, a missing date gives null."""
-    date = parse_study_date(date_column).cast(pl.Datetime("us"))
-    if time_column is None:
-        return date
-    us = parse_study_time_us(time_column).fill_null(0)
-    return date + pl.duration(microseconds=us)
 
 
 def order_studies(studies: pl.DataFrame, time: str, tiebreak: str | list[str]) -> pl.DataFrame:

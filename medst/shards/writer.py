@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medst import __version__
+from medst._version import __version__
 from medst.errors import UserInputError
 from medst.executors import EngineChoice, run_jobs
 from medst.outputs import claim_output_dir

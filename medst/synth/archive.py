@@ -33,13 +33,13 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel
 
-from medst import __version__
+from medst._version import __version__
 from medst.errors import UserInputError
 from medst.outputs import OutputDir, claim_output_dir
 from medst.progress import progress as show_progress
 from medst.schemas.synth import SynthConfig
 from medst.synth import dicom_writer, tables
-from medst.synth.phantom import Anatomy, Exposure, Findings, render
+from medst.synth.phantom import render_row
 from medst.synth.reports import compose
 from medst.synth.trajectories import Plan, build_plan
 
@@ -95,36 +95,6 @@ def joined_images(plan: Plan) -> pl.DataFrame:
         .join(studies, on="study_id", how="left")
         .join(patients, on="subject_id", how="left")
         .sort("image_index")
-    )
-
-
-def findings_of(row: dict[str, Any]) -> Findings:
-    """The drawn findings of one image row (joined plan)."""
-    return Findings(
-        pleural_effusion=float(row["sev_pleural_effusion"]),
-        consolidation=float(row["sev_consolidation"]),
-        edema=float(row["sev_edema"]),
-        pneumothorax=float(row["sev_pneumothorax"]),
-        cardiomegaly=float(row["sev_cardiomegaly"]),
-        effusion_side=str(row["effusion_side"]),
-        consolidation_lobe=str(row["consolidation_lobe"]),
-        pneumothorax_side=str(row["pneumothorax_side"]),
-    )
-
-
-def render_row(row: dict[str, Any]) -> np.ndarray:
-    """The float32 [0, 1] image of one joined plan row (deterministic from its seeds)."""
-    anatomy = Anatomy.random(np.random.default_rng(int(row["anatomy_seed"])))
-    rng = np.random.default_rng(int(row["image_seed"]))
-    exposure = Exposure.random(rng)
-    return render(
-        int(row["rows"]),
-        int(row["columns"]),
-        str(row["projection"]),
-        anatomy,
-        findings_of(row),
-        exposure,
-        rng,
     )
 
 

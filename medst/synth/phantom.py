@@ -16,6 +16,7 @@ Everything is vectorised numpy/cv2; a 512 px image takes a few tens of milliseco
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -407,3 +408,34 @@ def consolidation_box(
     x0, y0 = np.clip(pts.min(axis=0), 0, [cols - 1, rows - 1])
     x1, y1 = np.clip(pts.max(axis=0), 0, [cols - 1, rows - 1])
     return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+# Rendering one row of the joined plan (`medst.synth.archive`): used by the archive writer and the preview.
+def findings_of(row: dict[str, Any]) -> Findings:
+    """The drawn findings of one image row (joined plan)."""
+    return Findings(
+        pleural_effusion=float(row["sev_pleural_effusion"]),
+        consolidation=float(row["sev_consolidation"]),
+        edema=float(row["sev_edema"]),
+        pneumothorax=float(row["sev_pneumothorax"]),
+        cardiomegaly=float(row["sev_cardiomegaly"]),
+        effusion_side=str(row["effusion_side"]),
+        consolidation_lobe=str(row["consolidation_lobe"]),
+        pneumothorax_side=str(row["pneumothorax_side"]),
+    )
+
+
+def render_row(row: dict[str, Any]) -> np.ndarray:
+    """The float32 [0, 1] image of one joined plan row (deterministic from its seeds)."""
+    anatomy = Anatomy.random(np.random.default_rng(int(row["anatomy_seed"])))
+    rng = np.random.default_rng(int(row["image_seed"]))
+    exposure = Exposure.random(rng)
+    return render(
+        int(row["rows"]),
+        int(row["columns"]),
+        str(row["projection"]),
+        anatomy,
+        findings_of(row),
+        exposure,
+        rng,
+    )

@@ -71,7 +71,7 @@ def write_preview(images: pl.DataFrame, studies: pl.DataFrame, report_root: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medst.synth.archive import render_row
+    from medst.synth.phantom import render_row
 
     subject = pick_patient(images)
     mine = images.filter(pl.col("subject_id") == subject).sort("study_index")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from medst import __version__
+from medst._version import __version__
 from medst.schemas.train import PretrainConfig
 
 if TYPE_CHECKING:
