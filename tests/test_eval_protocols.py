@@ -74,3 +74,12 @@ def test_probe_standardiser_centres_and_scales_each_dimension() -> None:
     np.testing.assert_allclose(z[:, :3].mean(axis=0), 0.0, atol=1e-4)
     np.testing.assert_allclose(z[:, :3].std(axis=0), 1.0, rtol=1e-4)
     assert std[3] == 1.0 and np.all(z[:, 3] == 0.0)  # a constant feature is centred, not divided by zero
+
+
+def test_every_declared_task_has_a_runner_and_every_runner_a_name() -> None:
+    from typing import get_args
+
+    from medst.eval.tasks import TASKS
+    from medst.schemas.eval import ALL_TASKS, TaskName
+
+    assert set(TASKS) == set(get_args(TaskName)) == set(ALL_TASKS)
