@@ -361,6 +361,34 @@ def _identity(x: Batch) -> Batch:
     return x
 
 
+def _leave_stop_signals_to_the_caller(worker_id: int) -> None:
+    """Loader workers ignore SIGINT and SIGTERM. Ctrl-C and a scheduler's SIGTERM reach every process of the
+    job; the trainer then finishes its step (which may still need batches), saves a checkpoint and closes the
+    workers itself. A worker still ends when its parent goes away."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _start_forkserver_ignoring_sigterm() -> None:
+    """Start the fork server with SIGTERM ignored (the disposition survives its exec), so a SIGTERM to the whole
+    job does not end it and, with it, the workers forked from it (it ignores SIGINT itself, and exits when this
+    process does)."""
+    import signal
+    import threading
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class TimelineLoader:
     """Iterable of `Batch` for one rank: ``batches_per_epoch`` batches per epoch, same on every rank.
 
@@ -402,10 +430,8 @@ class TimelineLoader:
         if config.num_workers > 0:
             # Start the fork server now: its imports (about a second) overlap the caller's own set-up (building
             # the model), and the first iteration only forks the workers from it.
-            from multiprocessing import forkserver
-
             _worker_context(self.tokenizer)
-            forkserver.ensure_running()
+            _start_forkserver_ignoring_sigterm()
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -441,6 +467,7 @@ class TimelineLoader:
                 prefetch_factor=2,
                 persistent_workers=True,
                 pin_memory=self.config.pin_memory,
+                worker_init_fn=_leave_stop_signals_to_the_caller,
             )
         return _Live(iter(self._workers), epoch, start, self.batches_per_epoch)
 
