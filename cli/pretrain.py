@@ -20,9 +20,15 @@ class LoggerName(str, Enum):
 def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     def pretrain_command(
-        shards: Path = typer.Argument(..., help="shard folder written by `medst shard`"),
+        shards: Path | None = typer.Argument(
+            None, help="shard folder written by `medst shard` (resuming: the run's own by default)"
+        ),
         out: Path = typer.Option(..., "-o", "--out", help="run folder (config, checkpoints, logs, export)"),
-        config: str = typer.Option("paper", "--config", help="preset name (paper, demo) or a YAML file"),
+        config: str | None = typer.Option(
+            None,
+            "--config",
+            help="preset name (paper, demo) or a YAML file [default: paper; resuming: the run's config.yaml]",
+        ),
         steps: int | None = typer.Option(None, "--steps", help="optimizer steps (instead of epochs)"),
         epochs: float | None = typer.Option(None, "--epochs", help="passes over the training split"),
         batch_size: int | None = typer.Option(None, "--batch-size", help="windows per batch per process"),
@@ -33,7 +39,12 @@ def register(app: typer.Typer) -> None:
         precision: str | None = typer.Option(None, "--precision", help="bf16 | fp32 (default: bf16 on CUDA)"),
         grad_checkpointing: bool | None = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing"),
         accumulate: int | None = typer.Option(None, "--accumulate", help="micro-batches per optimizer step"),
-        resume: str | None = typer.Option(None, "--resume", help="latest | a checkpoint folder"),
+        resume: str | None = typer.Option(
+            None,
+            "--resume",
+            help="latest | a checkpoint folder; without --config the run's stored config is used, and options "
+            "that would change its recipe are refused",
+        ),
         compat: str | None = typer.Option(None, "--compat", help="clean | reference"),
         lambda1: float | None = typer.Option(None, "--lambda1", help="weight of the local loss"),
         lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),
@@ -53,7 +64,11 @@ def register(app: typer.Typer) -> None:
             "--max-steps-this-invocation",
             help="stop after this many steps (checkpointed; resume later)",
         ),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar"),
+        progress: bool | None = typer.Option(
+            None,
+            "--progress/--no-progress",
+            help="show the progress bar [default: on; resuming: as the run was]",
+        ),
         allow_partial: bool | None = typer.Option(
             None,
             "--allow-partial",
@@ -79,8 +94,13 @@ def register(app: typer.Typer) -> None:
             help="print the resolved config as YAML (a starting point for --config FILE)",
         ),
     ) -> None:
-        """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, curves.png, export/ and tracker runs."""
-        from medst.schemas.train import resolve_config
+        """Pre-train Med-ST; writes RUN/config.yaml, checkpoints, metrics.jsonl, curves.png, export/ and tracker runs.
+
+        SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) stops the run after the current step with a complete
+        checkpoint and exits with 128 + the signal number (130, 143); `--resume latest` continues it exactly.
+        """
+        from medst.errors import UserInputError
+        from medst.schemas.train import resolve_config, resolve_resumed_config, stored_run_config
 
         overrides = {
             "shards": shards,
@@ -114,7 +134,16 @@ def register(app: typer.Typer) -> None:
             "loggers": [name.value for name in logger] if logger else None,
             "experiment": experiment,
         }
-        cfg = resolve_config(config, overrides)
+        stored = stored_run_config(out, resume) if resume is not None and config is None else None
+        if stored is not None:
+            cfg = resolve_resumed_config(stored, overrides)
+        elif shards is None:
+            raise UserInputError(
+                "missing argument SHARDS (the shard folder); it may be left out only with --resume of a run "
+                "that has its config.yaml"
+            )
+        else:
+            cfg = resolve_config(config, overrides)
         if max_grad_norm is not None:
             cfg.max_grad_norm = max_grad_norm if max_grad_norm > 0 else None
         if print_config:
@@ -126,12 +155,24 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{cfg.shards} is not a folder")
         from medst.train.export import format_number
         from medst.train.loop import pretrain
+        from medst.train.stopping import exit_code_for
 
         summary = pretrain(cfg)
         import os
 
         if os.environ.get("RANK", "0") != "0":
+            if summary.stop_signal:
+                raise typer.Exit(exit_code_for(summary.stop_signal))
             return
+        if summary.stop_signal:
+            import signal
+
+            typer.echo(
+                f"stopped by {signal.Signals(summary.stop_signal).name} at step {summary.steps}/"
+                f"{summary.total_steps}, checkpoint {summary.last_checkpoint}; "
+                f"continue with: medst pretrain -o {cfg.out} --resume latest"
+            )
+            raise typer.Exit(exit_code_for(summary.stop_signal))
         val = ", ".join(f"{k}={v:.3f}" for k, v in sorted(summary.val.items()) if "loss" not in k)
         typer.echo(
             f"{'stopped' if summary.stopped_early else 'done'}: {summary.steps}/{summary.total_steps} steps, "

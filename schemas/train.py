@@ -135,7 +135,8 @@ class PretrainConfig(BaseModel):
         return self
 
 
-# Fields that may change between a run and its resumption without changing the result.
+# Fields that may change between a run and its resumption without changing the result (``--resume`` accepts other
+# values for these; any other option that differs from the run's recipe is refused).
 RESUMABLE_CHANGES = frozenset(
     {
         "resume", "max_steps_this_invocation", "progress", "tensorboard", "num_workers", "device", "out",
@@ -214,6 +215,10 @@ def resolve_config(
         layers.append(data)
     layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
 
+    return _merge(layers)
+
+
+def _merge(layers: list[dict[str, Any]]) -> PretrainConfig:
     merged: dict[str, Any] = {}
     for layer in layers:
         if "steps" in layer and layer["steps"] is not None:
@@ -230,6 +235,43 @@ def resolve_config(
         return PretrainConfig(**merged)
     except ValueError as err:  # pydantic.ValidationError is a ValueError
         raise UserInputError(f"invalid pretrain config: {err}") from err
+
+
+# Fields that belong to one invocation, not to the run: a resumed run does not take them from its stored config.
+PER_INVOCATION = ("resume", "max_steps_this_invocation")
+
+
+def stored_run_config(out: Path, resume: str) -> Path | None:
+    """The config file a run resumed without ``--config`` continues with: ``RUN/config.yaml`` for
+    ``--resume latest``, the checkpoint's own ``config.yaml`` for ``--resume FOLDER``; None when there is none
+    (``--resume latest`` into a new folder starts a fresh run)."""
+    path = (out if resume == "latest" else Path(resume)) / "config.yaml"
+    return path if path.is_file() else None
+
+
+def resolve_resumed_config(stored: Path, overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """The config of a resumed run: the run's stored config (``stored``, from `stored_run_config`) with the
+    command-line ``overrides`` (``None`` values ignored) on top; ``resume`` and ``max_steps_this_invocation`` are
+    not carried over from the stored file.
+
+    Raises `UserInputError` naming the first option whose value differs from the stored recipe, unless it is one
+    of `RESUMABLE_CHANGES` (paths, logging, checkpoint cadence, workers, device, per-invocation limits).
+    """
+    data = {k: v for k, v in _load_file(stored).items() if k not in PER_INVOCATION}
+    base = str(data.get("preset", "paper"))
+    if base not in PRESETS:
+        raise UserInputError(f"{stored}: unknown preset {base!r}; known presets: {sorted(PRESETS)}")
+    recipe = _merge([{"preset": base, **PRESETS[base]}, data])
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    config = _merge([recipe.model_dump(), given])
+    old, new = recipe.model_dump(mode="json"), config.model_dump(mode="json")
+    for name in config_differences(recipe, config):
+        option = "--" + name.replace("_", "-")
+        raise UserInputError(
+            f"{option} {new[name]} differs from the run's recipe ({name}: {old[name]} in {stored}); "
+            f"resume without {option}, or start a new run with a new -o folder"
+        )
+    return config
 
 
 def config_to_yaml(config: PretrainConfig) -> str:

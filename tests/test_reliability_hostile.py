@@ -126,6 +126,9 @@ def test_resume_from_a_pickled_checkpoint_is_refused_without_running_it(tiny: Pa
     marker = tmp_path / "pwned"
     for name in ("model.safetensors", "optimizer.safetensors", "rank-0.safetensors"):
         torch.save({"state": _Payload(marker)}, ckpt / name)  # a pickle where safetensors belong
+    # Whoever swaps the files also fixes the sizes the checkpoint records (else the size check refuses it first).
+    sizes = json.loads((ckpt / "files.json").read_text())
+    (ckpt / "files.json").write_text(json.dumps({n: (ckpt / n).stat().st_size for n in sizes}))
     cmd = [sys.executable, "-m", "medst.cli", "pretrain", str(tiny / "shards"), "-o", str(run), "--config", "demo",
            "--steps", "2", "--batch-size", "2", "--ckpt-every", "2", "--val-every", "1000", "--num-workers", "0",
            "--device", "cpu", "--no-progress", "--resume", str(ckpt)]  # fmt: skip

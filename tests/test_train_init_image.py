@@ -145,3 +145,42 @@ def test_cli_run_starts_from_init_image_and_a_missing_file_is_one_line(shards: P
         "(give a local timm/DeiT .safetensors/.pth or an MGCA .ckpt file)"
     ]
     assert not (tmp_path / "run2" / "text_model").exists()  # refused before any work
+
+
+class _Payload:
+    """Unpickling this creates a folder: the test sees whether medst ever unpickled the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.makedirs, (str(self.marker),))
+
+
+@pytest.mark.parametrize("content", ["whole_model", "code"])
+def test_a_pickled_init_image_is_refused_unread_in_one_line(
+    shards: Path, tmp_path: Path, content: str
+) -> None:
+    path = tmp_path / "vit.pth"
+    marker = tmp_path / "unpickled"
+    if content == "whole_model":  # what torch.save(model) writes: the class, not a state dict
+        torch.save(torch.nn.Linear(4, 2), path)
+    else:
+        torch.save({"state_dict": _Payload(marker)}, path)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["pretrain", str(shards), "-o", str(run), "--config", "demo", "--steps", "1", "--batch-size", "2",
+              "--num-workers", "0", "--device", "cpu", "--no-progress", "--init-image", str(path)],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: --init-image {path} holds pickled Python objects (such as a whole model saved with "
+        "torch.save(model)), not a weights file medst loads safely, and was not unpickled; where it was made, save "
+        "its weights with torch.save(model.state_dict(), 'weights.pth') or "
+        "safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')"
+    ]
+    assert "weights_only" not in result.output
+    assert not marker.exists()
+    assert not (run / "text_model").exists()  # refused before any work

@@ -61,10 +61,23 @@ def read_state_dict(path: Path | str) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    import pickle
+
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's own message advises weights_only=False, i.e. running the file's code: never pass that on.
+        raise UserInputError(
+            f"{path} holds pickled Python objects (such as a whole model saved with torch.save(model)), not a "
+            "weights file medst loads safely, and was not unpickled; where it was made, save its weights with "
+            "torch.save(model.state_dict(), 'weights.pth') or safetensors.torch.save_file(model.state_dict(), "
+            "'weights.safetensors')"
+        ) from err
     except Exception as err:
-        raise UserInputError(f"cannot read {path} as a safe torch state dict: {err}") from err
+        raise UserInputError(
+            f"{path} is not a torch weights file ({type(err).__name__}); give a .safetensors file or a state dict "
+            "saved with torch.save"
+        ) from err
     return unwrap_state_dict(obj)
 
 

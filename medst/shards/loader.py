@@ -23,6 +23,7 @@ How an epoch is laid out (computed from the shard index alone, before any tar is
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -418,6 +419,46 @@ def _identity(x: Batch) -> Batch:
     return x
 
 
+def _leave_stop_signals_to_the_caller(released: torch.Tensor, worker_id: int) -> None:
+    """Loader workers ignore SIGINT, and SIGTERM until the main process releases them (``released[0]`` set by
+    `TimelineLoader.close` or at interpreter exit, where multiprocessing ends daemonic workers with SIGTERM).
+
+    Ctrl-C and a scheduler's SIGTERM reach every process of the job; the trainer then finishes its step (which may
+    still need batches), saves a checkpoint and closes the workers itself. A worker also ends when its parent does.
+    """
+    import signal
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if int(released[0]):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _release_workers(released: torch.Tensor) -> None:
+    released[0] = 1
+
+
+def _start_forkserver_ignoring_sigterm() -> None:
+    """Start the fork server with SIGTERM ignored (the disposition survives its exec), so a SIGTERM to the whole
+    job does not end it and, with it, the workers forked from it (it ignores SIGINT itself, and exits when this
+    process does)."""
+    import signal
+    import threading
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class TimelineLoader:
     """Iterable of `Batch` for one rank: ``batches_per_epoch`` batches per epoch, same on every rank.
 
@@ -456,13 +497,18 @@ class TimelineLoader:
         )
         self._workers: DataLoader[Any] | None = None
         self._live: _Live | None = None
+        # Shared with the workers: 1 once SIGTERM may end them (see `_leave_stop_signals_to_the_caller`).
+        self._released = torch.zeros(1, dtype=torch.int64)
         if config.num_workers > 0:
+            import atexit
+
+            self._released.share_memory_()
+            # Runs before multiprocessing's own exit hook (registered earlier), which SIGTERMs and joins workers.
+            atexit.register(_release_workers, self._released)
             # Start the fork server now: its imports (about a second) overlap the caller's own set-up (building
             # the model), and the first iteration only forks the workers from it.
-            from multiprocessing import forkserver
-
             _worker_context(self.tokenizer)
-            forkserver.ensure_running()
+            _start_forkserver_ignoring_sigterm()
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -498,7 +544,9 @@ class TimelineLoader:
                 prefetch_factor=2,
                 persistent_workers=True,
                 pin_memory=self.config.pin_memory,
+                worker_init_fn=functools.partial(_leave_stop_signals_to_the_caller, self._released),
             )
+            self._released[0] = 0
         return _Live(iter(self._workers), epoch, start, self.batches_per_epoch)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -528,6 +576,7 @@ class TimelineLoader:
         """Stop the worker processes (a later iteration starts new ones)."""
         workers, self._workers = self._workers, None
         self._live = None
+        _release_workers(self._released)
         iterator = getattr(workers, "_iterator", None)
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()

@@ -8,10 +8,12 @@ A checkpoint is a folder ``RUN/checkpoints/step-NNNNNNNN/`` holding:
 - ``trainer.json``: step, epoch, lr schedule, grad scaler, metrics so far, medst version;
 - ``rank-R.json`` + ``rank-R.safetensors`` per rank: the data position and the RNG states of python, numpy, torch
   and CUDA (each rank draws its own random numbers);
-- ``config.yaml``: the resolved run config.
+- ``config.yaml``: the resolved run config;
+- ``files.json``: the size in bytes of every file above, written last.
 
 It is written under a temporary name and renamed into place once every rank has written its part, so a folder
-with the final name is always complete; `find_latest` ignores anything else.
+with the final name is complete when written. A folder damaged later (a file deleted, a partial copy) is found by
+`checkpoint_problem`: `find_latest` and ``--resume latest`` skip it with a warning and use the newest complete one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,48 +37,104 @@ from medst.errors import UserInputError
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 TRAINER_FILE = "trainer.json"
+SIZES_FILE = "files.json"
+#: Files rank 0 writes into every checkpoint (each rank adds ``rank-R.json`` and ``rank-R.safetensors``).
+MAIN_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "config.yaml", TRAINER_FILE)
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step-{step:08d}"
 
 
-def find_latest(run_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest step under ``run_dir/checkpoints``, or None."""
+def checkpoint_problem(path: Path) -> str | None:
+    """None when the checkpoint folder ``path`` holds every file a resume reads, at the size it was saved with
+    (``files.json``; older checkpoints without it are checked by name only); otherwise what is wrong, naming
+    the file (``"no model.safetensors"``, ``"optimizer.safetensors has 512 bytes, 2048 when saved"``)."""
+    trainer_file = path / TRAINER_FILE
+    if not trainer_file.is_file():
+        return f"no {TRAINER_FILE}"
+    try:
+        trainer = json.loads(trainer_file.read_text())
+        world_size = int(trainer.get("world_size", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return f"{TRAINER_FILE} is unreadable"
+    ranks = [f"rank-{r}.{ext}" for r in range(world_size) for ext in ("json", "safetensors")]
+    for name in (*MAIN_FILES, *ranks):
+        if not (path / name).is_file():
+            return f"no {name}"
+    sizes_file = path / SIZES_FILE
+    if not sizes_file.is_file():
+        return None
+    try:
+        sizes = {str(k): int(v) for k, v in json.loads(sizes_file.read_text()).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return f"{SIZES_FILE} is unreadable"
+    for name, size in sorted(sizes.items()):
+        file = path / name
+        if not file.is_file():
+            return f"no {name}"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, {size} when saved"
+    return None
+
+
+def _step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """Every ``step-N`` folder of the run, newest first (complete or not)."""
     root = run_dir / "checkpoints"
     if not root.is_dir():
-        return None
-    found = [
-        (int(m.group(1)), p)
-        for p in root.iterdir()
-        if (m := _STEP_DIR.match(p.name)) and (p / TRAINER_FILE).is_file()
-    ]
-    return max(found)[1] if found else None
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return sorted(found, reverse=True)
 
 
-def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+def find_latest(run_dir: Path, warn: Callable[[str], None] | None = None) -> Path | None:
+    """The complete checkpoint (`checkpoint_problem`) with the highest step under ``run_dir/checkpoints``, or
+    None. ``warn`` is called with one line for each newer checkpoint skipped as incomplete."""
+    for _, path in _step_dirs(run_dir):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        if warn is not None:
+            warn(f"skipping incomplete checkpoint {path}: {problem}")
+    return None
+
+
+def resolve_resume(
+    resume: str | None, run_dir: Path, warn: Callable[[str], None] | None = None
+) -> Path | None:
     """``None`` -> None; ``latest`` -> newest complete checkpoint of the run (None when there is none yet, so
-    ``--resume latest`` also starts a fresh run); otherwise a checkpoint folder that must exist.
+    ``--resume latest`` also starts a fresh run); otherwise a checkpoint folder that must be complete.
+
+    ``latest`` skips incomplete checkpoints (a file missing or of the wrong size), calling ``warn`` with a line
+    naming each folder and its problem; when every checkpoint of the run is incomplete it raises
+    `UserInputError` instead of starting the run again from step 0.
 
     A fresh run (``None``) into a folder that already holds a run is refused: its checkpoints, metrics and
     export would be mixed with the new run's (and a later ``--resume latest`` could pick the old run's newest
     checkpoint)."""
     if resume is None:
-        held = find_latest(run_dir)
-        if held is not None or (run_dir / "metrics.jsonl").is_file():
-            what = f"checkpoint {held.name}" if held is not None else "metrics.jsonl"
+        steps = _step_dirs(run_dir)
+        if steps or (run_dir / "metrics.jsonl").is_file():
+            what = f"checkpoint {steps[0][1].name}" if steps else "metrics.jsonl"
             raise UserInputError(
                 f"{run_dir} already holds a training run ({what}): continue it with --resume latest, "
                 "or give a new -o folder"
             )
         return None
     if resume == "latest":
-        return find_latest(run_dir)
+        latest = find_latest(run_dir, warn)
+        steps = _step_dirs(run_dir)
+        if latest is None and steps:
+            raise UserInputError(
+                f"--resume latest: no complete checkpoint in {run_dir / 'checkpoints'} "
+                f"({steps[0][1].name}: {checkpoint_problem(steps[0][1])}); "
+                "resume from a copy of the run that has one, or give a new -o folder"
+            )
+        return latest
     path = Path(resume)
-    if not (path / TRAINER_FILE).is_file():
-        raise UserInputError(
-            f"--resume {resume}: not a complete checkpoint folder (no {TRAINER_FILE} inside)"
-        )
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise UserInputError(f"--resume {resume}: not a complete checkpoint folder ({problem})")
     return path
 
 
@@ -196,8 +255,11 @@ def write_main_state(
 
 
 def commit_checkpoint(run_dir: Path, step: int, keep: int | None) -> Path:
-    """Rank 0, after every rank wrote: rename the staging folder into place and prune old checkpoints."""
+    """Rank 0, after every rank wrote: record the files' sizes, rename the staging folder into place and prune
+    old checkpoints."""
     stage, final = staging_dir(run_dir, step), checkpoint_dir(run_dir, step)
+    sizes = {p.name: p.stat().st_size for p in sorted(stage.iterdir()) if p.is_file()}
+    _write_json(stage / SIZES_FILE, sizes)
     if final.exists():
         shutil.rmtree(final)
     os.replace(stage, final)

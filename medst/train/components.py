@@ -141,13 +141,40 @@ def model_config_for(config: PretrainConfig, text_path: Path | None) -> ModelCon
         raise UserInputError(f"invalid model settings: {err}") from err
 
 
+def _init_image_message(path: Path, err: Exception) -> str:
+    text = str(err)
+    return f"--init-image {text}" if text.startswith(str(path)) else f"--init-image {path}: {text}"
+
+
 def check_init_image(config: PretrainConfig) -> None:
-    """Raise `UserInputError` when ``--init-image`` names no file (cheap: the loop checks it before any work)."""
-    if config.init_image is not None and not config.init_image.is_file():
+    """Raise `UserInputError` when ``--init-image`` names no file, or a torch file holding pickled objects rather
+    than tensors (cheap: the loop checks it before any work; tensors are memory-mapped, not read, and nothing is
+    ever unpickled beyond what ``weights_only=True`` allows)."""
+    path = config.init_image
+    if path is None:
+        return
+    if not path.is_file():
         raise UserInputError(
-            f"--init-image {config.init_image}: file not found "
+            f"--init-image {path}: file not found "
             "(give a local timm/DeiT .safetensors/.pth or an MGCA .ckpt file)"
         )
+    if path.suffix == ".safetensors":
+        return
+    import pickle
+
+    import torch
+
+    try:
+        torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        from medst.model.weights import read_state_dict
+
+        try:
+            read_state_dict(path)  # refuses the file with medst's own message
+        except UserInputError as err:
+            raise UserInputError(_init_image_message(path, err)) from err
+    except Exception:  # e.g. a legacy (non-zip) torch file cannot be mapped: read in full by build_model
+        pass
 
 
 def build_model(config: PretrainConfig, text_path: Path | None) -> MedST:
@@ -160,7 +187,10 @@ def build_model(config: PretrainConfig, text_path: Path | None) -> MedST:
         from medst.model.weights import load_vit_state_dict
 
         # Loaded after construction, so a "copy" lateral expert must be copied again from the loaded frontal one.
-        load_vit_state_dict(model, config.init_image, lateral_init=config.lateral_init)
+        try:
+            load_vit_state_dict(model, config.init_image, lateral_init=config.lateral_init)
+        except UserInputError as err:
+            raise UserInputError(_init_image_message(config.init_image, err)) from err
     return model
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +49,7 @@ from medst.train.distributed import (
 )
 from medst.train.logging import RunLogger, plot_curves
 from medst.train.optim import WarmupCosineSchedule, build_optimizer
+from medst.train.stopping import StopSignals
 from medst.train.trackers import resolve_trackers
 from medst.train.validation import autocast_for, validate
 
@@ -69,6 +72,8 @@ class RunSummary(BaseModel):
     last_checkpoint: Path | None = None
     export_dir: Path | None = None
     stopped_early: bool = False
+    #: The signal (SIGINT / SIGTERM) that stopped the run after a checkpoint, 0 when none did (`medst.train.stopping`).
+    stop_signal: int = 0
     weights_sha256: str = ""
 
 
@@ -135,14 +140,19 @@ def pretrain(config: PretrainConfig, loaders: tuple[Any, Any] | None = None) -> 
     Writes ``RUN/config.yaml``, ``RUN/checkpoints/step-N/``, ``RUN/metrics.jsonl``, ``RUN/tensorboard/``,
     ``RUN/curves.png`` and ``RUN/export/`` (rank 0). With ``resume`` it continues from a checkpoint.
 
+    SIGINT or SIGTERM during training (on any rank) stops every rank after the same step with a complete
+    checkpoint; the summary then says ``stopped_early`` and names the signal in ``stop_signal``.
+
     ``loaders``: (train, validation or None) objects with the `TimelineLoader` interface (``batches_per_epoch``,
     ``set_epoch``, iteration, ``state_dict``/``load_state_dict``) to use instead of streaming ``config.shards``
     (benchmarks, custom data); None builds them from the shards.
     """
     info = init_distributed(config.device)
+    stopper = StopSignals(info)
     try:
-        return _run(config, info, loaders)
+        return _run(config, info, loaders, stopper)
     finally:
+        stopper.restore()
         shutdown(info)
 
 
@@ -156,7 +166,13 @@ def _check_resume_config(path: Path, config: PretrainConfig) -> None:
         )
 
 
-def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None = None) -> RunSummary:
+def _warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _run(
+    config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None, stopper: StopSignals
+) -> RunSummary:
     started = time.perf_counter()
     run_dir = config.out
     # Checked on every rank before the first collective: a rank failing alone (rank 0 building the text model)
@@ -173,7 +189,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
     if info.is_main:
         claim_output_dir(run_dir, "pretrain", inputs=run_inputs, legacy_markers=_RUN_FILES)
     barrier(info)
-    resume_from = ckpt.resolve_resume(config.resume, run_dir)
+    resume_from = ckpt.resolve_resume(config.resume, run_dir, warn=_warn if info.is_main else None)
     if resume_from is not None:
         _check_resume_config(resume_from, config)
 
@@ -232,6 +248,7 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
         stop_at = min(total_steps, step + config.max_steps_this_invocation)
 
     model.train()
+    stopper.install()  # from here on SIGINT/SIGTERM stop the loop at a step boundary, after a checkpoint
     train_time = 0.0
     window_studies, window_time, window_steps = 0, 0.0, 0
     window_sums: dict[str, Any] = {}
@@ -275,8 +292,10 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
         elapsed = time.perf_counter() - t0
         window_time += elapsed
         train_time += elapsed
+        # Every rank at the same step: stop here (after a checkpoint) if any rank got SIGINT/SIGTERM.
+        stop_signal = stopper.agreed() if step < stop_at else 0
 
-        if step % config.log_every == 0 or step == stop_at:
+        if step % config.log_every == 0 or step == stop_at or stop_signal:
             values = {k: float(v) / window_steps for k, v in window_sums.items()}
             values = all_reduce_mean(values, info)
             values["lr"] = lr
@@ -290,11 +309,16 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
             window_studies, window_time, window_sums, window_steps = 0, 0.0, {}, 0
 
         validating = (
-            val_loader is not None
+            not stop_signal
+            and val_loader is not None
             and config.val_every is not None
             and (step % config.val_every == 0 or step == total_steps)
         )
-        checkpointing = (config.ckpt_every is not None and step % config.ckpt_every == 0) or step == stop_at
+        checkpointing = (
+            (config.ckpt_every is not None and step % config.ckpt_every == 0)
+            or step == stop_at
+            or bool(stop_signal)
+        )
         if validating or checkpointing:
             sync_buffers(model, info)  # every rank validates and saves rank 0's BatchNorm statistics
         if validating:
@@ -315,7 +339,15 @@ def _run(config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None
             summary.last_checkpoint = _save_checkpoint(
                 run_dir, step, model, optimizer, trainer_state, config, config_yaml, train_loader, info
             )
+        if stop_signal:
+            summary.stop_signal = stop_signal
+            logger.message(
+                f"stopped by {signal.Signals(stop_signal).name} at step {step}/{total_steps}: checkpoint "
+                f"{summary.last_checkpoint} saved; continue with --resume latest"
+            )
+            break
 
+    stopper.restore()  # a signal from here on (export, plots) ends the process as usual
     if loaders is None:  # stop the loader worker processes this run started
         for loader in (train_loader, val_loader):
             if loader is not None:
