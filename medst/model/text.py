@@ -136,7 +136,6 @@ class TextEncoder(nn.Module):
         words, word_mask = aggregate_words(hidden, word_ids)
         return hidden[:, 0], words, word_mask
 
-
     def _attn_implementation(self) -> str:
         return str(getattr(self.bert.config, "_attn_implementation", None) or "eager")
 

@@ -359,7 +359,11 @@ def _auto_batch_size(config: PretrainConfig, text_path: Path | None, info: DistI
 
     search = auto_batch_size(config, text_path, info)
     if info.is_main:
-        record = {**dataclasses.asdict(search), "memory_share": config.memory_share, "device": str(info.device)}
+        record = {
+            **dataclasses.asdict(search),
+            "memory_share": config.memory_share,
+            "device": str(info.device),
+        }
         (config.out / "batch_size_search.json").write_text(json.dumps(record, indent=1) + "\n")
     return config.model_copy(update={"batch_size": search.windows})
 
