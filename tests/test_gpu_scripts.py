@@ -93,7 +93,7 @@ def test_gpu_check_profile_prints_operator_table() -> None:
             "--steps",
             "2",
             "--profile",
-            "5",
+            "15",  # the top 5 varied with the load on a shared CPU; the matrix products are always in 15
         ],
         cwd=REPO,
         env={**os.environ, "OMP_NUM_THREADS": "2"},
