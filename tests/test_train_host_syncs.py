@@ -4,6 +4,8 @@ and the BERT key mask built to avoid transformers' ``mask.all()`` gives the same
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -99,3 +101,33 @@ def test_prepared_key_mask_gives_the_same_bert_outputs(implementation: str, comp
     torch.testing.assert_close(words2[word_mask], words[word_mask], rtol=1e-12, atol=1e-12)
     unmasked = encoder(changed, torch.ones_like(attention_mask), word_ids)[0]
     assert not torch.allclose(unmasked[1], cls[1])
+
+
+def test_a_training_run_syncs_only_to_log(tmp_path: Path) -> None:
+    """`medst pretrain`'s loop on real shards: the model, the losses and BERT never read the device back; the loop
+    itself only when it logs (the window's loss sums, every log_every steps) and in the CPU's unfused AdamW (its
+    step counters are CPU tensors on every device; CUDA runs the fused kernel)."""
+    from train_shards import make_tiny_shards
+
+    from medst.schemas.train import resolve_config
+    from medst.train.loop import pretrain
+
+    shards = make_tiny_shards(tmp_path / "data")
+    options = {
+        "shards": shards, "out": tmp_path / "run", "steps": 4, "batch_size": 2, "num_workers": 0,
+        "device": "cpu", "progress": False, "export": False, "tensorboard": False, "val_every": None,
+        "ckpt_every": None, "log_every": 2,
+    }  # fmt: skip
+    config = resolve_config("demo", options)
+    with forbid_host_syncs(raise_on_sync=False) as found:
+        summary = pretrain(config)
+    assert summary.steps == 4 and summary.last_loss is not None
+    building = "nn.init."  # weight initialisation, before the first step
+    in_step = [f for f in found if building not in f and any(
+        part in f for part in ("/medst/model/", "/medst/losses/", "/medst/batch.py", "/transformers/")
+    )]  # fmt: skip
+    assert in_step == []
+    loop = [f for f in found if "/medst/train/loop.py:" in f]
+    assert loop and all("optimizer.step()" in f or "float(v) / window_steps" in f for f in loop), loop
+    logged = [f for f in loop if "window_steps" in f]
+    assert len(logged) >= 2 and len(logged) % 2 == 0  # two log events (steps 2 and 4), the same keys
