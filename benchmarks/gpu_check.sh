@@ -26,7 +26,7 @@ if [[ " $* " == *" --tiny "* ]]; then
     # CPU dry run: every script and option once, a few steps each.
     "$PY" benchmarks/gpu_check.py --attention masked --steps 2 --warmup 2 "$@"
     "$PY" benchmarks/gpu_check.py --steps 2 --warmup 2 "$@"
-    "$PY" benchmarks/gpu_train_check.py "$@"
+    "$PY" benchmarks/gpu_train_check.py --batch-size auto --batch-size-max 10 "$@"
 else
     # Before: the boolean key mask (SDPA without flash). After: grouped attention, eager and compiled.
     "$PY" benchmarks/gpu_check.py --attention masked --steps 10 "$@"

@@ -101,6 +101,12 @@ def main() -> None:
     parser.add_argument(
         "--bare-steps", type=int, default=None, help="timed bare model steps (default 20; 3 tiny)"
     )
+    parser.add_argument(
+        "--batch-size-max",
+        type=int,
+        default=16,
+        help="with --batch-size auto: the largest size tried (16 windows keep 300 steps within the 5 minutes)",
+    )
     parser.add_argument("--patients", type=int, default=None)
     parser.add_argument(
         "--shards",
@@ -135,7 +141,11 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
     patients = args.patients or (40 if args.tiny else 400)
     auto = args.batch_size == "auto"
-    batch_options = {"batch_size_auto": True} if auto else {"batch_size": int(args.batch_size)}
+    batch_options: dict[str, object] = (
+        {"batch_size_auto": True, "batch_size": 4, "batch_size_max": args.batch_size_max}
+        if auto
+        else {"batch_size": int(args.batch_size)}
+    )
     args.bare_steps = args.bare_steps or (3 if args.tiny else 20)
     args.steps = args.steps or (20 if args.tiny else 300)
     result: dict[str, object] = {"preset": "demo" if args.tiny else "paper", "device": str(device)}
@@ -177,6 +187,8 @@ def main() -> None:
 
             found = yaml.safe_load((tmp / "run" / "config.yaml").read_text())["batch_size"]
             config = config.model_copy(update={"batch_size": found, "batch_size_auto": False})
+            search = json.loads((tmp / "run" / "batch_size_search.json").read_text())
+            result["batch_size_trials"] = [(t["windows"], t["fits"]) for t in search["trials"]]
 
         # The bare model step on one real batch of the same size (no loader, no logging): the trainer's ceiling.
         # FLOPs of one training step (forward + backward), counted by PyTorch on that batch.

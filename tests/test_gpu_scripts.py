@@ -71,6 +71,9 @@ def test_gpu_check_sh_runs_model_and_trainer_parts_on_cpu(tmp_path: Path) -> Non
     assert train["loss_falls"] is True and losses[-1] < losses[0]
     assert train["studies_per_s"] > 0 and train["val"], train
     assert train["bare_step_studies_per_s"] > 0 and train["trainer_vs_bare_step"] > 0
+    # --batch-size auto as on the GPU (there capped at 16 windows, here at 10): searched up from 4, all fit.
+    assert train["batch_size_auto"] is True and train["batch_size"] == 10
+    assert train["batch_size_trials"] == [[4, True], [8, True], [10, True]]
     assert train["mfu"] is None and train["peak_memory_GiB"] is None  # no CUDA: nothing invented
 
     summary = _result(output, "GPU_SUMMARY")
