@@ -3,6 +3,8 @@ in bf16 autocast, on random tensors in the Batch layout (no downloads, random 6-
 
     python benchmarks/gpu_check.py                       # paper size, 16 windows x 4 studies, laterals, cuda
     python benchmarks/gpu_check.py --tiny --device cpu   # the same code path end-to-end on a CPU, in seconds
+    python benchmarks/gpu_check.py --attention masked    # the boolean-mask attention (the baseline before #15)
+    python benchmarks/gpu_check.py --compile             # torch.compile'd model: warm-up cost and step time
 
 Prints one ``key: value`` line per figure and a final JSON line (``GPU_CHECK {...}``).
 """
@@ -13,6 +15,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -34,6 +37,55 @@ def _peak(device: torch.device) -> tuple[str, float | None]:
     return name, None
 
 
+def _count_host_syncs(step: Callable[[], torch.Tensor], device: torch.device) -> int:
+    """Host syncs in one training ``step``: CUDA's own sync debug mode on a GPU (warnings counted), the dispatcher
+    check of `medst.train.host_sync` elsewhere (there given forward + backward only: the CPU's unfused AdamW reads
+    its step counters, CPU tensors on any device)."""
+    if device.type == "cuda":
+        import warnings
+
+        torch.cuda.synchronize(device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+    from medst.train.host_sync import forbid_host_syncs
+
+    with forbid_host_syncs(raise_on_sync=False) as found:
+        step()
+    return len(found)
+
+
+def _inference_throughput(
+    model: torch.nn.Module, batch: object, use_amp: bool, device: torch.device, sync: Callable[[], None]
+) -> float:
+    """Studies/s of image + report encoding without gradients (what `medst embed` and evaluation run)."""
+    from medst.batch import Batch
+
+    assert isinstance(batch, Batch)
+    model.eval()
+    encode = model.encode_image, model.encode_text  # type: ignore[union-attr]
+
+    def run() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            encode[0](batch.frontal, batch.lateral, batch.has_lateral, batch.num_lateral)
+            encode[1](batch.input_ids, batch.attention_mask, batch.word_ids)
+
+    run()
+    sync()
+    t0 = time.perf_counter()
+    repeats = 5
+    for _ in range(repeats):
+        run()
+    sync()
+    model.train()
+    return repeats * batch.num_studies / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke run)")
@@ -46,6 +98,14 @@ def main() -> None:
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--compat", choices=["clean", "reference"], default="clean")
     parser.add_argument("--grad-checkpointing", action="store_true")
+    parser.add_argument(
+        "--attention",
+        choices=["grouped", "masked"],
+        default="grouped",
+        help="how a missing lateral is kept out of attention (masked: the boolean key mask, the old path)",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up is timed)")
+    parser.add_argument("--tag", default="", help="a name for this variant in the summary")
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="also print the top N operators by device time"
     )
@@ -60,7 +120,9 @@ def main() -> None:
     cfg = ModelConfig.preset(preset, compat=args.compat, grad_checkpointing=args.grad_checkpointing)
     t0 = time.perf_counter()
     model = MedST(cfg).to(device).train()
+    model.vit.attention = args.attention
     build_s = time.perf_counter() - t0
+    step_model = torch.compile(model) if args.compile else model
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(
         model.parameters(), lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05, fused=device.type == "cuda"
@@ -70,21 +132,32 @@ def main() -> None:
     n = batch.num_studies
     use_amp = args.precision == "bf16"
 
-    def step() -> torch.Tensor:
+    def forward_backward() -> torch.Tensor:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = model(batch)
+            out = step_model(batch)
         out.loss.backward()
+        return out.loss
+
+    def step() -> torch.Tensor:
+        loss = forward_backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return out.loss.detach()
+        return loss.detach()
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for _ in range(args.warmup):
+    # The first step includes compilation (with --compile) and allocator growth: its time is the warm-up cost.
+    t0 = time.perf_counter()
+    step()
+    sync()
+    first_step_s = time.perf_counter() - t0
+    for _ in range(args.warmup - 1):
         step()
     sync()
+    host_syncs = _count_host_syncs(step if device.type == "cuda" else forward_backward, device)
+    opt.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -108,12 +181,18 @@ def main() -> None:
     achieved = flops * steps_per_s
     mfu = achieved / peak if peak else float("nan")
     loss_values = [float(x) for x in losses]
+    inference = _inference_throughput(model, batch, use_amp, device, sync)
     result = {
+        "tag": args.tag or f"{args.attention}{'+compile' if args.compile else ''}",
         "device": name,
         "preset": preset,
         "precision": args.precision,
         "compat": args.compat,
         "grad_checkpointing": args.grad_checkpointing,
+        "attention": args.attention,
+        "compile": args.compile,
+        "first_step_s": round(first_step_s, 2),
+        "host_syncs_per_step": host_syncs,
         "parameters_M": round(params / 1e6, 2),
         "studies_per_step": n,
         "windows": args.windows,
@@ -127,6 +206,7 @@ def main() -> None:
         "achieved_TFLOPs": round(achieved / 1e12, 1),
         "peak_bf16_TFLOPs": peak / 1e12 if peak else None,
         "mfu": round(mfu, 4) if not math.isnan(mfu) else None,
+        "inference_studies_per_s": round(inference, 1),
         "loss_first": round(loss_values[0], 4),
         "loss_last": round(loss_values[-1], 4),
         "all_finite": all(math.isfinite(x) for x in loss_values),

@@ -95,7 +95,18 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=None, help="optimizer steps (default 300; 20 with --tiny)"
     )
-    parser.add_argument("--batch-size", type=int, default=10, help="windows per batch (paper: 10)")
+    parser.add_argument(
+        "--batch-size", default="10", help="windows per batch (paper: 10), or 'auto' (largest that fits)"
+    )
+    parser.add_argument(
+        "--bare-steps", type=int, default=None, help="timed bare model steps (default 20; 3 tiny)"
+    )
+    parser.add_argument(
+        "--batch-size-max",
+        type=int,
+        default=16,
+        help="with --batch-size auto: the largest size tried (16 windows keep 300 steps within the 5 minutes)",
+    )
     parser.add_argument("--patients", type=int, default=None)
     parser.add_argument(
         "--shards",
@@ -129,6 +140,13 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     patients = args.patients or (40 if args.tiny else 400)
+    auto = args.batch_size == "auto"
+    batch_options: dict[str, object] = (
+        {"batch_size_auto": True, "batch_size": 4, "batch_size_max": args.batch_size_max}
+        if auto
+        else {"batch_size": int(args.batch_size)}
+    )
+    args.bare_steps = args.bare_steps or (3 if args.tiny else 20)
     args.steps = args.steps or (20 if args.tiny else 300)
     result: dict[str, object] = {"preset": "demo" if args.tiny else "paper", "device": str(device)}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -152,35 +170,65 @@ def main() -> None:
         )  # fmt: skip
         config = resolve_config(
             preset,
-            {"shards": shards, "out": tmp / "run", "steps": args.steps, "batch_size": args.batch_size,
+            {"shards": shards, "out": tmp / "run", "steps": args.steps, **batch_options,
              "text_model": text_path, "device": args.device, "num_workers": max(1, args.workers - 2),
              "val_every": max(1, args.steps // 3), "ckpt_every": None, "log_every": max(1, min(10, args.steps // 5)),
              "export": False, "tensorboard": False, "progress": False, "compile": args.compile},
         )  # fmt: skip
 
-        # FLOPs of one training step (forward + backward), counted by PyTorch on one real batch.
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        summary = pretrain(config)
+        run_s = time.perf_counter() - t0
+        peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        if auto:  # the batch size the run found and recorded
+            import yaml
+
+            found = yaml.safe_load((tmp / "run" / "config.yaml").read_text())["batch_size"]
+            config = config.model_copy(update={"batch_size": found, "batch_size_auto": False})
+            search = json.loads((tmp / "run" / "batch_size_search.json").read_text())
+            result["batch_size_trials"] = [(t["windows"], t["fits"]) for t in search["trials"]]
+
+        # The bare model step on one real batch of the same size (no loader, no logging): the trainer's ceiling.
+        # FLOPs of one training step (forward + backward), counted by PyTorch on that batch.
         info = DistInfo(0, 1, 0, device)
         loader, _ = build_loaders(
             config, model_config_for(config, text_path), load_tokenizer(text_path), info
         )
         batch = next(iter(loader)).to(device)
+        loader.close()
         seed_everything(0)
         probe = build_model(config, text_path).to(device).train()
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         counter = FlopCounterMode(display=False)
         with counter:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast:
                 out = probe(batch)
             out.loss.backward()
         flops_per_study = counter.get_total_flops() / batch.num_studies
         params = sum(p.numel() for p in probe.parameters())
-        del probe, out
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
+        bare_model = torch.compile(probe) if args.compile else probe
+        opt = torch.optim.AdamW(probe.parameters(), lr=1e-5, fused=device.type == "cuda")
 
+        def bare_step() -> None:
+            with autocast:
+                loss = bare_model(batch).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        for _ in range(3):
+            bare_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        summary = pretrain(config)
-        run_s = time.perf_counter() - t0
+        for _ in range(args.bare_steps):
+            bare_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        bare_studies_per_s = args.bare_steps * batch.num_studies / (time.perf_counter() - t0)
+        del out
         records = read_metrics(tmp / "run" / "metrics.jsonl")
 
     train = [r for r in records if r["kind"] == "train"]
@@ -203,9 +251,11 @@ def main() -> None:
             "flops_per_study_G": round(flops_per_study / 1e9, 1),
             "achieved_TFLOPs": round(achieved / 1e12, 1),
             "mfu": round(achieved / peak, 4) if peak else None,
-            "peak_memory_GiB": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-            if device.type == "cuda"
-            else None,
+            "peak_memory_GiB": round(peak_gib, 2) if peak_gib is not None else None,
+            "batch_size": config.batch_size,
+            "batch_size_auto": auto,
+            "bare_step_studies_per_s": round(bare_studies_per_s, 1),
+            "trainer_vs_bare_step": round(summary.studies_per_s / bare_studies_per_s, 3),
             "loss_first_fifth": round(loss_head, 3),
             "loss_last_fifth": round(loss_tail, 3),
             "loss_falls": loss_tail < loss_head,

@@ -17,6 +17,20 @@ class LoggerName(str, Enum):
     none = "none"
 
 
+def _batch_size_options(value: str | None) -> dict[str, object]:
+    """``--batch-size N`` or ``--batch-size auto`` as config fields."""
+    if value is None:
+        return {}
+    if value.strip().lower() == "auto":
+        return {"batch_size_auto": True}
+    try:
+        return {"batch_size": int(value), "batch_size_auto": False}
+    except ValueError:
+        raise typer.BadParameter(
+            f"--batch-size {value!r}: give a number of windows or 'auto'", param_hint="--batch-size"
+        ) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     def pretrain_command(
@@ -31,7 +45,15 @@ def register(app: typer.Typer) -> None:
         ),
         steps: int | None = typer.Option(None, "--steps", help="optimizer steps (instead of epochs)"),
         epochs: float | None = typer.Option(None, "--epochs", help="passes over the training split"),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="windows per batch per process"),
+        batch_size: str | None = typer.Option(
+            None,
+            "--batch-size",
+            help="windows per batch per process, or 'auto': the largest that fits in --memory-share of the "
+            "device's memory (found once, recorded in RUN/config.yaml)",
+        ),
+        memory_share: float | None = typer.Option(
+            None, "--memory-share", help="share of the device's memory --batch-size auto may fill (0.85)"
+        ),
         seq_len: int | None = typer.Option(None, "--seq-len", help="studies per window (T)"),
         text_model: Path | None = typer.Option(None, "--text-model", help="local Hugging Face BERT folder"),
         init_image: Path | None = typer.Option(None, "--init-image", help="timm/DeiT or MGCA checkpoint"),
@@ -107,7 +129,8 @@ def register(app: typer.Typer) -> None:
             "out": out,
             "steps": steps,
             "epochs": epochs,
-            "batch_size": batch_size,
+            **_batch_size_options(batch_size),
+            "memory_share": memory_share,
             "seq_len": seq_len,
             "text_model": text_model,
             "init_image": init_image,

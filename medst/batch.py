@@ -31,6 +31,8 @@ class Batch:
         max_window: the longest window (``max(sequence_lengths)``), a Python int set where the batch is made,
             so that the temporal loss sizes its padded layout without reading a GPU tensor back (a stall every
             step); None: read from ``sequence_lengths``.
+        num_lateral: how many studies have a lateral (``has_lateral.sum()``), a Python int set where the batch is
+            made, for the same reason: the image encoder splits the batch by it; None: read from ``has_lateral``.
     """
 
     frontal: torch.Tensor
@@ -46,6 +48,7 @@ class Batch:
     max_window: int | None = None
     skipped: tuple[str, ...] = ()
     """One line per damaged sample left out of this batch (`--skip-bad-samples`), naming shard and member."""
+    num_lateral: int | None = None
 
     @property
     def num_studies(self) -> int:

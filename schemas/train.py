@@ -67,6 +67,15 @@ class PretrainConfig(BaseModel):
         ge=2,
         description="windows per batch per rank (at least 2: in-batch negatives, batch norm)",
     )
+    batch_size_auto: bool = Field(
+        default=False,
+        description="find the largest batch_size whose step fits in memory_share of the device's memory "
+        "(searched up from batch_size before training; the result is written as batch_size)",
+    )
+    memory_share: float = Field(
+        default=0.85, gt=0, le=1, description="share of the device's memory --batch-size auto may fill"
+    )
+    batch_size_max: int = Field(default=512, ge=2, description="largest batch_size --batch-size auto tries")
     random_offset: bool = Field(default=False, description="random window starts instead of fixed chunks")
     num_workers: int = Field(default=4, ge=0)
     allow_partial: bool = Field(
@@ -142,6 +151,8 @@ RESUMABLE_CHANGES = frozenset(
         "resume", "max_steps_this_invocation", "progress", "tensorboard", "num_workers", "device", "out",
         "shards", "log_every", "val_every", "ckpt_every", "keep_checkpoints", "export", "compile",
         "val_batches", "skip_bad_samples", "loggers", "experiment",
+        # --batch-size auto searches only when a run starts; a resumed run keeps the batch_size it recorded.
+        "memory_share", "batch_size_max",
     }
 )  # fmt: skip
 

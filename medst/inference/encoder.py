@@ -183,13 +183,18 @@ class MedSTEncoder:
         """Embed one batch of prepared inputs ``[N, 3, crop, crop]`` (``lateral`` zeros where ``has_lateral`` is
         False). Returns CPU float32 features."""
         frontal = frontal.to(self.device, torch.float32)
+        num_lateral: int | None = None
         if lateral is not None:
             lateral = lateral.to(self.device, torch.float32)
             if has_lateral is None:
                 has_lateral = torch.ones(frontal.shape[0], dtype=torch.bool)
+            # Counted before the move (a host tensor here): the image encoder splits the batch by it.
+            num_lateral = int(has_lateral.sum())
             has_lateral = has_lateral.to(self.device)
         with self._autocast():
-            out = self.model.encode_image(frontal, lateral, has_lateral)
+            out = self.model.encode_image(
+                frontal, lateral, has_lateral, num_lateral if lateral is not None else None
+            )
         return Embeddings(
             embedding=self._unit(out.embedding),
             cls=out.cls.float().cpu(),

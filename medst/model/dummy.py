@@ -59,5 +59,6 @@ def random_batch(
         sequence_lengths=torch.tensor(list(lengths), dtype=torch.long),
         study_keys=[f"s{i}" for i in range(n)],
         max_window=max(lengths, default=0),
+        num_lateral=int(has_lateral.sum()),
     )
     return batch.to(device)

@@ -98,10 +98,15 @@ class MedST(nn.Module):
         return self.config.compat == "clean"
 
     def encode_image(
-        self, frontal: Tensor, lateral: Tensor | None = None, has_lateral: Tensor | None = None
+        self,
+        frontal: Tensor,
+        lateral: Tensor | None = None,
+        has_lateral: Tensor | None = None,
+        num_lateral: int | None = None,
     ) -> ImageFeatures:
-        """Encode studies; ``lateral=None`` is the single-view (evaluation) path. See :class:`ImageFeatures`."""
-        tokens = self.vit(frontal, lateral, has_lateral)
+        """Encode studies; ``lateral=None`` is the single-view (evaluation) path. See :class:`ImageFeatures`;
+        ``num_lateral`` as in :meth:`MoveViT.forward`."""
+        tokens = self.vit(frontal, lateral, has_lateral, num_lateral)
         n, p = frontal.shape[0], self.vit.num_patches
         patch_mask = torch.ones(n, tokens.shape[1] - 1, dtype=torch.bool, device=tokens.device)
         if lateral is not None and has_lateral is not None:
@@ -128,7 +133,7 @@ class MedST(nn.Module):
     def forward(self, batch: Batch) -> MedSTOutput:
         """All loss terms and the total ``L_global + lambda1 L_local + lambda2 L_temporal`` (SPEC §3)."""
         cfg = self.config
-        img = self.encode_image(batch.frontal, batch.lateral, batch.has_lateral)
+        img = self.encode_image(batch.frontal, batch.lateral, batch.has_lateral, batch.num_lateral)
         txt = self.encode_text(batch.input_ids, batch.attention_mask, batch.word_ids)
         # The losses run in float32 even under bf16 autocast: softmax over 392 patches at t = 0.1 is sensitive.
         with torch.autocast(device_type=img.embedding.device.type, enabled=False):

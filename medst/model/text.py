@@ -127,10 +127,50 @@ class TextEncoder(nn.Module):
         self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         position_ids = torch.zeros_like(input_ids) if self.compat == "reference" else None
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        mask = attention_mask
+        implementation = self._attn_implementation()
+        if _PREPARED_MASKS_PASS_THROUGH and implementation in ("sdpa", "eager"):
+            mask = key_padding_mask(attention_mask, implementation, self._mask_dtype())
+        out = self.bert(input_ids=input_ids, attention_mask=mask, position_ids=position_ids)
         hidden = out.last_hidden_state
         words, word_mask = aggregate_words(hidden, word_ids)
         return hidden[:, 0], words, word_mask
+
+    def _attn_implementation(self) -> str:
+        return str(getattr(self.bert.config, "_attn_implementation", None) or "eager")
+
+    def _mask_dtype(self) -> torch.dtype:
+        if torch.is_autocast_enabled():
+            # What the attention scores are computed in under autocast (HF builds its masks in this dtype too).
+            return torch.get_autocast_dtype(self.bert.device.type)  # type: ignore[attr-defined]
+        return next(self.bert.parameters()).dtype
+
+
+def _prepared_masks_pass_through() -> bool:
+    """Whether the installed transformers hands a 4-D attention mask to the attention kernels unchanged
+    (``masking_utils.create_bidirectional_mask``, transformers 5); older releases rebuild it themselves."""
+    try:
+        from transformers import masking_utils
+    except ImportError:
+        return False
+    return hasattr(masking_utils, "create_bidirectional_mask")
+
+
+_PREPARED_MASKS_PASS_THROUGH = _prepared_masks_pass_through()
+
+
+def key_padding_mask(attention_mask: Tensor, implementation: str, dtype: torch.dtype) -> Tensor:
+    """The ``[N, L]`` 0/1 padding mask as the ``[N, 1, 1, L]`` key mask that a BERT attention kernel takes:
+    bool (True = attend) for SDPA, additive (0 or the dtype's minimum) for the eager kernel.
+
+    Built here because transformers, given the 2-D mask, first asks ``mask.all()`` (to drop the mask when nothing
+    is padded), which reads the mask back from the GPU and stalls the training step; reports are nearly always
+    padded, so the answer is nearly always no."""
+    keep = attention_mask[:, None, None, :].to(torch.bool)
+    if implementation == "sdpa":
+        return keep
+    zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+    return zeros.masked_fill(~keep, torch.finfo(dtype).min)
 
 
 def demo_wordpiece_vocab(texts: Iterable[str], vocab_size: int) -> dict[str, int]:

@@ -51,4 +51,5 @@ def collate_windows(windows: list[list[StudyItem]], tokenizer: Any, max_tokens: 
         sequence_lengths=torch.tensor(lengths, dtype=torch.int64),
         study_keys=[s.study_key for s in items],
         max_window=max(lengths, default=0),
+        num_lateral=int(has_lateral.sum()),
     )

@@ -191,9 +191,14 @@ def _run(
     barrier(info)
     resume_from = ckpt.resolve_resume(config.resume, run_dir, warn=_warn if info.is_main else None)
     if resume_from is not None:
+        if config.batch_size_auto:  # keep the batch size found when the run started
+            found = resolve_config(resume_from / "config.yaml").batch_size
+            config = config.model_copy(update={"batch_size": found})
         _check_resume_config(resume_from, config)
 
     text_path = prepare_text_model(config, run_dir, info)
+    if config.batch_size_auto and resume_from is None:
+        config = _auto_batch_size(config, text_path, info)
     model_cfg = model_config_for(config, text_path)
     tokenizer = load_tokenizer(text_path)
     # Loaders first: their worker processes start up while the model is built.
@@ -397,6 +402,24 @@ def _save_checkpoint(
         ckpt.commit_checkpoint(run_dir, step, config.keep_checkpoints)
     barrier(info)
     return ckpt.checkpoint_dir(run_dir, step)
+
+
+def _auto_batch_size(config: PretrainConfig, text_path: Path | None, info: DistInfo) -> PretrainConfig:
+    """Find the batch size once, before anything is built for training; record the trials in the run."""
+    import dataclasses
+    import json
+
+    from medst.train.batch_size import auto_batch_size
+
+    search = auto_batch_size(config, text_path, info)
+    if info.is_main:
+        record = {
+            **dataclasses.asdict(search),
+            "memory_share": config.memory_share,
+            "device": str(info.device),
+        }
+        (config.out / "batch_size_search.json").write_text(json.dumps(record, indent=1) + "\n")
+    return config.model_copy(update={"batch_size": search.windows})
 
 
 def _mean_throughput(run_dir: Path) -> float:

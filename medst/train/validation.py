@@ -47,7 +47,9 @@ def validate(model: Any, loader: Any, config: PretrainConfig, info: DistInfo) ->
             if hasattr(model, "encode_image") and hasattr(model, "encode_text"):
                 with autocast_for(config, info.device):
                     image_emb.append(
-                        model.encode_image(batch.frontal, batch.lateral, batch.has_lateral).embedding
+                        model.encode_image(
+                            batch.frontal, batch.lateral, batch.has_lateral, batch.num_lateral
+                        ).embedding
                     )
                     text_emb.append(
                         model.encode_text(batch.input_ids, batch.attention_mask, batch.word_ids).embedding
