@@ -119,9 +119,9 @@ def main() -> None:
     ap.add_argument("--windows-per-batch", type=int, default=4)
     ap.add_argument("--work", type=Path, default=None, help="reuse this folder for the generated data")
     args = ap.parse_args()
+    from medst.model.tokenize import load_tokenizer
     from medst.schemas.shards import LoaderConfig
     from medst.shards.loader import TimelineLoader
-    from medst.shards.tokenize import load_tokenizer
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_loader_"))
     try:

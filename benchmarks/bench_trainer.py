@@ -29,14 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from train_shards import make_tiny_shards
 
 from medst.batch import Batch
+from medst.model.building import build_model, load_tokenizer, model_config_for
 from medst.schemas.train import PretrainConfig, resolve_config
-from medst.train.components import (
-    build_loaders,
-    build_model,
-    load_tokenizer,
-    model_config_for,
-    prepare_text_model,
-)
+from medst.train.components import build_loaders, prepare_text_model
 from medst.train.distributed import DistInfo
 from medst.train.loop import pretrain, seed_everything
 from medst.train.optim import build_optimizer

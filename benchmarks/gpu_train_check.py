@@ -122,15 +122,10 @@ def main() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from medst.model.building import build_model, load_tokenizer, model_config_for
     from medst.model.text import build_demo_text_model
     from medst.schemas.train import resolve_config
-    from medst.train.components import (
-        build_loaders,
-        build_model,
-        load_tokenizer,
-        model_config_for,
-        training_texts,
-    )
+    from medst.train.components import build_loaders, training_texts
     from medst.train.distributed import DistInfo
     from medst.train.logging import read_metrics
     from medst.train.loop import pretrain, seed_everything

@@ -56,9 +56,9 @@ def _stage(name: str, timings: dict[str, float], echo: Callable[[str], None]) ->
 
 def _untrained_export(run: Path, target: Path) -> Path:
     """The run's model at initialisation (same seed, same text model), exported like a trained one."""
+    from medst.model.building import build_model, load_tokenizer
     from medst.model.io import save_model
     from medst.schemas.train import resolve_config
-    from medst.train.components import build_model, load_tokenizer
     from medst.train.loop import seed_everything
 
     config = resolve_config(run / "config.yaml")

@@ -110,7 +110,7 @@ def test_feature_kinds_have_the_documented_shapes(enc: MedSTEncoder, images: lis
 
 def test_encode_texts_applies_the_training_cleaning_then_the_loader_tokens(enc: MedSTEncoder) -> None:
     from medst.archive.reports import clean_text
-    from medst.shards.tokenize import encode_texts
+    from medst.model.tokenize import encode_texts
 
     raw = [
         "1. Small LEFT pleural effusion. 2. No pneumothorax.",

@@ -26,7 +26,7 @@ def build_tiny_export(root: Path, seed: int = 0, extra: dict | None = None) -> P
     from medst.model import MedST, ModelConfig
     from medst.model.io import save_model
     from medst.model.text import build_demo_text_model
-    from medst.shards.tokenize import load_tokenizer
+    from medst.model.tokenize import load_tokenizer
 
     text_dir = build_demo_text_model(
         SENTENCES * 4, root / "text", vocab_size=300, hidden=32, layers=1, heads=2, max_length=48, seed=seed

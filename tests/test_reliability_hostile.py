@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 
 from medst.cli.app import app
 from medst.errors import MedstError
+from medst.model.building import load_tokenizer
 from medst.schemas.shards import ShardConfig
 from medst.schemas.train import resolve_config
 from medst.shards.index import list_entries
 from medst.shards.loader import TimelineLoader
-from medst.train.components import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -38,7 +38,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tokenizer(tiny: Path):  # type: ignore[no-untyped-def]
     from medst.model.text import build_demo_text_model
-    from medst.shards.tokenize import load_tokenizer
+    from medst.model.tokenize import load_tokenizer
     from medst.train.components import training_texts
 
     folder = tiny / "text_model"

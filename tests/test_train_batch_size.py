@@ -109,7 +109,7 @@ def _options(shards: Path, text_model: Path, out: Path, **extra: object) -> dict
 def test_pretrain_batch_size_auto_fills_the_memory_share_and_records_it(
     shards: Path, text_model: Path, tmp_path: Path
 ) -> None:
-    from medst.train.components import build_model, model_config_for
+    from medst.model.building import build_model, model_config_for
 
     # Measure this run's worst-case step at 3 and 4 windows, then allow a share of memory between the two.
     config = resolve_config("demo", _options(shards, text_model, tmp_path / "probe"))

@@ -50,9 +50,9 @@ def test_two_gloo_processes_train_to_identical_weights(tmp_path: Path) -> None:
     assert all(r["world_size"] == 2 and r["steps"] == 6 for r in ranks)
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     # Training really happened on both ranks: the weights moved away from their common initialisation...
+    from medst.model.building import build_model
     from medst.model.io import load_model
     from medst.schemas.train import resolve_config
-    from medst.train.components import build_model
     from medst.train.loop import seed_everything, weights_digest
 
     seed_everything(0)

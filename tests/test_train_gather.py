@@ -62,8 +62,9 @@ def _first_batch_embeddings(
     mode, so BatchNorm uses that rank's batch, as in the run), the duplicate-report mask; the temperature; and the
     digest of the initial weights."""
     from medst.losses.contrastive import duplicate_report_mask
+    from medst.model.building import build_model, load_tokenizer, model_config_for
     from medst.schemas.train import resolve_config
-    from medst.train.components import build_loaders, build_model, load_tokenizer, model_config_for
+    from medst.train.components import build_loaders
     from medst.train.distributed import DistInfo
     from medst.train.loop import seed_everything, weights_digest
 
@@ -135,8 +136,8 @@ def test_two_gloo_processes_gather_negatives_for_the_global_loss(tmp_path: Path)
 
 
 def test_gather_negatives_refused_in_reference_mode(tmp_path: Path) -> None:
+    from medst.model.building import model_config_for
     from medst.schemas.train import resolve_config
-    from medst.train.components import model_config_for
 
     config = resolve_config("demo", {**_overrides(tmp_path, tmp_path / "run"), "compat": "reference"})
     with pytest.raises(UserInputError, match="--gather-negatives"):

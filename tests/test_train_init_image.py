@@ -12,10 +12,10 @@ from train_shards import make_tiny_shards
 from typer.testing import CliRunner
 
 from medst.cli.app import app
+from medst.model.building import build_model
 from medst.model.config import ModelConfig
 from medst.model.weights import MGCA_VIT_PREFIX
 from medst.schemas.train import resolve_config
-from medst.train.components import build_model
 from medst.train.loop import seed_everything
 
 # Every optimizer step moves an AdamW weight by about lr: far below this tolerance, far above float noise.

@@ -141,7 +141,7 @@ def test_resume_refuses_a_different_recipe_and_keeps_checkpoints_complete(
     # The checkpoint restores the optimizer exactly (AdamW moments and step counts).
     import torch
 
-    from medst.train.components import build_model
+    from medst.model.building import build_model
     from medst.train.optim import build_optimizer
 
     cfg = resolve_config("demo", _options(shards, run, steps=4))

@@ -255,7 +255,7 @@ def test_resume_latest_skips_incomplete_checkpoints_with_a_warning(shards: Path,
     assert checkpoint_problem(step3) is None  # step 3 trained again and saved whole
     from safetensors.torch import load_model as load_weights
 
-    from medst.train.components import build_model
+    from medst.model.building import build_model
 
     model = build_model(resolve_config(run / "config.yaml"), run / "text_model")
     load_weights(model, str(step3 / "model.safetensors"))

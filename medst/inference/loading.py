@@ -49,7 +49,7 @@ class ModelSource:
 
 
 def _latest_checkpoint(run: Path) -> Path | None:
-    from medst.train.checkpoint import find_latest
+    from medst.model.checkpoints import find_latest
 
     return find_latest(run)
 
@@ -189,8 +189,8 @@ def _load_checkpoint(src: ModelSource) -> tuple[MedST, Any, PreprocessSettings]:
     import yaml
     from safetensors.torch import load_file
 
+    from medst.model.building import build_model, load_tokenizer
     from medst.schemas.train import PretrainConfig
-    from medst.train.components import build_model, load_tokenizer
 
     folder = src.folder
     try:

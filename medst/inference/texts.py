@@ -32,7 +32,7 @@ def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dic
     Returns ``input_ids``, ``attention_mask``, ``word_ids``, each ``[len(texts), max_tokens]`` int64 (see
     `medst.batch.Batch` for the word id convention).
     """
-    from medst.shards.tokenize import encode_texts
+    from medst.model.tokenize import encode_texts
 
     arrays = encode_texts(tokenizer, list(texts), max_tokens)
     return {name: torch.from_numpy(value) for name, value in arrays.items()}

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from medst.batch import Batch
-
-from .tokenize import encode_texts
+from medst.model.tokenize import encode_texts
 
 
 @dataclass

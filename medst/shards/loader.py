@@ -36,12 +36,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from medst.batch import Batch
 from medst.errors import UserInputError
+from medst.model.tokenize import load_tokenizer
 from medst.schemas.shards import LoaderConfig, ShardIndexEntry
 
 from .collate import StudyItem, collate_windows
 from .index import list_entries
 from .members import BadImageError, ShardReadError, sample_meta
-from .tokenize import load_tokenizer
 from .transforms import image_pipeline
 from .windows import cut_windows, draw_offset
 

@@ -187,8 +187,8 @@ def find_batch_size(
 def auto_batch_size(config: PretrainConfig, text_path: Path | None, info: DistInfo) -> BatchSizeSearch:
     """``--batch-size auto`` for a run: search on a freshly built model (then freed), worst-case random batches of
     the run's window length, the run's precision; every rank searches its own device and all take the smallest."""
+    from medst.model.building import build_model, model_config_for
     from medst.model.dummy import random_batch
-    from medst.train.components import build_model, model_config_for
     from medst.train.validation import autocast_for
 
     model = build_model(config, text_path).to(info.device)

@@ -26,19 +26,12 @@ from torch import nn
 
 from medst.batch import Batch
 from medst.errors import UserInputError
+from medst.model.building import build_model, check_init_image, load_tokenizer, model_config_for
 from medst.outputs import check_output_dir, claim_output_dir
 from medst.schemas.train import PretrainConfig, config_differences, config_to_yaml, resolve_config
 from medst.shards.index import list_entries
 from medst.train import checkpoint as ckpt
-from medst.train.components import (
-    build_loaders,
-    build_model,
-    check_complete_shards,
-    check_init_image,
-    load_tokenizer,
-    model_config_for,
-    prepare_text_model,
-)
+from medst.train.components import build_loaders, check_complete_shards, prepare_text_model
 from medst.train.distributed import (
     DistInfo,
     all_reduce_mean,
