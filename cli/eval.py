@@ -24,7 +24,9 @@ def register(app: typer.Typer) -> None:
         data: Path | None = typer.Option(
             None, "--data", help="folder holding the benchmark files (e.g. synth's OUT/benchmarks or OUT)"
         ),
-        shards: Path | None = typer.Option(None, "--shards", help="built shards folder (retrieval)"),
+        shards: str | None = typer.Option(
+            None, "--shards", help="built shards folder (retrieval): a path or a URL (s3://, https://)"
+        ),
         out: Path = typer.Option(Path("eval_out"), "--out", "-o", help="results.json, results.md, plots/"),
         seeds: str | None = typer.Option(
             None, "--seeds", help="MS-CXR-T image shuffle seeds, e.g. 42,100,666 (the default)"

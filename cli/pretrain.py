@@ -34,8 +34,10 @@ def _batch_size_options(value: str | None) -> dict[str, object]:
 def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     def pretrain_command(
-        shards: Path | None = typer.Argument(
-            None, help="shard folder written by `medst shard` (resuming: the run's own by default)"
+        shards: str | None = typer.Argument(
+            None,
+            help="shard folder written by `medst shard`, a path or a URL such as s3://bucket/shards "
+            "(resuming: the run's own by default)",
         ),
         out: Path = typer.Option(..., "-o", "--out", help="run folder (config, checkpoints, logs, export)"),
         config: str | None = typer.Option(
@@ -174,7 +176,7 @@ def register(app: typer.Typer) -> None:
 
             typer.echo(config_to_yaml(cfg), nl=False)
             return
-        if not cfg.shards.is_dir():
+        if isinstance(cfg.shards, Path) and not cfg.shards.is_dir():
             raise typer.BadParameter(f"{cfg.shards} is not a folder")
         from medst.train.export import format_number
         from medst.train.loop import pretrain

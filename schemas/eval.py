@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medst.storage import OptionalLocation
+
 TaskName = Literal["mscxrt-image", "mscxrt-sentence", "rsna-zeroshot", "covidx-probe", "retrieval"]
 ALL_TASKS: tuple[TaskName, ...] = (
     "mscxrt-image",
@@ -42,7 +44,9 @@ class EvalConfig(BaseModel):
     covidx_dir: Path | None = Field(
         default=None, description="folder with train.txt, test.txt, train/, test/"
     )
-    shards: Path | None = Field(default=None, description="built shards folder, for retrieval")
+    shards: OptionalLocation = Field(
+        default=None, description="built shards folder (a path or a URL), for retrieval"
+    )
     retrieval_split: Literal["train", "validate", "test"] = "test"
     seeds: list[int] = Field(
         default_factory=lambda: [42, 100, 666], description="MS-CXR-T image shuffle seeds"

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medst.storage import Location
+
 DEFAULT_KEY_SALT = "medst-v1"
 
 
@@ -141,7 +143,7 @@ class LoaderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shards: Path
+    shards: Location
     split: str = "train"
     seq_len: int = Field(default=4, ge=1)
     stride: int | None = Field(

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medst.errors import UserInputError
+from medst.storage import Location
 
 Precision = Literal["auto", "bf16", "fp32"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -24,7 +25,10 @@ class PretrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # What and where.
-    shards: Path = Field(default=Path("shards"), description="folder written by `medst shard`")
+    shards: Location = Field(
+        default=Path("shards"),
+        description="folder written by `medst shard`: a path or a URL (s3://, https://)",
+    )
     out: Path = Field(default=Path("run"), description="run folder: config, checkpoints, logs, export")
     preset: str = Field(default="paper", description="name of the preset this config started from")
 

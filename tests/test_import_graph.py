@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"medst": REPO / "medst", "medst.cli": REPO / "cli", "medst.schemas": REPO / "schemas"}
 
 # Shared foundations: any stage may use them, and they use nothing but each other.
-BASE = {"_version", "errors", "batch", "executors", "progress", "outputs", "schemas"}
+BASE = {"_version", "errors", "batch", "executors", "progress", "outputs", "schemas", "storage"}
 # Each stage and what it may import besides BASE. The pipeline runs top to bottom; model and losses are used by
 # every stage that touches tensors. Inference and eval stand on model, never on train.
 ALLOWED: dict[str, set[str]] = {

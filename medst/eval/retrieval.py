@@ -7,7 +7,6 @@ a hit when its own study ranks in the top k, ties counted against it. Chance lev
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,13 +15,14 @@ import torch
 from medst.eval import metrics as M
 from medst.eval.output import TaskOutput
 from medst.schemas.eval import MetricResult, TaskSummary
+from medst.storage import Location
 
 TASK = "retrieval"
 KS: tuple[int, ...] = (1, 5, 10)
 
 
 def held_out_embeddings(
-    encoder: Any, shards: Path, split: str, progress: bool = False
+    encoder: Any, shards: Location, split: str, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(image embeddings ``[N, d]``, text embeddings ``[N, d]``, study keys) of each study of ``split`` once.
 

@@ -24,6 +24,7 @@ def load_encoder(run: Path, device: str | None = None) -> Any:
         raise UserInputError(f"model not found: {run} (pass a run folder or an exported model folder)")
     return load(run, device=device)
 
+
 def evaluate(config: EvalConfig, encoder: Any | None = None, skip_missing: bool = False) -> Results:
     """Run ``config.tasks`` and write ``results.json``, ``results.md`` and ``plots/`` under ``config.out``.
 
@@ -31,7 +32,9 @@ def evaluate(config: EvalConfig, encoder: Any | None = None, skip_missing: bool 
     input files are not found is skipped with a note instead of stopping everything (``--task all``).
     """
     start = time.perf_counter()
-    inputs, legacy = [config.run, config.shards, config.rsna_split], ("results.json",)
+    # A URL input is never under the output folder; only local paths are checked against it.
+    shards = config.shards if isinstance(config.shards, Path) else None
+    inputs, legacy = [config.run, shards, config.rsna_split], ("results.json",)
     roots = [config.data, config.mscxrt_dir, config.mimic_root, config.rsna_dir, config.covidx_dir]
     # Before the model loads: a folder that is not ours is refused at once; it is created once the model loaded.
     check_output_dir(config.out, "eval", inputs=inputs, roots=roots, legacy_markers=legacy)

@@ -101,7 +101,7 @@ def run_covidx_probe(config: EvalConfig, encoder: Any, extractor: FeatureExtract
 
 
 def run_retrieval(config: EvalConfig, encoder: Any, extractor: FeatureExtractor) -> TaskOutput:
-    if config.shards is None or not config.shards.is_dir():
+    if config.shards is None or (isinstance(config.shards, Path) and not config.shards.is_dir()):
         raise UserInputError(f"retrieval: shards folder not found: {config.shards} (pass --shards SHARDS)")
     img, txt, _keys = retrieval.held_out_embeddings(
         encoder, config.shards, config.retrieval_split, config.progress

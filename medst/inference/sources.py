@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medst.errors import ImageDecodeError, UserInputError
+from medst.storage import Location, RemotePath, to_location
 
 IMAGE_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ""})
 """Files a folder scan takes (DICOM files often have no suffix); anything else is counted as skipped."""
@@ -129,7 +130,7 @@ def _manifest(path: Path, image_root: Path | None, frontal_only: bool, split: st
     )
 
 
-def _shard_jobs(folder: Path, shards: list[tuple[str, int]], frontal_only: bool) -> Iterator[ImageJob]:
+def _shard_jobs(folder: Location, shards: list[tuple[str, int]], frontal_only: bool) -> Iterator[ImageJob]:
     """Every study of the complete shards ``(tar name, studies in its index entry)``, in index order; a shard that
     cannot be read to its end yields one error row after the studies read before the damage."""
     from webdataset.tariterators import group_by_keys
@@ -140,7 +141,7 @@ def _shard_jobs(folder: Path, shards: list[tuple[str, int]], frontal_only: bool)
         done = 0
         problem = ""
         try:
-            with open(folder / name, "rb") as fh:
+            with (folder / name).open("rb") as fh:
                 # The checked member reader: unsafe members refuse the shard, members are size-capped.
                 for sample in group_by_keys(safe_tar_files(fh, folder / name)):
                     for job in _sample_jobs(name, sample, frontal_only):
@@ -155,7 +156,7 @@ def _shard_jobs(folder: Path, shards: list[tuple[str, int]], frontal_only: bool)
                                f"{name}: read {done} of {expected} studies ({problem or 'the tar ends early'})")  # fmt: skip
 
 
-def _shard_error(folder: Path, name: str, reason: str, message: str) -> ImageJob:
+def _shard_error(folder: Location, name: str, reason: str, message: str) -> ImageJob:
     return ImageJob(id=name, path=str(folder / name), frontal=b"", error=ImageDecodeError(reason, message))
 
 
@@ -182,7 +183,7 @@ def _sample_jobs(name: str, sample: dict[str, object], frontal_only: bool) -> It
         )
 
 
-def _shards(folder: Path, frontal_only: bool, split: str | None) -> ImageSource:
+def _shards(folder: Location, frontal_only: bool, split: str | None) -> ImageSource:
     from itertools import chain
 
     from medst.shards.index import list_entries, missing_shards
@@ -206,7 +207,7 @@ def _shards(folder: Path, frontal_only: bool, split: str | None) -> ImageSource:
     return ImageSource("shards", jobs, sum(e.studies for e in entries) + len(broken), [])
 
 
-def shard_options(folder: Path) -> dict[str, object]:
+def shard_options(folder: Location) -> dict[str, object]:
     """The options a shard folder was written with (``summary.json``), or {}."""
     summary = folder / "summary.json"
     return dict(json.loads(summary.read_text()).get("options", {})) if summary.is_file() else {}
@@ -220,9 +221,14 @@ def image_source(
     A ``.parquet`` file is a build-sequences manifest (studies.parquet: one job per study with its lateral;
     images.parquet: one job per image); a folder with ``index/`` is a shard folder; a folder with
     ``studies.parquet`` is a build-sequences output; any other folder is scanned recursively for DICOM/JPG/PNG
-    files; a string with ``*``, ``?`` or ``[`` is a glob. Raises `UserInputError` when it matches nothing.
+    files; a string with ``*``, ``?`` or ``[`` is a glob; a URL (``s3://``, ``https://``) is a shard folder
+    (``file://`` URLs are local paths). Raises `UserInputError` when it matches nothing.
     """
-    p = Path(spec).expanduser()
+    location = to_location(spec)
+    if isinstance(location, RemotePath):
+        # A URL is read as a shard folder only: its plan names the tars, so nothing needs listing.
+        return _shards(location, frontal_only, split)
+    p = location.expanduser()
     if p.is_file() and p.suffix == ".parquet":
         return _manifest(p, image_root, frontal_only, split)
     if p.is_dir():

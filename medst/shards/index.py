@@ -5,7 +5,8 @@ summary and its plot.
 options. An index entry is written (atomically) only after its tar has been renamed into place, so "the plan names
 it, the entry exists, records the plan's input and options, and its tar has the recorded size" is the definition
 of a complete shard, for the writer's resume and for every reader. Readers never glob tars: a shard folder is what
-its plan and index say.
+its plan and index say. That is also what lets readers take a URL (`medst.storage.Location`): an object store or
+a plain HTTP server needs no listing, only the plan's names.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from medst.errors import UserInputError
 from medst.schemas.shards import ShardIndexEntry, ShardPlan, ShardSummary
+from medst.storage import Location, RemotePath
 
 INDEX_DIR = "index"
 PLAN_FILE = "plan.json"
@@ -45,10 +47,10 @@ def write_entry(out: Path, entry: ShardIndexEntry) -> None:
     atomic_write_bytes(entry_path(out, Path(entry.shard).stem), data)
 
 
-def read_entry(out: Path, name: str, plan: ShardPlan | None = None) -> ShardIndexEntry | None:
+def read_entry(out: Location, name: str, plan: ShardPlan | None = None) -> ShardIndexEntry | None:
     """The index entry of shard `name` when the shard is complete (entry present, tar of the recorded size) and,
     when `plan` is given, built from the plan's input with the plan's options."""
-    path = entry_path(out, name)
+    path = out / INDEX_DIR / f"{name}.json"
     if not path.is_file():
         return None
     try:
@@ -70,11 +72,15 @@ def write_plan(out: Path, plan: ShardPlan) -> None:
     atomic_write_bytes(out / PLAN_FILE, data)
 
 
-def read_plan(shards: Path) -> ShardPlan:
+def read_plan(shards: Location) -> ShardPlan:
     """The dataset plan of a shard folder; `UserInputError` when there is none (not a `medst shard` folder, or
     one written before plans existed)."""
     path = shards / PLAN_FILE
     if not path.is_file():
+        if isinstance(shards, RemotePath):
+            raise UserInputError(
+                f"{shards} is not a shard folder (no {PLAN_FILE} at {path}); check the URL, or run `medst shard`"
+            )
         if (shards / INDEX_DIR).is_dir():
             raise UserInputError(
                 f"{shards} has no {PLAN_FILE} (written by an older medst, or not by `medst shard`); "
@@ -91,7 +97,7 @@ def read_plan(shards: Path) -> ShardPlan:
         ) from err
 
 
-def list_entries(shards: Path, split: str | None = None) -> list[ShardIndexEntry]:
+def list_entries(shards: Location, split: str | None = None) -> list[ShardIndexEntry]:
     """Every complete shard of the folder's plan (optionally of one split), in plan order."""
     plan = read_plan(shards)
     entries = []
@@ -104,7 +110,7 @@ def list_entries(shards: Path, split: str | None = None) -> list[ShardIndexEntry
     return entries
 
 
-def missing_shards(shards: Path, split: str | None = None) -> list[str]:
+def missing_shards(shards: Location, split: str | None = None) -> list[str]:
     """Shards the plan names (optionally of one split) that are not complete: parts not built (yet), or
     damaged."""
     plan = read_plan(shards)

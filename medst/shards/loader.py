@@ -38,6 +38,7 @@ from medst.batch import Batch
 from medst.errors import UserInputError
 from medst.model.tokenize import load_tokenizer
 from medst.schemas.shards import LoaderConfig, ShardIndexEntry
+from medst.storage import Location
 
 from .collate import StudyItem, collate_windows
 from .index import list_entries
@@ -53,7 +54,7 @@ Window = tuple[int, int, int]
 class Segment:
     """One pass over one shard inside a rank's epoch: the shard and its windows, each with its (batch, slot)."""
 
-    shard: Path
+    shard: Location
     windows: list[tuple[Window, int, int]]
 
 
@@ -137,7 +138,7 @@ def batch_sizes(
 
 def rank_segments(
     entries: list[ShardIndexEntry],
-    shards: Path,
+    shards: Location,
     config: LoaderConfig,
     epoch: int,
     rank: int,
@@ -184,7 +185,7 @@ def rank_segments(
 
 
 def _read_samples(
-    path: Path, wanted: set[int], skip_bad: bool
+    path: Location, wanted: set[int], skip_bad: bool
 ) -> tuple[dict[int, dict[str, bytes]], dict[int, str]]:
     """Stream one tar (WebDataset layout) through the checked member reader and keep the members of the samples
     at positions `wanted`; returns them and, with `skip_bad`, one line per wanted sample that could not be read
@@ -196,7 +197,7 @@ def _read_samples(
     out: dict[int, dict[str, bytes]] = {}
     last = max(wanted)
     problem = ""
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:  # a URL streams (with retries) through `medst.storage`
         # Checked reader: a link, device or escaping name refuses the shard instead of being skipped silently.
         files = safe_tar_files(fh, path)
         try:

@@ -19,12 +19,13 @@ import tarfile
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import IO, Any
 
 import numpy as np
 
 from medst.errors import UserInputError
+from medst.storage import Location
 
 MAX_IMAGE_BYTES = 64 << 20
 """Largest image member read (bytes); a 8192-pixel PNG that `medst shard` writes is far below it."""
@@ -38,7 +39,7 @@ TEXT_SUFFIXES = (".json", ".txt", ".cls")
 class ShardReadError(UserInputError):
     """A shard that cannot be read to its end, or a member that is not what `medst shard` writes."""
 
-    def __init__(self, shard: Path | str, member: str, problem: str) -> None:
+    def __init__(self, shard: Location | str, member: str, problem: str) -> None:
         super().__init__(
             f"{shard}: member {member!r}: {problem}; rebuild this shard with `medst shard --force`"
         )
@@ -64,7 +65,7 @@ class UnsafeShardError(UserInputError):
     """A shard tar holding a member that `medst shard` never writes (escaping name, link, device)."""
 
 
-def check_member(member: tarfile.TarInfo, shard: Path) -> None:
+def check_member(member: tarfile.TarInfo, shard: Location) -> None:
     """Raise `UnsafeShardError` unless `member` is a regular file with a relative name without ``..``."""
     name = member.name
     parts = PurePosixPath(name).parts
@@ -75,12 +76,12 @@ def check_member(member: tarfile.TarInfo, shard: Path) -> None:
         raise UnsafeShardError(f"{shard}: member name {name!r} leaves the shard; refusing it")
 
 
-def check_members(members: Iterable[tarfile.TarInfo], shard: Path) -> None:
+def check_members(members: Iterable[tarfile.TarInfo], shard: Location) -> None:
     for member in members:
         check_member(member, shard)
 
 
-def read_members(fileobj: IO[bytes], shard: Path) -> Iterator[tuple[str, bytes]]:
+def read_members(fileobj: IO[bytes], shard: Location) -> Iterator[tuple[str, bytes]]:
     """Stream ``(name, bytes)`` of every member of a shard tar, in tar order.
 
     Each member is checked (`check_member`) and size-capped (`member_cap`) before its data is read. Raises
@@ -117,7 +118,7 @@ def read_members(fileobj: IO[bytes], shard: Path) -> Iterator[tuple[str, bytes]]
         ) from err
 
 
-def safe_tar_files(fileobj: IO[bytes], shard: Path) -> Iterator[dict[str, Any]]:
+def safe_tar_files(fileobj: IO[bytes], shard: Location) -> Iterator[dict[str, Any]]:
     """Stream ``{"fname", "data", "__url__"}`` dicts (webdataset's layout) of a tar through `read_members`."""
     for name, data in read_members(fileobj, shard):
         yield {"fname": name, "data": data, "__url__": str(shard)}
@@ -149,7 +150,7 @@ def decode_image(data: bytes) -> np.ndarray:
     return img
 
 
-def sample_meta(sample: dict[str, Any], shard: Path) -> dict[str, Any]:
+def sample_meta(sample: dict[str, Any], shard: Location) -> dict[str, Any]:
     """The ``json`` member of a grouped sample (webdataset layout), parsed; `ShardReadError` when it is missing
     or not a timeline."""
     name = f"{sample.get('__key__')}.json"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from medst.errors import UserInputError
 from medst.schemas.train import PretrainConfig
+from medst.storage import Location
 from medst.train.distributed import DistInfo, barrier
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from medst.shards.loader import TimelineLoader
 
 
-def shard_files(shards: Path, split: str) -> list[Path]:
+def shard_files(shards: Location, split: str) -> list[Location]:
     """The complete tar shards of ``split`` that the folder's plan names, in plan order (never a glob)."""
     from medst.shards.index import list_entries
 
@@ -36,14 +37,14 @@ def check_complete_shards(config: PretrainConfig) -> None:
         )
 
 
-def training_texts(shards: Path, split: str = "train") -> list[str]:
+def training_texts(shards: Location, split: str = "train") -> list[str]:
     """Every study's report text of ``split``, read from the ``json`` members of the shards (through the checked
     member reader), in plan order."""
     from medst.shards.members import read_members
 
     texts: list[str] = []
     for tar_path in shard_files(shards, split):
-        with open(tar_path, "rb") as fh:
+        with tar_path.open("rb") as fh:
             for name, data in read_members(fh, tar_path):
                 if name.endswith(".json"):
                     sample = json.loads(data)

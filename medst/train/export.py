@@ -11,12 +11,13 @@ from torch import nn
 
 from medst._version import __version__
 from medst.schemas.train import PretrainConfig
+from medst.storage import Location
 
 if TYPE_CHECKING:
     from medst.train.loop import RunSummary
 
 
-def _data_summary(shards: Path) -> dict[str, Any]:
+def _data_summary(shards: Location) -> dict[str, Any]:
     summary = shards / "summary.json"
     if not summary.is_file():
         return {}

@@ -1,0 +1,79 @@
+"""Real servers on loopback for the object-storage tests: a plain HTTP server over a folder (with paths that fail
+the way networks do), and an S3-compatible server (moto) when it is installed."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves a folder. Under ``/flaky/`` the first GET of every tar answers 503; under ``/cut/`` the first GET of
+    every tar sends half its bytes and drops the connection. Every later request is served normally."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _mode(self) -> str:
+        for mode in ("flaky", "cut"):
+            if self.path.startswith(f"/{mode}/"):
+                self.path = self.path[len(mode) + 1 :]
+                return mode
+        return ""
+
+    def do_HEAD(self) -> None:
+        self._mode()
+        super().do_HEAD()
+
+    def do_GET(self) -> None:
+        mode = self._mode()
+        failed: set[str] = self.server.failed  # type: ignore[attr-defined]
+        key = f"{mode}:{self.path}"
+        if mode and self.path.endswith(".tar") and key not in failed:
+            failed.add(key)
+            if mode == "flaky":
+                self.send_error(503, "busy, try again")
+                return
+            data = Path(self.translate_path(self.path)).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@contextmanager
+def http_server(root: Path) -> Iterator[str]:
+    """Serve ``root`` on 127.0.0.1; yields the base URL (``http://127.0.0.1:PORT``)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    server.failed = set()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """An S3-compatible server (moto) on 127.0.0.1; yields its endpoint URL. Import errors propagate (callers
+    skip on them)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
