@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "bench_shard": [],
     "bench_engines": [],
     "bench_loader": [],
+    "bench_storage": [],
     "bench_trainer": [],
     "bench_embed": [],
 }

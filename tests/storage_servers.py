@@ -68,8 +68,11 @@ def http_server(root: Path) -> Iterator[str]:
 def s3_server() -> Iterator[str]:
     """An S3-compatible server (moto) on 127.0.0.1; yields its endpoint URL. Import errors propagate (callers
     skip on them)."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
