@@ -13,7 +13,9 @@ def register(app: typer.Typer) -> None:
         seq: Path = typer.Argument(
             ..., help="build-sequences output folder (studies.parquet, build_report.json)"
         ),
-        out: Path = typer.Option(..., "-o", "--out", help="output folder for the shards"),
+        out: str = typer.Option(
+            ..., "-o", "--out", help="output folder for the shards, or an object store URL (s3://bucket/shards)"
+        ),
         image_size: int = typer.Option(512, "--image-size", help="longest side of stored images (pixels)"),
         preset: str = typer.Option("mimic-jpg", "--preset", help="DICOM intensity preset: mimic-jpg or voi"),
         fmt: str = typer.Option("jpg", "--format", help="stored image format: jpg or png"),

@@ -141,6 +141,16 @@ class RemotePath:
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
 
+    def write_bytes(self, data: bytes) -> None:
+        """Store ``data`` as this object (one PUT: readers see the old object or the new one, never a part)."""
+        fs, path = self._fs()
+        _retrying(self.url, lambda: fs.pipe_file(path, data), "write")
+
+    def upload(self, local: Path) -> None:
+        """Store the local file ``local`` as this object (object stores make it visible only once complete)."""
+        fs, path = self._fs()
+        _retrying(self.url, lambda: fs.put_file(str(local), path), "write")
+
     def open(self, mode: str = "rb") -> IO[bytes]:
         """A forward-only byte stream of the object that survives transient failures (see the module doc)."""
         if mode != "rb":
@@ -151,10 +161,11 @@ class RemotePath:
         fs, path = self._fs()
         # HTTP: a plain stream (block_size=0) needs no range support from the server; the offset of a resumed
         # stream is skipped by reading. Object stores serve ranges, so they seek.
-        kwargs: dict[str, Any] = {"block_size": 0} if self.scheme in ("http", "https") else {}
+        streaming = self.scheme in ("http", "https")
+        kwargs: dict[str, Any] = {"block_size": 0} if streaming else {}
         handle: IO[bytes] = fs.open(path, "rb", **kwargs)
         if offset:
-            if handle.seekable():
+            if not streaming:  # an HTTP stream file claims to seek but cannot
                 handle.seek(offset)
             else:
                 left = offset
@@ -221,7 +232,7 @@ def _missing(err: BaseException) -> bool:
     )
 
 
-def _retrying(url: str, call: Callable[[], T]) -> T:
+def _retrying(url: str, call: Callable[[], T], verb: str = "read") -> T:
     """``call()`` with `RETRIES` retries of transient failures; every failure ends as one `UserInputError`
     line naming ``url``."""
     pause = RETRY_PAUSE_S
@@ -239,7 +250,7 @@ def _retrying(url: str, call: Callable[[], T]) -> T:
             )
             if _permanent(cause) or attempt == RETRIES:
                 tries = "" if _permanent(cause) else f" (after {RETRIES + 1} tries)"
-                raise UserInputError(f"{url}: cannot read{tries}: {_describe(cause)}") from None
+                raise UserInputError(f"{url}: cannot {verb}{tries}: {_describe(cause)}") from None
             time.sleep(pause)
             pause *= 2
     raise AssertionError("unreachable")

@@ -18,7 +18,15 @@ class ShardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seq: Path = Field(description="build-sequences output folder (studies.parquet + build_report.json)")
-    out: Path = Field(description="output folder for shards, index/, summary.json, rejects.parquet")
+    out: Location = Field(
+        description="output folder for shards, index/, summary.json, rejects.parquet: a path, or an object "
+        "store URL (s3://...) that a local staging folder is uploaded to"
+    )
+    staging: Path | None = Field(
+        default=None,
+        description="with a URL `out`: the local folder the shards are built in before the upload (kept, so a "
+        "re-run resumes); default: a folder named after the URL under the system's temporary folder",
+    )
     image_root: Path | None = Field(
         default=None,
         description="folder that frontal_path/lateral_path are relative to; default from build_report.json",

@@ -202,3 +202,39 @@ def test_s3_reads_the_same_plan_texts_and_batches(shards: Path, s3_shards: str, 
     assert _same_batches(_batches(url, text_model), _batches(shards, text_model))
     with pytest.raises(UserInputError, match="s3://medst-shards/nowhere is not a shard folder"):
         list_entries(RemotePath("s3://medst-shards/nowhere"))
+
+
+def test_shard_writes_to_s3_the_same_bytes_and_resends_only_what_is_missing(
+    shards: Path, s3_shards: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from medst.shards.publish import publish
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the default staging folder lives under it
+    dest = "s3://medst-shards/built"
+    result = CliRunner().invoke(
+        app,
+        ["shard", str(shards.parent / "seq"), "-o", dest, "--image-size", "128", "--samples-per-shard", "4",
+         "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    remote = to_location(dest)
+    assert isinstance(remote, RemotePath)
+    # Same shards, same bytes (each entry records its tar's size and sha256), readable as a shard folder.
+    assert list_entries(remote) == list_entries(shards)
+    assert (remote / "summary.json").is_file()
+    staging = next((tmp_path / "medst-staging").iterdir())
+    # A re-run sends nothing already on the store; a shard whose entry is gone is sent again, tar first.
+    assert publish(staging, remote, [e.shard[:-4] for e in list_entries(shards)]) == 0
+    first = list_entries(shards)[0].shard[:-4]
+    import fsspec
+
+    fsspec.filesystem("s3").rm(f"medst-shards/built/index/{first}.json")
+    assert publish(staging, remote, [first]) == 1 and list_entries(remote) == list_entries(shards)
+
+
+def test_shard_refuses_an_http_output_in_one_line(shards: Path, base_url: str) -> None:
+    proc = medst("shard", shards.parent / "seq", "-o", f"{base_url}/out", "--image-size", "128")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "URLs are read-only" in lines[0], proc.stderr

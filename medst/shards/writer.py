@@ -29,6 +29,7 @@ from medst.executors import EngineChoice, run_jobs
 from medst.outputs import claim_output_dir
 from medst.schemas.records import RejectRecord
 from medst.schemas.shards import ShardConfig, ShardIndexEntry, ShardPlan, ShardSummary
+from medst.storage import RemotePath
 
 from . import index as shard_index
 from .assign import PatientWork, ShardJob, assign_shards, pseudonym, select_part
@@ -322,6 +323,10 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     """
     from medst.progress import progress as show_progress
 
+    if isinstance(config.out, RemotePath):
+        from .publish import write_shards_to_url
+
+        return write_shards_to_url(config, progress)
     rows, image_root = _load_studies(config)
     if not rows:
         raise UserInputError(f"{config.seq / 'studies.parquet'} holds no study; nothing to shard")
