@@ -134,6 +134,20 @@ class RemotePath:
             raise UserInputError(f"{self.url}: no such object")
         return RemoteStat(int(info["size"]))
 
+    def read_bytes_if_exists(self) -> bytes | None:
+        """The object's bytes, or None when there is no such object (one request instead of a check and a read)."""
+        fs, path = self._fs()
+
+        def call() -> bytes | None:
+            try:
+                return bytes(fs.cat_file(path))
+            except Exception as err:  # only a missing object is an answer; anything else is retried
+                if _missing(err):
+                    return None
+                raise
+
+        return _retrying(self.url, call)
+
     def read_bytes(self) -> bytes:
         fs, path = self._fs()
         return _retrying(self.url, lambda: bytes(fs.cat_file(path)))
@@ -241,7 +255,7 @@ def _retrying(url: str, call: Callable[[], T], verb: str = "read") -> T:
             return call()
         except UserInputError:
             raise
-        except Exception as err:
+        except Exception as err:  # network stacks raise many kinds; each is reported or retried
             if _missing(err):
                 raise UserInputError(f"{url}: no such object") from None
             # fsspec's HTTP `info` calls an unreachable server "not found": report the connection failure.

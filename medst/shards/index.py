@@ -51,10 +51,15 @@ def read_entry(out: Location, name: str, plan: ShardPlan | None = None) -> Shard
     """The index entry of shard `name` when the shard is complete (entry present, tar of the recorded size) and,
     when `plan` is given, built from the plan's input with the plan's options."""
     path = out / INDEX_DIR / f"{name}.json"
-    if not path.is_file():
+    if isinstance(path, RemotePath):
+        # Over a network every request counts: one GET for the entry, one HEAD for the tar.
+        data = path.read_bytes_if_exists()
+    else:
+        data = path.read_bytes() if path.is_file() else None
+    if data is None:
         return None
     try:
-        entry = ShardIndexEntry.model_validate_json(path.read_bytes())
+        entry = ShardIndexEntry.model_validate_json(data)
     except ValueError:
         return None
     if plan is not None and (
@@ -62,6 +67,9 @@ def read_entry(out: Location, name: str, plan: ShardPlan | None = None) -> Shard
     ):
         return None
     tar = out / entry.shard
+    if isinstance(tar, RemotePath):
+        info = tar.info()
+        return entry if info is not None and info.get("size") == entry.bytes else None
     if not tar.is_file() or tar.stat().st_size != entry.bytes:
         return None
     return entry
