@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from medst.errors import UserInputError
@@ -30,11 +31,10 @@ def default_staging(dest: RemotePath) -> Path:
     return Path(tempfile.gettempdir()) / "medst-staging" / digest
 
 
-def write_shards_to_url(config: ShardConfig, progress: bool = True) -> ShardSummary:
-    """`write_shards` for a URL `config.out`: build in the staging folder, then `publish` (also when the build
-    stops on the --min-kept check, which it does after writing everything; that error is raised afterwards)."""
-    from .writer import write_shards
-
+def write_shards_to_url(config: ShardConfig, build: Callable[[ShardConfig], ShardSummary]) -> ShardSummary:
+    """`write_shards` for a URL `config.out`: ``build`` (the local writer) into the staging folder, then
+    `publish` (also when the build stops on the --min-kept check, which it does after writing everything; that
+    error is raised afterwards)."""
     dest = config.out
     assert isinstance(dest, RemotePath)
     if dest.scheme in ("http", "https"):
@@ -44,7 +44,7 @@ def write_shards_to_url(config: ShardConfig, progress: bool = True) -> ShardSumm
     staging = config.staging or default_staging(dest)
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        summary = write_shards(config.model_copy(update={"out": staging}), progress)
+        summary = build(config.model_copy(update={"out": staging}))
         failure: UserInputError | None = None
     except UserInputError as err:
         if not (staging / PLAN_FILE).is_file():

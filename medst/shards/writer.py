@@ -14,6 +14,7 @@ input is refused (or, with ``force``, replaced), and shard files of the folder t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -326,7 +327,7 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     if isinstance(config.out, RemotePath):
         from .publish import write_shards_to_url
 
-        return write_shards_to_url(config, progress)
+        return write_shards_to_url(config, functools.partial(write_shards, progress=progress))
     rows, image_root = _load_studies(config)
     if not rows:
         raise UserInputError(f"{config.seq / 'studies.parquet'} holds no study; nothing to shard")
