@@ -151,6 +151,18 @@ def test_pretrain_streamed_over_http_ends_with_the_same_weights_as_from_disk(
     assert result.exit_code == 0, result.output
     assert weights_digest(load_model(tmp_path / "url" / "export")) == local.weights_sha256
 
+    # Retrieval (`medst eval --task retrieval --shards URL`) embeds the same held-out studies from the URL.
+    import numpy as np
+
+    from medst.eval.retrieval import held_out_embeddings
+    from medst.eval.run import load_encoder
+
+    encoder = load_encoder(tmp_path / "url", "cpu")
+    streamed = held_out_embeddings(encoder, to_location(f"{base_url}/{shards.name}"), "validate")
+    on_disk = held_out_embeddings(encoder, shards, "validate")
+    assert streamed[2] == on_disk[2] and np.array_equal(streamed[0], on_disk[0])
+    assert np.array_equal(streamed[1], on_disk[1])
+
 
 def test_missing_shards_or_server_are_one_line_and_exit_2(
     shards: Path, base_url: str, tmp_path: Path
