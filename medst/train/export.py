@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from medst._version import __version__
+from medst.errors import UserInputError
 from medst.schemas.train import PretrainConfig
 from medst.storage import Location
 
@@ -19,9 +20,12 @@ if TYPE_CHECKING:
 
 def _data_summary(shards: Location) -> dict[str, Any]:
     summary = shards / "summary.json"
-    if not summary.is_file():
-        return {}
-    data = json.loads(summary.read_text())
+    try:
+        if not summary.is_file():
+            return {}
+        data = json.loads(summary.read_text())
+    except UserInputError:
+        return {}  # a store that stopped answering after training must not cost the export; the card says so
     return {"splits": data.get("splits", {}), "options": data.get("options", {})}
 
 
