@@ -109,3 +109,33 @@ def test_overlapped_parsing_matches_the_plain_path(
     assert serial.get_column("report_item").to_list() == rels
     with pytest.raises(RuntimeError):
         parsing.result()
+
+
+def _clean_text_reference(text: str) -> tuple[str, int]:
+    """`reports.clean_text` as it was: one ``\\w+`` regex per sentence."""
+    out, n = [], 0
+    text = text.replace("\n", " ").lower()
+    for point in reports._NUMBERED.split(text):
+        for sentence in point.split("."):
+            tokens = reports._WORD.findall(sentence)
+            if len(tokens) <= 1:
+                continue
+            tokens = [t for t in (tok.encode("ascii", "ignore").decode("ascii") for tok in tokens) if t]
+            if tokens:
+                out.append(" ".join(tokens))
+                n += len(tokens)
+    return " ".join(out), n
+
+
+def test_ascii_cleaning_matches_the_regex_tokens(synth_archive: Path) -> None:
+    folder, rels = _synth_report_files(synth_archive)
+    texts = [
+        "1. Abc 2.5 cm x_y. 3.a b. c",
+        "  . . a. b c. 10.d e f\n\tg-h (i) j+k, l/m",
+        "a__b c-d e+f g\r\nh\x0ci  j",
+        "café au lait. b c",
+        "Tokens: ONE two; THREE",
+    ]
+    texts += [(folder / r).read_text(encoding="utf-8") for r in rels]
+    for text in texts:
+        assert reports.clean_text(text) == _clean_text_reference(text), text

@@ -182,19 +182,40 @@ def clean_text(text: str) -> tuple[str, int]:
     out: list[str] = []
     n = 0
     text = text.replace("\n", " ").lower()
-    ascii_only = text.isascii()  # the common case: tokens need no ASCII filtering
+    if text.isascii():  # the common case: tokens need no ASCII filtering
+        return _clean_ascii(text.encode("ascii"))
     for point in _NUMBERED.split(text):
         for sentence in point.split("."):
             tokens = _WORD.findall(sentence)
             if len(tokens) <= 1:
                 continue
-            if not ascii_only:
-                tokens = [t for t in (tok.encode("ascii", "ignore").decode("ascii") for tok in tokens) if t]
-                if not tokens:
-                    continue
+            tokens = [t for t in (tok.encode("ascii", "ignore").decode("ascii") for tok in tokens) if t]
+            if not tokens:
+                continue
             out.append(" ".join(tokens))
             n += len(tokens)
     return " ".join(out), n
+
+
+# For ASCII text ``\w`` is [0-9A-Za-z_]: with every other byte but '.' made a space, ``bytes.split()`` gives the
+# ``\w+`` tokens of a sentence at half the cost of a regex per sentence (most reports are ASCII).
+_WORD_BYTES = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.")
+_ASCII_TOKENS = bytes(c if c in _WORD_BYTES else 32 for c in range(256))
+_NUMBERED_BYTES = re.compile(rb"[0-9]+\.")
+
+
+def _clean_ascii(data: bytes) -> tuple[str, int]:
+    """`clean_text` of lower-cased ASCII text, as bytes."""
+    out: list[bytes] = []
+    n = 0
+    for point in _NUMBERED_BYTES.split(data.translate(_ASCII_TOKENS)):
+        for sentence in point.split(b"."):
+            tokens = sentence.split()
+            if len(tokens) <= 1:
+                continue
+            out.append(b" ".join(tokens))
+            n += len(tokens)
+    return b" ".join(out).decode("ascii"), n
 
 
 def parse_report(raw: str | None, min_tokens: int = 3) -> ParsedReport:
