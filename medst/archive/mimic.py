@@ -159,7 +159,9 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
 
     unrecognised = 0
     if listed_parts:
-        listed = pl.concat(listed_parts, how="diagonal").unique("dicom_id", keep="first", maintain_order=True)
+        # First row per dicom_id, in order (what unique(keep="first", maintain_order=True) gives, at a fraction
+        # of its cost on 750k rows).
+        listed = pl.concat(listed_parts, how="diagonal").filter(pl.col("dicom_id").is_first_distinct())
         derived = (
             pl.lit("files/p")
             + pl.col("subject_id").str.slice(0, 2)
@@ -315,7 +317,7 @@ def read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
             chex.with_columns(int_id("study_id"))
             .filter(pl.col("study_id").is_not_null())
             .select("study_id", *[pl.col(f).cast(pl.Float64, strict=False) for f in present])
-            .unique("study_id", keep="first", maintain_order=True)
+            .filter(pl.col("study_id").is_first_distinct())
         )
     splits = None
     split_p = find_table(root, SPLIT)
