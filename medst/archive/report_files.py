@@ -174,7 +174,9 @@ class ReportParsing:
     def __init__(
         self, root: Path, rel_paths: list[str], min_tokens: int = 3, workers: int = 1, progress: bool = False
     ) -> None:
-        from medst.executors import run_jobs
+        import threading
+
+        from medst.executors import current_engine, run_jobs
 
         self._rels = [r for r in rel_paths if _REPORT_NAME.match(r.rsplit("/", 1)[-1])]
         n = len(self._rels)
@@ -183,31 +185,46 @@ class ReportParsing:
         self._results: list[list[tuple[str | None, str, int, bool, bool, str | None]]] | None
         self._results = [[] for _ in pieces]
         self._progress = progress
-        # run_jobs submits every piece when first advanced; the workers then run while this process does
-        # other work, and `result` drains the rest.
-        self._jobs = run_jobs(
-            _read_parse_chunk, pieces, workers=workers, start_method=None, describe=lambda _piece: "reports"
-        )
         self._done = 0
-        for i, rows in self._jobs:
+        self._error: BaseException | None = None
+
+        def keep(i: int, rows: list[tuple[str | None, str, int, bool, bool, str | None]]) -> None:
+            assert self._results is not None
             self._results[i] = rows
             self._done += len(rows)
-            break
+
+        # The job runner blocks until every piece is parsed, so it runs on a thread of its own: this process goes
+        # on with its tables while the workers parse, and `result` waits. A thread does not inherit the engine
+        # the command set (`use_engine`), so it is handed over here.
+        engine = current_engine()
+
+        def run() -> None:
+            try:
+                run_jobs(_read_parse_chunk, pieces, workers, keep, names=[f"report chunk {i}" for i in range(len(pieces))],
+                         engine=engine)  # fmt: skip
+            except BaseException as err:  # re-raised by `result`, in the caller's thread
+                self._error = err
+
+        self._thread = threading.Thread(target=run, name="medst-report-parsing", daemon=True)
+        self._thread.start()
 
     def result(self) -> pl.DataFrame:
         """The parsed frame (blocks until every piece is done). Call it once: it lets go of the rows."""
-        from tqdm import tqdm
+        from medst.progress import progress as show_progress
 
         if self._results is None:
             raise RuntimeError("ReportParsing.result() was already called")
-
         n = len(self._rels)
-        with tqdm(
-            total=n, initial=self._done, disable=not self._progress, desc="reports", unit="report"
+        with show_progress(
+            total=n, initial=self._done, enabled=self._progress, desc="reports", unit="report"
         ) as bar:
-            for i, rows in self._jobs:
-                self._results[i] = rows
-                bar.update(len(rows))
+            shown = self._done
+            while self._thread.is_alive():
+                self._thread.join(timeout=0.5)
+                bar.update(self._done - shown)
+                shown = self._done
+        if self._error is not None:
+            raise self._error
         parsed = pl.DataFrame([row for rows in self._results for row in rows], schema=_PARSED, orient="row")
         # The build keeps this object (in SourceData) to its end: let go of the rows, a few hundred MB as Python
         # objects at MIMIC size.
