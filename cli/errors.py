@@ -83,7 +83,8 @@ def user_message(exc: BaseException, group: Any, argv: list[str]) -> str | None:
     if isinstance(exc, typer.TyperException):  # typer's (vendored click) usage and parameter errors
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and exc.exit_code == 2 else ""
-        return _one_line(exc.format_message()) + hint
+        # click words a bad choice as "Value error, 'x' is not one of ..."; the prefix says nothing to a user.
+        return _one_line(exc.format_message()).replace("Value error, ", "") + hint
     if isinstance(exc, yaml.YAMLError):
         mark = getattr(exc, "problem_mark", None)
         where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
