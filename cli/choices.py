@@ -11,10 +11,11 @@ from enum import Enum
 from typing import Any, get_args
 
 
-def choice_enum(name: str, literal: Any) -> type[Enum]:
+def choice_enum(name: str, literal: Any, extra: tuple[str, ...] = ()) -> type[Enum]:
     """A ``str`` Enum whose members are the values of ``literal`` (a ``typing.Literal``, or a Literal inside
-    ``X | None`` or ``list[X]``), for a Typer option: Typer lists its values in ``--help`` and completes them."""
-    values = _literal_values(literal)
+    ``X | None`` or ``list[X]``) and then ``extra`` (choices only the command line has, such as ``all``), for a
+    Typer option: Typer lists its values in ``--help`` and completes them."""
+    values = _literal_values(literal) + [v for v in extra if v not in _literal_values(literal)]
     if not values:
         raise TypeError(f"{literal!r} holds no Literal values")
     members = [(v.replace("-", "_"), v) for v in values]
