@@ -65,7 +65,9 @@ def _validation_line(err: Any, options: dict[str, str]) -> str:
     return f"{where}{shown}: {msg}{extra}"
 
 
-_BAD_CHOICE = re.compile(r"^Invalid value for '[^']+'(?: / '[^']+')*: (?:Value error, )?('.*') is not one of (.+?)\.?$")
+_BAD_CHOICE = re.compile(
+    r"^Invalid value for '[^']+'(?: / '[^']+')*: (?:Value error, )?('.*') is not one of (.+?)\.?$"
+)
 
 
 def _choice_line(exc: Any) -> str | None:

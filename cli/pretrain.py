@@ -79,7 +79,9 @@ def register(app: typer.Typer) -> None:
             "that would change its recipe are refused",
         ),
         compat: CompatChoice | None = typer.Option(  # type: ignore[valid-type]
-            None, "--compat", help="loss arithmetic as the authors' code (reference) or corrected [default: clean]"
+            None,
+            "--compat",
+            help="loss arithmetic as the authors' code (reference) or corrected [default: clean]",
         ),
         lambda1: float | None = typer.Option(None, "--lambda1", help="weight of the local loss"),
         lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),

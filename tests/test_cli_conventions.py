@@ -153,7 +153,9 @@ def test_show_completion_prints_a_script_and_the_shell_completes_choices() -> No
 
 
 def _config(*args: str) -> dict[str, Any]:
-    result = CliRunner().invoke(app, ["pretrain", "shards", "-o", "run", "--config", "demo", "--print-config", *args])
+    result = CliRunner().invoke(
+        app, ["pretrain", "shards", "-o", "run", "--config", "demo", "--print-config", *args]
+    )
     assert result.exit_code == 0, result.output
     return dict(yaml.safe_load(result.output))
 
