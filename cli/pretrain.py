@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
         config: str | None = typer.Option(
             None,
             "--config",
+            metavar="<preset|file>",
             help=f"preset name ({' | '.join(sorted(PRESETS))}) or a YAML file [default: paper; resuming: the "
             "run's config.yaml]",
             autocompletion=_complete_config,
@@ -55,6 +56,7 @@ def register(app: typer.Typer) -> None:
         batch_size: str | None = typer.Option(
             None,
             "--batch-size",
+            metavar="<int|auto>",
             help="windows per batch per process, or 'auto': the largest that fits in --memory-share of the "
             "device's memory (found once, recorded in RUN/config.yaml)",
         ),
@@ -75,6 +77,7 @@ def register(app: typer.Typer) -> None:
         resume: str | None = typer.Option(
             None,
             "--resume",
+            metavar="<latest|folder>",
             help="latest | a checkpoint folder; without --config the run's stored config is used, and options "
             "that would change its recipe are refused",
         ),
