@@ -9,11 +9,12 @@ DEMO_OUT ?= demo_out
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# A CPU build of torch when none is importable; an existing (e.g. CUDA) build is kept.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# Pinned versions (constraints.txt): the same libraries make the same bytes on every machine.
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 demo: install

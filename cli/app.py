@@ -18,7 +18,14 @@ app = typer.Typer(
     name="medst",
     help="Med-ST chest X-ray vision-language pre-training: archive -> timelines -> shards -> model -> benchmarks.",
     no_args_is_help=True,
-    add_completion=False,
+    # `medst --install-completion` / `--show-completion`: the shell then completes commands, options and the
+    # choices of every choice option.
+    add_completion=True,
+    # `-h` as well as `--help`, on the root and (inherited through the context) every command.
+    context_settings={"help_option_names": ["-h", "--help"]},
+    # Plain click help: its two columns stay readable at 80 columns, where rich panels squeeze option help
+    # into a one-word column beside long `--x/--no-x` names.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     cls=MedstGroup,
 )

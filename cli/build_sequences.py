@@ -6,6 +6,16 @@ from pathlib import Path
 
 import typer
 
+from medst.cli.choices import QUIET_HELP, choice_enum, show_progress, value_of
+from medst.executors import EngineName
+from medst.schemas.build import BuildConfig
+
+_FIELDS = BuildConfig.model_fields
+CompatChoice = choice_enum("CompatChoice", _FIELDS["compat"].annotation)
+ReadHeaders = choice_enum("ReadHeaders", _FIELDS["read_headers"].annotation)
+CheckFiles = choice_enum("CheckFiles", _FIELDS["check_files"].annotation)
+EngineChoice = choice_enum("EngineChoice", EngineName)
+
 
 def _parse_columns(text: str | None) -> dict[str, str]:
     if not text:
@@ -41,19 +51,27 @@ def build_sequences_command(
     seq_len: int = typer.Option(4, help="Studies per sequence window (the paper's T)."),
     stride: int = typer.Option(4, help="Studies between window starts."),
     min_len: int = typer.Option(1, help="Shortest remainder window kept."),
-    compat: str = typer.Option(
-        "clean", help="clean (default) or reference (the authors' frontal-image rows)."
+    compat: CompatChoice = typer.Option(  # type: ignore[valid-type]
+        "clean", help="clean, or reference: the authors' frontal-image rows."
     ),
     split_file: Path | None = typer.Option(None, help="CSV with split per dicom_id, study_id or subject_id."),
     workers: int = typer.Option(1, help="Processes for header reading and report parsing."),
-    engine: str = typer.Option("local", help="local | ray: where header and report reading runs."),
+    engine: EngineChoice = typer.Option(  # type: ignore[valid-type]
+        "local", help="Where header and report reading runs."
+    ),
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
     keep_non_chest: bool = typer.Option(False, help="Keep images whose BodyPartExamined is not chest."),
-    read_headers: str = typer.Option("auto", help="auto | always | never: read DICOM headers."),
-    check_files: str = typer.Option(
-        "auto", help="auto | always | never: reconcile tables with files on disk."
+    read_headers: ReadHeaders = typer.Option("auto", help="Read DICOM headers."),  # type: ignore[valid-type]
+    check_files: CheckFiles = typer.Option(  # type: ignore[valid-type]
+        "auto", help="Reconcile tables with files on disk."
     ),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
+    progress: bool | None = typer.Option(
+        None,
+        "--progress/--no-progress",
+        hidden=True,  # the older spelling; -q/--quiet is the convention of every command
+        help="Show progress bars.",
+    ),
     time_format: str | None = typer.Option(
         None,
         help="Generic table: strptime pattern of the time column (e.g. '%d/%m/%Y'), tried before DICOM "
@@ -67,7 +85,6 @@ def build_sequences_command(
 ) -> None:
     """Scan ARCHIVE, group views, parse reports, order studies in time and write the manifests to OUT."""
     from medst.executors import use_engine
-    from medst.schemas.build import BuildConfig
     from medst.sequences.build import build_sequences
 
     config = BuildConfig(
@@ -80,17 +97,17 @@ def build_sequences_command(
         seq_len=seq_len,
         stride=stride,
         min_len=min_len,
-        compat=compat,  # type: ignore[arg-type]
+        compat=value_of(compat),  # type: ignore[arg-type]
         split_file=split_file,
         workers=workers,
         keep_non_chest=keep_non_chest,
-        read_headers=read_headers,
-        check_files=check_files,  # type: ignore[arg-type]
+        read_headers=value_of(read_headers),  # type: ignore[arg-type]
+        check_files=value_of(check_files),  # type: ignore[arg-type]
         time_format=time_format,
         min_kept=min_kept,
     )
-    with use_engine(engine, ray_address):  # type: ignore[arg-type]
-        summary = build_sequences(config, progress=progress)
+    with use_engine(value_of(engine), ray_address):  # type: ignore[arg-type]
+        summary = build_sequences(config, progress=bool(show_progress(quiet, progress)))
     typer.echo(
         f"{summary.patients} patients, {summary.studies} studies, {summary.sequences} sequences -> {summary.out}\n"
         f"images: {summary.images.inputs} in = {summary.images.accepted} accepted + {summary.images.rejected} rejected; "

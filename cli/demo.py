@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from medst.cli.choices import QUIET_HELP, show_progress
+
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
@@ -16,7 +18,12 @@ def register(app: typer.Typer) -> None:
         lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),
         seed: int = typer.Option(0, "--seed"),
         workers: int = typer.Option(2, "--workers", help="processes for synth, build and shard"),
-        progress: bool = typer.Option(True, "--progress/--no-progress"),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
+        progress: bool | None = typer.Option(
+            None,
+            "--progress/--no-progress",
+            hidden=True,  # the older spelling; -q/--quiet is the convention of every command
+        ),
     ) -> None:
         """Synth -> build-sequences -> shard -> pretrain -> eval on a synthetic archive; prints results and pictures."""
         from medst.demo import DemoConfig, run_demo
@@ -29,7 +36,7 @@ def register(app: typer.Typer) -> None:
                 lambda2=lambda2,
                 seed=seed,
                 workers=workers,
-                progress=progress,
+                progress=bool(show_progress(quiet, progress)),
             ),
             echo=typer.echo,
         )

@@ -6,6 +6,15 @@ from pathlib import Path
 
 import typer
 
+from medst.cli.choices import QUIET_HELP, choice_enum, value_of
+from medst.schemas.embed import EmbedConfig
+
+PresetChoice = choice_enum("PresetChoice", EmbedConfig.model_fields["preset"].annotation)
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    return [name for name in ("cpu", "cuda") if name.startswith(incomplete)]
+
 
 def register(app: typer.Typer) -> None:
     @app.command("embed")
@@ -19,8 +28,8 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(Path("run"), "--model", "-m", help="run folder or exported model folder"),
         text: Path | None = typer.Option(None, "--text", help="text file: every line is embedded"),
         batch_size: int = typer.Option(32, "--batch-size", "-b", help="images or texts per forward pass"),
-        preset: str | None = typer.Option(
-            None, "--preset", help="DICOM intensity preset mimic-jpg | voi (default: the model's)"
+        preset: PresetChoice | None = typer.Option(  # type: ignore[valid-type]
+            None, "--preset", help="DICOM intensity preset [default: the model's]"
         ),
         image_root: Path | None = typer.Option(
             None,
@@ -34,22 +43,33 @@ def register(app: typer.Typer) -> None:
         ),
         split: str | None = typer.Option(None, "--split", help="manifest/shards: only this split"),
         device: str | None = typer.Option(
-            None, "--device", help="cpu, cuda, cuda:1 (default: best available)"
+            None,
+            "--device",
+            help="cpu, cuda, cuda:1 (default: best available)",
+            autocompletion=_complete_device,
         ),
-        workers: int = typer.Option(2, "--workers", help="threads decoding images"),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+        workers: int = typer.Option(2, "--threads", help="threads decoding images"),
+        old_workers: int | None = typer.Option(
+            None,
+            "--workers",
+            hidden=True,  # --workers means processes in every other command; here it keeps its old meaning
+            help="the older name of --threads",
+        ),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
     ) -> None:
         """Write ids, paths and normalised embeddings (plus CLS features) to Parquet; bad files become error rows."""
         from medst.inference.embed import embed
-        from medst.schemas.embed import EmbedConfig
 
+        if old_workers is not None:
+            typer.echo("note: embed --workers is now --threads (threads decoding images)", err=True)
+            workers = old_workers
         config = EmbedConfig(
             input=input,
             out=out,
             model=model,
             text=text,
             batch_size=batch_size,
-            preset=preset,  # type: ignore[arg-type]
+            preset=value_of(preset),  # type: ignore[arg-type]
             image_root=image_root,
             frontal_only=frontal_only,
             split=split,

@@ -9,6 +9,7 @@ killed by the system, `WorkerDiedError`) prints its one line and exits 1; anythi
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from typing import Any
@@ -64,6 +65,26 @@ def _validation_line(err: Any, options: dict[str, str]) -> str:
     return f"{where}{shown}: {msg}{extra}"
 
 
+_BAD_CHOICE = re.compile(
+    r"^Invalid value for '[^']+'(?: / '[^']+')*: (?:Value error, )?('.*') is not one of (.+?)\.?$"
+)
+
+
+def _choice_line(exc: Any) -> str | None:
+    """A value outside an option's choices, worded as the config's own errors are: ``--opt 'value': choose from
+    a | b`` (click's own wording names the option twice and quotes every choice)."""
+    match = _BAD_CHOICE.match(_one_line(exc.format_message()))
+    param = getattr(exc, "param", None)
+    if match is None or param is None:
+        return None
+    opts = list(getattr(param, "opts", ()))
+    name = next((o for o in opts if o.startswith("--")), opts[0] if opts else str(param.name))
+    choices = " | ".join(c.strip().strip("'") for c in match.group(2).split(","))
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return f"{name} {match.group(1)}: choose from {choices}{hint}"
+
+
 def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
@@ -83,7 +104,7 @@ def user_message(exc: BaseException, group: Any, argv: list[str]) -> str | None:
     if isinstance(exc, typer.TyperException):  # typer's (vendored click) usage and parameter errors
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and exc.exit_code == 2 else ""
-        return _one_line(exc.format_message()) + hint
+        return _choice_line(exc) or _one_line(exc.format_message()).replace("Value error, ", "") + hint
     if isinstance(exc, yaml.YAMLError):
         mark = getattr(exc, "problem_mark", None)
         where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
+from medst.cli.choices import QUIET_HELP, choice_enum, metavar_of, show_progress, value_of
+from medst.schemas.train import PRESETS, DeviceName, Precision, PretrainConfig
 
-class LoggerName(str, Enum):
-    """`--logger` choices (`medst.train.trackers.LOGGER_CHOICES`)."""
+_FIELDS = PretrainConfig.model_fields
+LoggerName = choice_enum("LoggerName", _FIELDS["loggers"].annotation)
+LateralInit = choice_enum("LateralInit", _FIELDS["lateral_init"].annotation)
+PrecisionChoice = choice_enum("PrecisionChoice", Precision)
+DeviceChoice = choice_enum("DeviceChoice", DeviceName)
+CompatChoice = choice_enum("CompatChoice", _FIELDS["compat"].annotation)
 
-    tensorboard = "tensorboard"
-    mlflow = "mlflow"
-    wandb = "wandb"
-    none = "none"
+
+def _complete_config(incomplete: str) -> list[str]:
+    """Shell completion of --config: the preset names (the shell adds file names itself)."""
+    return [name for name in sorted(PRESETS) if name.startswith(incomplete)]
 
 
 def _batch_size_options(value: str | None) -> dict[str, object]:
@@ -43,13 +48,17 @@ def register(app: typer.Typer) -> None:
         config: str | None = typer.Option(
             None,
             "--config",
-            help="preset name (paper, demo) or a YAML file [default: paper; resuming: the run's config.yaml]",
+            metavar="<preset|file>",
+            help=f"preset name ({' | '.join(sorted(PRESETS))}) or a YAML file [default: paper; resuming: the "
+            "run's config.yaml]",
+            autocompletion=_complete_config,
         ),
         steps: int | None = typer.Option(None, "--steps", help="optimizer steps (instead of epochs)"),
         epochs: float | None = typer.Option(None, "--epochs", help="passes over the training split"),
         batch_size: str | None = typer.Option(
             None,
             "--batch-size",
+            metavar="<int|auto>",
             help="windows per batch per process, or 'auto': the largest that fits in --memory-share of the "
             "device's memory (found once, recorded in RUN/config.yaml)",
         ),
@@ -59,17 +68,26 @@ def register(app: typer.Typer) -> None:
         seq_len: int | None = typer.Option(None, "--seq-len", help="studies per window (T)"),
         text_model: Path | None = typer.Option(None, "--text-model", help="local Hugging Face BERT folder"),
         init_image: Path | None = typer.Option(None, "--init-image", help="timm/DeiT or MGCA checkpoint"),
-        lateral_init: str | None = typer.Option(None, "--lateral-init", help="random | copy"),
-        precision: str | None = typer.Option(None, "--precision", help="bf16 | fp32 (default: bf16 on CUDA)"),
+        lateral_init: LateralInit | None = typer.Option(  # type: ignore[valid-type]
+            None, "--lateral-init", help="lateral view encoder start [default: random]"
+        ),
+        precision: PrecisionChoice | None = typer.Option(  # type: ignore[valid-type]
+            None, "--precision", help="auto: bf16 on CUDA, fp32 on the CPU [default: auto]"
+        ),
         grad_checkpointing: bool | None = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing"),
         accumulate: int | None = typer.Option(None, "--accumulate", help="micro-batches per optimizer step"),
         resume: str | None = typer.Option(
             None,
             "--resume",
+            metavar="<latest|folder>",
             help="latest | a checkpoint folder; without --config the run's stored config is used, and options "
             "that would change its recipe are refused",
         ),
-        compat: str | None = typer.Option(None, "--compat", help="clean | reference"),
+        compat: CompatChoice | None = typer.Option(  # type: ignore[valid-type]
+            None,
+            "--compat",
+            help="loss arithmetic as the authors' code (reference) or corrected [default: clean]",
+        ),
         lambda1: float | None = typer.Option(None, "--lambda1", help="weight of the local loss"),
         lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),
         lr: float | None = typer.Option(None, "--lr", help="peak learning rate"),
@@ -77,8 +95,13 @@ def register(app: typer.Typer) -> None:
             None, "--max-grad-norm", help="clip the gradient norm to this value; 0 turns clipping off"
         ),
         seed: int | None = typer.Option(None, "--seed"),
-        device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
-        num_workers: int | None = typer.Option(None, "--num-workers", help="loader worker processes"),
+        device: DeviceChoice | None = typer.Option(  # type: ignore[valid-type]
+            None, "--device", help="auto: CUDA when present [default: auto]"
+        ),
+        num_workers: int | None = typer.Option(None, "--workers", help="loader worker processes"),
+        old_num_workers: int | None = typer.Option(
+            None, "--num-workers", hidden=True, help="the older name of --workers"
+        ),
         val_every: int | None = typer.Option(None, "--val-every", help="validate every N steps"),
         ckpt_every: int | None = typer.Option(None, "--ckpt-every", help="checkpoint every N steps"),
         gather_negatives: bool | None = typer.Option(None, "--gather-negatives/--no-gather-negatives"),
@@ -88,9 +111,11 @@ def register(app: typer.Typer) -> None:
             "--max-steps-this-invocation",
             help="stop after this many steps (checkpointed; resume later)",
         ),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
         progress: bool | None = typer.Option(
             None,
             "--progress/--no-progress",
+            hidden=True,  # the older spelling; -q/--quiet is the convention of every command
             help="show the progress bar [default: on; resuming: as the run was]",
         ),
         allow_partial: bool | None = typer.Option(
@@ -103,9 +128,10 @@ def register(app: typer.Typer) -> None:
             "--skip-bad-samples",
             help="skip damaged shard samples (counted in the logs) instead of stopping",
         ),
-        logger: list[LoggerName] | None = typer.Option(
+        logger: list[LoggerName] | None = typer.Option(  # type: ignore[valid-type]
             None,
             "--logger",
+            metavar=metavar_of(LoggerName),
             help="experiment tracker, repeatable (default: tensorboard when installed; "
             "metrics.jsonl and curves.png are always written)",
         ),
@@ -126,6 +152,11 @@ def register(app: typer.Typer) -> None:
         from medst.errors import UserInputError
         from medst.schemas.train import resolve_config, resolve_resumed_config, stored_run_config
 
+        if num_workers is not None and old_num_workers is not None and num_workers != old_num_workers:
+            raise UserInputError(
+                f"--workers {num_workers} and --num-workers {old_num_workers} disagree; give --workers only"
+            )
+
         overrides = {
             "shards": shards,
             "out": out,
@@ -136,27 +167,27 @@ def register(app: typer.Typer) -> None:
             "seq_len": seq_len,
             "text_model": text_model,
             "init_image": init_image,
-            "lateral_init": lateral_init,
-            "precision": precision,
+            "lateral_init": value_of(lateral_init),
+            "precision": value_of(precision),
             "grad_checkpointing": grad_checkpointing,
             "accumulate": accumulate,
             "resume": resume,
-            "compat": compat,
+            "compat": value_of(compat),
             "lambda1": lambda1,
             "lambda2": lambda2,
             "lr": lr,
             "seed": seed,
-            "device": device,
-            "num_workers": num_workers,
+            "device": value_of(device),
+            "num_workers": num_workers if num_workers is not None else old_num_workers,
             "val_every": val_every,
             "ckpt_every": ckpt_every,
             "gather_negatives": gather_negatives,
             "compile": compile_model,
             "max_steps_this_invocation": max_steps_this_invocation,
-            "progress": progress,
+            "progress": show_progress(quiet, progress, default=None),
             "allow_partial": allow_partial,
             "skip_bad_samples": skip_bad_samples,
-            "loggers": [name.value for name in logger] if logger else None,
+            "loggers": [str(value_of(name)) for name in logger] if logger else None,
             "experiment": experiment,
         }
         stored = stored_run_config(out, resume) if resume is not None and config is None else None

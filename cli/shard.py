@@ -6,6 +6,14 @@ from pathlib import Path
 
 import typer
 
+from medst.cli.choices import QUIET_HELP, choice_enum, value_of
+from medst.executors import EngineName
+from medst.schemas.shards import ShardConfig
+
+PresetChoice = choice_enum("PresetChoice", ShardConfig.model_fields["preset"].annotation)
+FormatChoice = choice_enum("FormatChoice", ShardConfig.model_fields["format"].annotation)
+EngineChoice = choice_enum("EngineChoice", EngineName)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("shard")
@@ -17,14 +25,14 @@ def register(app: typer.Typer) -> None:
             ..., "-o", "--out", help="output folder for the shards, or an object store URL (s3://bucket/shards)"
         ),
         image_size: int = typer.Option(512, "--image-size", help="longest side of stored images (pixels)"),
-        preset: str = typer.Option("mimic-jpg", "--preset", help="DICOM intensity preset: mimic-jpg or voi"),
-        fmt: str = typer.Option("jpg", "--format", help="stored image format: jpg or png"),
+        preset: PresetChoice = typer.Option("mimic-jpg", "--preset", help="DICOM intensity preset"),  # type: ignore[valid-type]
+        fmt: FormatChoice = typer.Option("jpg", "--format", help="stored image format"),  # type: ignore[valid-type]
         samples_per_shard: int = typer.Option(256, "--samples-per-shard", help="patient timelines per shard"),
         workers: int = typer.Option(
             1, "--workers", help="worker processes (Ray CPUs with a local --engine ray)"
         ),
-        engine: str = typer.Option(
-            "local", "--engine", help="local | ray: where shard jobs run (same bytes)"
+        engine: EngineChoice = typer.Option(  # type: ignore[valid-type]
+            "local", "--engine", help="where shard jobs run (same bytes)"
         ),
         ray_address: str | None = typer.Option(
             None, "--ray-address", help="Ray cluster address (default: start a local Ray)"
@@ -45,10 +53,10 @@ def register(app: typer.Typer) -> None:
             None, "--image-root", help="override build_report.json image_root"
         ),
         key_salt: str | None = typer.Option(None, "--key-salt", help="salt of the pseudonymous keys"),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
     ) -> None:
         """Decode, resize and write patient timelines as WebDataset tars with an index and a summary."""
-        from medst.schemas.shards import DEFAULT_KEY_SALT, ShardConfig
+        from medst.schemas.shards import DEFAULT_KEY_SALT
         from medst.shards.assign import parse_part
         from medst.shards.writer import write_shards
 
@@ -61,11 +69,11 @@ def register(app: typer.Typer) -> None:
             out=out,
             image_root=image_root,
             image_size=image_size,
-            preset=preset,  # type: ignore[arg-type]
-            format=fmt,  # type: ignore[arg-type]
+            preset=value_of(preset),  # type: ignore[arg-type]
+            format=value_of(fmt),  # type: ignore[arg-type]
             samples_per_shard=samples_per_shard,
             workers=workers,
-            engine=engine,  # type: ignore[arg-type]
+            engine=value_of(engine),  # type: ignore[arg-type]
             ray_address=ray_address,
             part=parts,
             force=force,
@@ -82,6 +90,6 @@ def register(app: typer.Typer) -> None:
         )
         if summary.intensity_fallbacks:
             typer.echo(
-                f"{summary.intensity_fallbacks} images had a flat {preset} display and were shown through a "
+                f"{summary.intensity_fallbacks} images had a flat {value_of(preset)} display and were shown through a "
                 "percentile window (intensity_fallback in their sample JSON, counted in summary.json)"
             )

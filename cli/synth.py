@@ -6,6 +6,11 @@ from pathlib import Path
 
 import typer
 
+from medst.cli.choices import QUIET_HELP, choice_enum, value_of
+from medst.schemas.synth import Release
+
+ReleaseChoice = choice_enum("ReleaseChoice", Release)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("synth")
@@ -14,8 +19,8 @@ def register(app: typer.Typer) -> None:
         patients: int = typer.Option(200, "--patients", help="Number of patients."),
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
         image_size: int = typer.Option(512, "--image-size", help="Long side of each image in pixels."),
-        release: str = typer.Option(
-            "dicom", "--release", help="dicom | jpg | both (JPG release under OUT/jpg/)."
+        release: ReleaseChoice = typer.Option(  # type: ignore[valid-type]
+            "dicom", "--release", help="Image release to write (both: the JPG one under OUT/jpg/)."
         ),
         benchmarks: bool = typer.Option(
             False, "--benchmarks", help="Also write MS-CXR-T, RSNA and COVIDx sets."
@@ -26,7 +31,7 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(
             1, "--workers", help="Processes rendering images (output does not change)."
         ),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
     ) -> None:
         """Write a synthetic MIMIC-CXR-shaped archive with a learnable signal."""
         from medst.schemas.synth import SynthConfig
@@ -37,7 +42,7 @@ def register(app: typer.Typer) -> None:
             patients=patients,
             seed=seed,
             image_size=image_size,
-            release=release,
+            release=value_of(release),
             benchmarks=benchmarks,
             metadata_only=metadata_only,
             workers=workers,

@@ -38,9 +38,10 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def _loader_tensor(path: Path) -> torch.Tensor:
     """The training loader's evaluation pipeline on the stored file bytes."""
-    from medst.shards.transforms import image_pipeline
+    from medst.model.transforms import image_pipeline
+    from medst.shards.members import decode_image
 
-    return torch.from_numpy(image_pipeline(path.read_bytes(), LETTERBOX, CROP, None))
+    return torch.from_numpy(image_pipeline(decode_image(path.read_bytes()), LETTERBOX, CROP, None))
 
 
 def test_settings_default_to_the_training_preprocessing_when_not_recorded(enc: MedSTEncoder) -> None:

@@ -16,9 +16,9 @@ from test_shards_helpers import build_seq
 
 from medst.batch import Batch
 from medst.model.tokenize import encode_texts, load_tokenizer
+from medst.model.transforms import letterbox
 from medst.schemas.shards import LoaderConfig, ShardConfig
 from medst.shards.loader import TimelineLoader
-from medst.shards.transforms import letterbox
 from medst.shards.windows import cut_windows
 from medst.shards.writer import write_shards
 

@@ -59,6 +59,9 @@ class SourceData:
     reports: pl.DataFrame | None = None
     report_files: tuple[Path, list[str], str] | None = None
     """Reports still on disk: (folder, paths relative to it, prefix for report_item); read and parsed in workers."""
+    report_parsing: Any = None
+    """A `medst.archive.report_files.ReportParsing` of `report_files` that the reader already started (so that
+    the workers parse while it reads its tables), or None: the build then starts one itself."""
     labels: pl.DataFrame | None = None
     splits: pl.DataFrame | None = None
     time_kind: str = "datetime"

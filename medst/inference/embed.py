@@ -79,7 +79,7 @@ class _Rows:
 def _prepare(encoder: MedSTEncoder, item: Path | bytes) -> torch.Tensor:
     if isinstance(item, bytes):
         # Shard members are already intensity-processed and resized by `medst shard`: only the loader transform.
-        from medst.shards.transforms import decode_grey
+        from medst.shards.members import decode_image as decode_grey
 
         try:
             grey = decode_grey(item)

@@ -1,7 +1,7 @@
 """Turning what a user hands us (file paths, arrays, tensors) into the model's input tensors.
 
 The pixel steps are the training pipeline's own: `medst.archive.pixels.read_image` with the model's intensity
-preset (what `medst shard` stores), then the loader's evaluation transform from `medst.shards.transforms`
+preset (what `medst shard` stores), then the loader's evaluation transform from `medst.model.transforms`
 (letterbox, centre crop, 3 channels, mean 0.5 / std 0.5). Nothing here re-implements either.
 """
 
@@ -105,7 +105,7 @@ def prepare_image(item: ImageInput, settings: PreprocessSettings) -> torch.Tenso
 
 def transform_grey(grey: np.ndarray, settings: PreprocessSettings) -> torch.Tensor:
     """The loader's evaluation transform applied to a uint8 grey image: ``[3, crop, crop]`` float32."""
-    from medst.shards.transforms import crop, letterbox, normalise
+    from medst.model.transforms import crop, letterbox, normalise
 
     # The loader's evaluation path: letterbox, centre crop (rng=None), 3 channels, mean/std 0.5.
     return torch.from_numpy(normalise(crop(letterbox(grey, settings.letterbox), settings.crop, None)))

@@ -28,7 +28,7 @@ import polars as pl
 
 from medst.archive.generic import read_generic
 from medst.archive.mimic import is_mimic_archive, read_mimic
-from medst.archive.report_files import BINARY, TOO_LARGE, UNDECODABLE, parse_report_files
+from medst.archive.report_files import BINARY, TOO_LARGE, UNDECODABLE, ReportParsing
 from medst.archive.reports import CONTENT_FREE, parse_reports
 from medst.archive.source import REJECT_COLUMNS, SourceData, reject_frame
 from medst.archive.text_encoding import FALLBACK_ENCODING
@@ -86,7 +86,8 @@ def _reports_per_study(
     }
     if src.report_files is not None:
         folder, rels, prefix = src.report_files
-        parsed = parse_report_files(folder, rels, config.min_tokens, config.workers, progress)
+        parsing = src.report_parsing or ReportParsing(folder, rels, config.min_tokens, config.workers, progress)
+        parsed = parsing.result()
         parsed = parsed.with_columns((pl.lit(prefix) + pl.col("report_item")).alias("report_item"))
     elif src.reports is not None and src.reports.height:
         texts = src.reports.get_column("raw").to_list()
@@ -105,7 +106,7 @@ def _reports_per_study(
         )
     else:
         return pl.DataFrame(schema=schema)
-    dup = parsed.select(pl.int_range(pl.len()).over("study_id") > 0).to_series()
+    dup = parsed.select(~pl.col("study_id").is_first_distinct()).to_series()  # a window over() is far slower
     rejects.append(
         reject_frame(
             parsed.filter(dup),

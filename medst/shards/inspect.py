@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from medst.errors import UserInputError
+from medst.shards.members import decode_image as decode_grey
 
 from .index import list_entries, missing_shards
 from .members import BadImageError, ShardReadError, safe_tar_files, sample_meta
-from .transforms import decode_grey
 
 
 def find_timeline(shards: Path, patient: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:

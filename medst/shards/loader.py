@@ -37,13 +37,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from medst.batch import Batch
 from medst.errors import UserInputError
 from medst.model.tokenize import load_tokenizer
+from medst.model.transforms import image_pipeline
 from medst.schemas.shards import LoaderConfig, ShardIndexEntry
 from medst.storage import Location
 
 from .collate import StudyItem, collate_windows
 from .index import list_entries
-from .members import BadImageError, ShardReadError, sample_meta
-from .transforms import image_pipeline
+from .members import BadImageError, ShardReadError, decode_image, sample_meta
 from .windows import cut_windows, draw_offset
 
 # Window = (sample position in its shard, start, stop).
@@ -223,7 +223,7 @@ def _read_samples(
 def _image(sample: dict[str, Any], name: str, c: LoaderConfig, rng: np.random.Generator | None) -> np.ndarray:
     """A stored image member through the model's image transform; `ShardReadError` naming shard and member."""
     try:
-        return image_pipeline(sample[name], c.letterbox, c.crop, rng)
+        return image_pipeline(decode_image(sample[name]), c.letterbox, c.crop, rng)
     except KeyError:
         raise ShardReadError(sample.get("__url__", "?"), f"{sample['__key__']}.{name}", "missing") from None
     except BadImageError as err:

@@ -8,14 +8,6 @@ import cv2
 import numpy as np
 
 
-def decode_grey(data: bytes) -> np.ndarray:
-    """JPEG/PNG bytes -> uint8 (H, W); `members.BadImageError` (a ValueError) for non-images and decompression
-    bombs."""
-    from .members import decode_image
-
-    return decode_image(data)
-
-
 def letterbox(img: np.ndarray, size: int) -> np.ndarray:
     """Resize so the longest side is `size` (area interpolation), then zero-pad (centred) to ``size x size``."""
     h, w = img.shape[:2]
@@ -46,7 +38,8 @@ def normalise(img: np.ndarray) -> np.ndarray:
 
 
 def image_pipeline(
-    data: bytes, letterbox_size: int, crop_size: int, rng: np.random.Generator | None
+    grey: np.ndarray, letterbox_size: int, crop_size: int, rng: np.random.Generator | None
 ) -> np.ndarray:
-    """Stored image bytes -> model input float32 (3, crop, crop)."""
-    return normalise(crop(letterbox(decode_grey(data), letterbox_size), crop_size, rng))
+    """A decoded uint8 (H, W) image (for shard members: `medst.shards.members.decode_image`, with its safety
+    limits) -> model input float32 (3, crop, crop)."""
+    return normalise(crop(letterbox(grey, letterbox_size), crop_size, rng))
