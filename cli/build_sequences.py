@@ -106,7 +106,7 @@ def build_sequences_command(
         time_format=time_format,
         min_kept=min_kept,
     )
-    with use_engine(value_of(engine), ray_address):  # type: ignore[arg-type]
+    with use_engine(value_of(engine), ray_address, workers):  # type: ignore[arg-type]
         summary = build_sequences(config, progress=bool(show_progress(quiet, progress)))
     typer.echo(
         f"{summary.patients} patients, {summary.studies} studies, {summary.sequences} sequences -> {summary.out}\n"

@@ -15,7 +15,7 @@ Jobs must be module-level functions of one picklable argument. Results may arriv
 (`medst.shards.writer`, `medst.archive.parallel.map_chunks`) either reorder them by position or do not depend on it.
 
 Stages that call `map_chunks` deep inside (header and report reading in `build-sequences`) do not pass the engine
-down every signature: the command sets it once for the run with ``with use_engine("ray", address): ...``.
+down every signature: the command sets it once for the run with ``with use_engine("ray", address, workers):``.
 """
 
 from __future__ import annotations
@@ -51,15 +51,40 @@ def current_engine() -> EngineChoice:
 
 
 @contextlib.contextmanager
-def use_engine(name: EngineName = "local", address: str | None = None) -> Iterator[EngineChoice]:
-    """Run the jobs started inside this block on engine ``name`` (checked now, so a missing Ray fails early)."""
+def use_engine(
+    name: EngineName = "local", address: str | None = None, workers: int = 1
+) -> Iterator[EngineChoice]:
+    """Run the jobs started inside this block on engine ``name`` (checked now, so a missing Ray fails early).
+
+    For Ray the connection (or a private local Ray with ``workers`` CPUs) is opened here, in the caller's thread,
+    once for the whole block: every `run_jobs` inside reuses it, including one on a helper thread."""
     choice = EngineChoice(name, address)
     _check(choice)
+    started = choice.name == "ray" and _start_ray(choice, workers)
     token = _CURRENT.set(choice)
     try:
         yield choice
     finally:
         _CURRENT.reset(token)
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _start_ray(choice: EngineChoice, workers: int) -> bool:
+    """Connect to ``choice.address`` or start a private local Ray; False when this process already has one."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if choice.address:
+        ray.init(address=choice.address, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(
+            num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
+    return True
 
 
 def _check(choice: EngineChoice) -> None:
@@ -99,7 +124,9 @@ def run_jobs(
     choice = engine or current_engine()
     _check(choice)
     label = list(names) if names is not None else [f"job {i}" for i in range(len(jobs))]
-    ENGINES[choice.name](fn, jobs, workers, on_result, label, initializer, context, retries, timeout_s, choice)
+    ENGINES[choice.name](
+        fn, jobs, workers, on_result, label, initializer, context, retries, timeout_s, choice
+    )
 
 
 def _run_local(
@@ -246,17 +273,7 @@ def _run_ray(
     import ray
     from ray.exceptions import NodeDiedError, WorkerCrashedError
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        if choice.address:
-            ray.init(address=choice.address, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(
-                num_cpus=max(1, workers),
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+    started_here = _start_ray(choice, workers)
     try:
         remote = ray.remote(num_cpus=1, max_retries=retries)(_ray_call)
         fn_ref, init_ref = ray.put(fn), ray.put(initializer)

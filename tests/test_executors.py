@@ -120,3 +120,18 @@ def test_a_sigkilled_ray_shard_run_resumes_to_the_same_bytes(
     write_shards(ShardConfig(seq=seq, out=out, workers=2, engine="ray", **SHARD_OPTIONS), progress=False)
     assert _outputs(out, SHARD_FILES) == _outputs(local, SHARD_FILES)
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_build_sequences_cli_on_ray_starts_ray_once_and_writes_the_local_manifests(
+    ray_session: object, synth_archive: Path, seq_and_local_shards: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The command opens its own Ray for the whole build (header scan, and report parsing on a helper thread).
+    seq, _local = seq_and_local_shards
+    out = tmp_path / "seq"
+    done = subprocess.run(
+        [sys.executable, "-m", "medst.cli", "build-sequences", str(synth_archive), "-o", str(out), "--engine", "ray",
+         "--workers", "2", "--read-headers", "always", "-q"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _outputs(out, ("*.parquet",)) == _outputs(seq, ("*.parquet",))
