@@ -125,32 +125,38 @@ def run_jobs(
     _check(choice)
     label = list(names) if names is not None else [f"job {i}" for i in range(len(jobs))]
     ENGINES[choice.name](
-        fn, jobs, workers, on_result, label, initializer, context, retries, timeout_s, choice
+        JobRun(fn, jobs, workers, on_result, label, initializer, context, retries, timeout_s, choice)
     )
 
 
-def _run_local(
-    fn: Callable[[Any], Any],
-    jobs: Sequence[Any],
-    workers: int,
-    on_result: Callable[[int, Any], None],
-    label: list[str],
-    initializer: Callable[[], None] | None,
-    context: str | None,
-    retries: int,
-    timeout_s: float | None,
-    choice: EngineChoice,
-) -> None:
+@dataclass(frozen=True)
+class JobRun:
+    """One `run_jobs` call as an engine receives it (``label[i]`` names job i in errors)."""
+
+    fn: Callable[[Any], Any]
+    jobs: Sequence[Any]
+    workers: int
+    on_result: Callable[[int, Any], None]
+    label: list[str]
+    initializer: Callable[[], None] | None
+    context: str | None
+    retries: int
+    timeout_s: float | None
+    choice: EngineChoice
+
+
+def _run_local(run: JobRun) -> None:
     """In this process with one worker (or one job); otherwise in worker processes that survive a dead worker.
 
     A worker killed from outside (the out-of-memory killer, ``kill -9``) breaks a process pool:
     `multiprocessing.Pool` then waits forever for the lost task, `ProcessPoolExecutor` fails every pending task
     without saying which one was running. Here a fresh pool starts and each job that was in flight runs again
     once, alone, so a job that kills its worker every time is named in a `WorkerDiedError`; the run never hangs.
+    (In this process ``initializer`` does not run: it is meant for worker processes, e.g. OpenCV's one thread.)
     """
+    fn, jobs, workers, on_result, label = run.fn, run.jobs, run.workers, run.on_result, run.label
+    initializer, retries, timeout_s = run.initializer, run.retries, run.timeout_s
     if workers <= 1 or len(jobs) <= 1:
-        if initializer is not None and workers > 1:
-            initializer()
         for i, job in enumerate(jobs):
             on_result(i, fn(job))
         return
@@ -169,7 +175,7 @@ def _run_local(
         stuck: list[int] = []  # jobs over the time limit (charged a retry)
         pool = ProcessPoolExecutor(
             max_workers=max(1, min(workers, len(todo))),
-            mp_context=mp.get_context(context),
+            mp_context=mp.get_context(run.context),
             initializer=initializer,
         )
         queue = list(reversed(todo))
@@ -255,25 +261,16 @@ def _ray_call(fn: Callable[[Any], Any], job: Any, initializer: Callable[[], None
     return fn(job)
 
 
-def _run_ray(
-    fn: Callable[[Any], Any],
-    jobs: Sequence[Any],
-    workers: int,
-    on_result: Callable[[int, Any], None],
-    label: list[str],
-    initializer: Callable[[], None] | None,
-    context: str | None,
-    retries: int,
-    timeout_s: float | None,
-    choice: EngineChoice,
-) -> None:
+def _run_ray(run: JobRun) -> None:
     """Each job a Ray task, retried by Ray when its worker or node dies. Without an address a private local Ray
     with ``workers`` CPUs is started and stopped around the run; a Ray already started in this process is used
     as it is. ``timeout_s`` is not applied (Ray's own health checks cover lost workers)."""
+    fn, jobs, on_result, label, retries = run.fn, run.jobs, run.on_result, run.label, run.retries
+    initializer = run.initializer
     import ray
     from ray.exceptions import NodeDiedError, WorkerCrashedError
 
-    started_here = _start_ray(choice, workers)
+    started_here = _start_ray(run.choice, run.workers)
     try:
         remote = ray.remote(num_cpus=1, max_retries=retries)(_ray_call)
         fn_ref, init_ref = ray.put(fn), ray.put(initializer)
@@ -294,4 +291,4 @@ def _run_ray(
             ray.shutdown()
 
 
-ENGINES: dict[str, Callable[..., None]] = {"local": _run_local, "ray": _run_ray}
+ENGINES: dict[str, Callable[[JobRun], None]] = {"local": _run_local, "ray": _run_ray}

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
+STEP_DIR = re.compile(r"^step-(\d{8})$")
 TRAINER_FILE = "trainer.json"
 SIZES_FILE = "files.json"
 #: Files rank 0 writes into every checkpoint (each rank adds ``rank-R.json`` and ``rank-R.safetensors``).
@@ -53,19 +53,19 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def _step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     """Every ``step-N`` folder of the run, newest first (complete or not)."""
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir()]
     return sorted(found, reverse=True)
 
 
 def find_latest(run_dir: Path, warn: Callable[[str], None] | None = None) -> Path | None:
     """The complete checkpoint (`checkpoint_problem`) with the highest step under ``run_dir/checkpoints``, or
     None. ``warn`` is called with one line for each newer checkpoint skipped as incomplete."""
-    for _, path in _step_dirs(run_dir):
+    for _, path in step_dirs(run_dir):
         problem = checkpoint_problem(path)
         if problem is None:
             return path

@@ -34,13 +34,13 @@ from torch import nn
 
 from medst.errors import UserInputError
 from medst.model.checkpoints import (  # the folder layout, shared with `medst.load`
-    _STEP_DIR,
     SIZES_FILE,
+    STEP_DIR,
     TRAINER_FILE,
-    _step_dirs,
     checkpoint_dir,
     checkpoint_problem,
     find_latest,
+    step_dirs,
 )
 
 
@@ -58,7 +58,7 @@ def resolve_resume(
     export would be mixed with the new run's (and a later ``--resume latest`` could pick the old run's newest
     checkpoint)."""
     if resume is None:
-        steps = _step_dirs(run_dir)
+        steps = step_dirs(run_dir)
         if steps or (run_dir / "metrics.jsonl").is_file():
             what = f"checkpoint {steps[0][1].name}" if steps else "metrics.jsonl"
             raise UserInputError(
@@ -68,7 +68,7 @@ def resolve_resume(
         return None
     if resume == "latest":
         latest = find_latest(run_dir, warn)
-        steps = _step_dirs(run_dir)
+        steps = step_dirs(run_dir)
         if latest is None and steps:
             raise UserInputError(
                 f"--resume latest: no complete checkpoint in {run_dir / 'checkpoints'} "
@@ -209,7 +209,7 @@ def commit_checkpoint(run_dir: Path, step: int, keep: int | None) -> Path:
         shutil.rmtree(final)
     os.replace(stage, final)
     if keep is not None:
-        complete = sorted(p for p in final.parent.iterdir() if _STEP_DIR.match(p.name))
+        complete = sorted(p for p in final.parent.iterdir() if STEP_DIR.match(p.name))
         for old in complete[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
