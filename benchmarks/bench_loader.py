@@ -57,7 +57,7 @@ def baseline_windows(seq: Path, seq_len: int) -> list[list[dict[str, Any]]]:
 
     import polars as pl
 
-    from medst.shards.windows import cut_windows
+    from medst.sequences.windows import cut_windows
 
     root = Path(json.loads((seq / "build_report.json").read_text())["image_root"])
     df = (

@@ -18,8 +18,8 @@ from medst.batch import Batch
 from medst.model.tokenize import encode_texts, load_tokenizer
 from medst.model.transforms import letterbox
 from medst.schemas.shards import LoaderConfig, ShardConfig
+from medst.sequences.windows import cut_windows
 from medst.shards.loader import TimelineLoader
-from medst.shards.windows import cut_windows
 from medst.shards.writer import write_shards
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,12 +2,15 @@
 
 Study ids are random, so order comes from time only; ties (two studies at the same instant) are broken by a
 caller-given deterministic key (the chosen frontal's dicom_id), never by the study id. All functions are polars
-expressions / frame operations (no per-row Python).
+expressions / frame operations (no per-row Python); how a timeline is cut into windows is defined once, in
+`medst.sequences.windows`.
 """
 
 from __future__ import annotations
 
 import polars as pl
+
+from medst.sequences.windows import cut_windows
 
 
 def order_studies(studies: pl.DataFrame, time: str, tiebreak: str | list[str]) -> pl.DataFrame:
@@ -27,11 +30,11 @@ def order_studies(studies: pl.DataFrame, time: str, tiebreak: str | list[str]) -
 
 
 def windows(studies: pl.DataFrame, seq_len: int, stride: int, min_len: int) -> pl.DataFrame:
-    """Cut each patient's ordered studies into windows.
+    """Cut each patient's ordered studies into windows as `medst.sequences.windows.cut_windows` defines them
+    (offset 0): starts at 0, stride, 2*stride, ..., up to `seq_len` studies each, up to the first window that
+    reaches the patient's last study, windows shorter than `min_len` dropped.
 
-    Windows start at 0, stride, 2*stride, ... and hold up to `seq_len` studies; the last window is the first one
-    that reaches the patient's last study (so a shorter stride never emits windows nested in the previous one);
-    windows shorter than `min_len` are dropped. `studies` needs ``subject_id, study_id, order, day_offset``.
+    `studies` needs ``subject_id, study_id, order, day_offset``.
     Returns ``subject_id, window (0-based), study_ids (list), day_offsets (list)``.
     """
     per_patient = (
@@ -40,13 +43,21 @@ def windows(studies: pl.DataFrame, seq_len: int, stride: int, min_len: int) -> p
         .agg(pl.col("study_id"), pl.col("day_offset"))
         .with_columns(pl.col("study_id").list.len().alias("_n"))
     )
-    starts = per_patient.with_columns(pl.int_ranges(0, pl.col("_n"), stride).alias("_start")).explode(
-        "_start"
+    # Timelines of one length share their windows: cut each distinct length once, then join (no per-row Python).
+    lengths = per_patient.get_column("_n").unique().sort().to_list()
+    bounds = pl.DataFrame(
+        [(n, a, b) for n in lengths for a, b in cut_windows(n, seq_len, stride, min_len)],
+        schema={"_n": per_patient.schema["_n"], "_start": pl.Int64, "_stop": pl.Int64},
+        orient="row",
     )
-    starts = starts.filter((pl.col("_start") == 0) | (pl.col("_start") - stride + seq_len < pl.col("_n")))
-    out = starts.with_columns(
-        pl.col("study_id").list.slice(pl.col("_start"), seq_len).alias("study_ids"),
-        pl.col("day_offset").list.slice(pl.col("_start"), seq_len).alias("day_offsets"),
-    ).filter(pl.col("study_ids").list.len() >= min_len)
-    out = out.with_columns(pl.int_range(pl.len()).over("subject_id").alias("window"))
+    out = per_patient.join(bounds, on="_n", how="inner").sort(["subject_id", "_start"])
+    out = out.with_columns(
+        pl.col("study_id")
+        .list.slice(pl.col("_start"), pl.col("_stop") - pl.col("_start"))
+        .alias("study_ids"),
+        pl.col("day_offset")
+        .list.slice(pl.col("_start"), pl.col("_stop") - pl.col("_start"))
+        .alias("day_offsets"),
+        pl.int_range(pl.len()).over("subject_id").alias("window"),
+    )
     return out.select("subject_id", "window", "study_ids", "day_offsets")

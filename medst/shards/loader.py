@@ -39,12 +39,12 @@ from medst.errors import UserInputError
 from medst.model.tokenize import load_tokenizer
 from medst.model.transforms import image_pipeline
 from medst.schemas.shards import LoaderConfig, ShardIndexEntry
+from medst.sequences.windows import cut_windows, draw_offset
 from medst.storage import Location
 
 from .collate import StudyItem, collate_windows
 from .index import list_entries
 from .members import BadImageError, ShardReadError, decode_image, sample_meta
-from .windows import cut_windows, draw_offset
 
 # Window = (sample position in its shard, start, stop).
 Window = tuple[int, int, int]

@@ -1,6 +1,10 @@
-"""Patient timelines -> windows of consecutive studies, cut at run time (the paper: chunks of T = 4).
+"""How a patient timeline is cut into windows of consecutive studies: the one definition of windowing.
 
-A window is a half-open range ``[start, stop)`` of study positions in a timeline (time order).
+`medst build-sequences` writes its windows to ``sequences.parquet`` through it (`medst.sequences.timeline.windows`)
+and the streaming loader cuts shard timelines with it at run time (`medst.shards.loader`), so both always agree.
+
+A window is a half-open range ``[start, stop)`` of study positions in a timeline (time order). The paper cuts
+chunks of T = 4 studies.
 """
 
 from __future__ import annotations
