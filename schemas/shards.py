@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from medst.storage import Location
 
 DEFAULT_KEY_SALT = "medst-v1"
+PLAN_FILE = "plan.json"
 
 
 class ShardConfig(BaseModel):
@@ -108,6 +109,21 @@ class ShardIndexEntry(BaseModel):
     )
 
 
+class BuildOptions(BaseModel):
+    """The `medst build-sequences` options the shards were made from (its build_report.json), carried forward so
+    that training can take its window length T from the build and notice a compat mismatch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq_len: int = Field(ge=1, description="studies per window (T) of the build's sequences.parquet")
+    stride: int = Field(ge=1, description="studies between window starts")
+    min_len: int = Field(ge=1, description="shortest window kept")
+    compat: Literal["clean", "reference"] = Field(
+        description="how the build made its time steps: clean studies or the authors' reference rows"
+    )
+    medst_version: str = Field(description="the medst that ran the build")
+
+
 class ShardPlan(BaseModel):
     """`plan.json`: every shard of the dataset (all parts), the input it was planned from and the options.
 
@@ -121,6 +137,11 @@ class ShardPlan(BaseModel):
     input_fingerprint: str = Field(description="sha256 of the input manifests (studies.parquet)")
     options: dict[str, object]
     shards: list[str] = Field(description="shard names (`{split}-{index:06d}`, no .tar), all parts")
+    build: BuildOptions | None = Field(
+        default=None,
+        description="options of the build the input came from; None for a plan of an older medst or an input "
+        "without a readable build_report.json",
+    )
 
 
 class ShardSummary(BaseModel):
@@ -187,3 +208,18 @@ class LoaderConfig(BaseModel):
     @property
     def effective_stride(self) -> int:
         return self.stride if self.stride is not None else self.seq_len
+
+
+def plan_build(shards: Location) -> BuildOptions | None:
+    """The ``build`` block of a shard folder's `plan.json`: the build-sequences options its input was made with.
+
+    None when the folder has no readable plan or the plan has no block (shards of an older medst, or of a table
+    that no build-sequences wrote); the stages that need the plan itself report those problems in their own words.
+    """
+    path = shards / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return ShardPlan.model_validate_json(path.read_bytes()).build
+    except ValueError:  # a damaged plan (pydantic's ValidationError is a ValueError)
+        return None

@@ -2,7 +2,8 @@
 
 One source of truth: the field defaults of `PretrainConfig` *are* the paper recipe (SPEC section 4), and
 `PRESETS["demo"]` lists only what the demo changes. A run resolves, in order: field defaults -> named preset ->
-YAML file (which may name its own ``preset:``) -> command-line overrides. The result is written to ``RUN/config.yaml``.
+YAML file (which may name its own ``preset:``) -> command-line overrides; T (``seq_len``), when none of these sets it,
+comes from the shards' build (``plan.json``). The result is written to ``RUN/config.yaml``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medst.errors import UserInputError
+from medst.schemas.shards import plan_build
 from medst.storage import Location
 
 Precision = Literal["auto", "bf16", "fp32"]
+# The paper's T: the window length of a run whose shards do not record the T they were built with.
+DEFAULT_SEQ_LEN = 4
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 
@@ -65,7 +69,12 @@ class PretrainConfig(BaseModel):
     )
 
     # Data.
-    seq_len: int = Field(default=4, ge=1, description="studies per window (T)")
+    seq_len: int = Field(
+        default=DEFAULT_SEQ_LEN,
+        ge=1,
+        description="studies per window (T); `resolve_config` takes it from the shards' build (plan.json "
+        "build.seq_len) unless a layer sets it, and uses this default only for shards without that record",
+    )
     batch_size: int = Field(
         default=10,
         ge=2,
@@ -213,6 +222,9 @@ def resolve_config(
 ) -> PretrainConfig:
     """Resolve a run's config: defaults -> preset -> YAML file -> overrides (``None`` values are ignored).
 
+    T (``seq_len``) set by no layer is the T of the build the shards were made from (``build.seq_len`` of
+    ``shards/plan.json``), or `DEFAULT_SEQ_LEN` when the plan does not record one.
+
     ``config`` is a preset name (``paper``, ``demo``) or a YAML (or TOML) file of `PretrainConfig` fields, which may name a
     base with ``preset: NAME``. Setting ``steps`` in a later layer clears ``epochs`` and the other way round.
     Raises `UserInputError` naming the bad option.
@@ -230,7 +242,13 @@ def resolve_config(
         layers.append(data)
     layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
 
-    return _merge(layers)
+    resolved = _merge(layers)
+    if all(layer.get("seq_len") is None for layer in layers):
+        # One T: the window length the shards' build cut its sequences with, unless a layer asked for another.
+        build = plan_build(resolved.shards)
+        if build is not None:
+            resolved.seq_len = build.seq_len
+    return resolved
 
 
 def _merge(layers: list[dict[str, Any]]) -> PretrainConfig:

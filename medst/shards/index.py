@@ -18,11 +18,10 @@ import re
 from pathlib import Path
 
 from medst.errors import UserInputError
-from medst.schemas.shards import ShardIndexEntry, ShardPlan, ShardSummary
+from medst.schemas.shards import PLAN_FILE, ShardIndexEntry, ShardPlan, ShardSummary
 from medst.storage import Location, RemotePath
 
 INDEX_DIR = "index"
-PLAN_FILE = "plan.json"
 SHARD_NAME = re.compile(r"^[A-Za-z0-9_]+-[0-9]{6}$")
 """The names `medst shard` gives its shards (`{split}-{index:06d}`); only files so named are ever deleted."""
 
@@ -76,7 +75,8 @@ def read_entry(out: Location, name: str, plan: ShardPlan | None = None) -> Shard
 
 
 def write_plan(out: Path, plan: ShardPlan) -> None:
-    data = json.dumps(plan.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+    # No `build` key when there is no build block: such a plan reads the same as before the block existed.
+    data = json.dumps(plan.model_dump(mode="json", exclude_none=True), indent=1, sort_keys=True).encode()
     atomic_write_bytes(out / PLAN_FILE, data)
 
 

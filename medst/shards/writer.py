@@ -6,9 +6,10 @@ killed run leaves at worst a temporary file (deleted on the next run) or a tar w
 Tar members are written in a fixed order with mtime 0, uid/gid 0, empty owner names and mode 0o644: the same inputs
 and options always give byte-identical tars.
 
-Provenance: `plan.json` records the fingerprint of the input rows and the options; a folder planned from another
-input is refused (or, with ``force``, replaced), and shard files of the folder that the plan does not name
-(leftovers of a larger earlier build) are deleted. A worker killed from outside has its shard built again once
+Provenance: `plan.json` records the fingerprint of the input rows, the options, and the options of the build the
+rows came from (``build``: T, stride, min_len, compat; `pretrain` takes its default T from there); a folder planned
+from another input is refused (or, with ``force``, replaced), and shard files of the folder that the plan does not
+name (leftovers of a larger earlier build) are deleted. A worker killed from outside has its shard built again once
 (`medst.executors.run_jobs`), and a second death ends the run with an error naming the shard.
 """
 
@@ -29,7 +30,7 @@ from medst.errors import UserInputError
 from medst.executors import EngineChoice, run_jobs
 from medst.outputs import claim_output_dir
 from medst.schemas.records import RejectRecord
-from medst.schemas.shards import ShardConfig, ShardIndexEntry, ShardPlan, ShardSummary
+from medst.schemas.shards import BuildOptions, ShardConfig, ShardIndexEntry, ShardPlan, ShardSummary
 from medst.storage import RemotePath
 
 from . import index as shard_index
@@ -85,6 +86,23 @@ def _load_studies(config: ShardConfig) -> tuple[list[dict[str, Any]], Path]:
     if missing:
         raise UserInputError(f"{studies_path} lacks column(s) {', '.join(missing)}")
     return df.to_dicts(), image_root
+
+
+def build_options(seq: Path) -> BuildOptions | None:
+    """The options of the `medst build-sequences` run that wrote `seq` (T, stride, min_len, compat, version), from
+    its build_report.json; None when the folder has no readable report with them (a hand-made studies table)."""
+    try:
+        report = json.loads((seq / "build_report.json").read_text())
+        options = report["options"]
+        return BuildOptions(
+            seq_len=options["seq_len"],
+            stride=options["stride"],
+            min_len=options["min_len"],
+            compat=options["compat"],
+            medst_version=report["medst_version"],
+        )
+    except (OSError, ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
+        return None
 
 
 def plan_jobs(
@@ -342,7 +360,11 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     jobs, rows_by_key = plan_jobs(rows, config)
     names = [j.name for j in jobs]
     plan = ShardPlan(
-        medst_version=__version__, input_fingerprint=input_fingerprint(rows), options=options, shards=names
+        medst_version=__version__,
+        input_fingerprint=input_fingerprint(rows),
+        options=options,
+        shards=names,
+        build=build_options(config.seq),
     )
     _check_provenance(out, plan, config.force)
     shard_index.write_plan(out, plan)

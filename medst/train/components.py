@@ -37,6 +37,26 @@ def check_complete_shards(config: PretrainConfig) -> None:
         )
 
 
+def compat_mismatch(config: PretrainConfig) -> str | None:
+    """A one-line warning when the run's ``compat`` is not the ``compat`` the shards' timelines were built with
+    (plan.json ``build``): reference training expects the authors' time steps (one per frontal image), clean
+    training one step per study. None when they agree or the plan does not record the build."""
+    from medst.schemas.shards import plan_build
+
+    build = plan_build(config.shards)
+    if build is None or build.compat == config.compat:
+        return None
+    steps = {
+        "clean": "one time step per study",
+        "reference": "the authors' time steps, one per frontal image",
+    }
+    return (
+        f"training with --compat {config.compat} on shards whose timelines were built with --compat "
+        f"{build.compat} ({steps[build.compat]}); for the {config.compat} recipe rebuild them with "
+        f"`medst build-sequences --compat {config.compat}`, or train with --compat {build.compat}"
+    )
+
+
 def training_texts(shards: Location, split: str = "train") -> list[str]:
     """Every study's report text of ``split``, read from the ``json`` members of the shards (through the checked
     member reader), in plan order."""

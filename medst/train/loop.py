@@ -31,7 +31,12 @@ from medst.outputs import check_output_dir, claim_output_dir
 from medst.schemas.train import PretrainConfig, config_differences, config_to_yaml, resolve_config
 from medst.shards.index import list_entries
 from medst.train import checkpoint as ckpt
-from medst.train.components import build_loaders, check_complete_shards, prepare_text_model
+from medst.train.components import (
+    build_loaders,
+    check_complete_shards,
+    compat_mismatch,
+    prepare_text_model,
+)
 from medst.train.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -174,6 +179,9 @@ def _run(
         raise UserInputError(f"no complete shard of split {config.train_split!r} in {config.shards}")
     if loaders is None:
         check_complete_shards(config)  # an incomplete --part set, before the run folder is made
+        mismatch = compat_mismatch(config)
+        if mismatch is not None and info.is_main:
+            _warn(mismatch)
     check_init_image(config)  # before the demo text model is trained, not minutes later
     resolve_trackers(config.loggers, config.tensorboard)  # a missing tracker package, likewise
     # Every rank checks (read-only) so that all fail alike; rank 0 alone writes the marker.
