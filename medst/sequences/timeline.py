@@ -50,7 +50,8 @@ def windows(studies: pl.DataFrame, seq_len: int, stride: int, min_len: int) -> p
         schema={"_n": per_patient.schema["_n"], "_start": pl.Int64, "_stop": pl.Int64},
         orient="row",
     )
-    out = per_patient.join(bounds, on="_n", how="inner").sort(["subject_id", "_start"])
+    # Patients in order, each one's windows in start order.
+    out = per_patient.join(bounds, on="_n", how="inner", maintain_order="left_right")
     out = out.with_columns(
         pl.col("study_id")
         .list.slice(pl.col("_start"), pl.col("_stop") - pl.col("_start"))
