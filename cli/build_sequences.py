@@ -48,6 +48,9 @@ def build_sequences_command(
     image_root: Path | None = typer.Option(
         None, help="Generic table: folder the image paths are relative to."
     ),
+    reader: str | None = typer.Option(
+        None, help="Archive reader: mimic-cxr or generic (default: the first that recognises ARCHIVE)."
+    ),
     seq_len: int = typer.Option(4, help="Studies per sequence window (the paper's T)."),
     stride: int = typer.Option(4, help="Studies between window starts."),
     min_len: int = typer.Option(1, help="Shortest remainder window kept."),
@@ -94,6 +97,7 @@ def build_sequences_command(
         table=table,
         columns=_parse_columns(columns),
         image_root=image_root,
+        reader=reader,
         seq_len=seq_len,
         stride=stride,
         min_len=min_len,

@@ -28,6 +28,11 @@ class BuildConfig(BaseModel):
         default=None, description="generic archive: CSV/Parquet with one row per image"
     )
     columns: dict[str, str] = Field(default_factory=dict, description="generic table: key -> column name")
+    reader: str | None = Field(
+        default=None,
+        description="archive reader by name (medst.archive.readers.READERS); None: the first that recognises "
+        "the archive",
+    )
     image_root: Path | None = Field(
         default=None, description="generic table: image paths are relative to this"
     )

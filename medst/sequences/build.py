@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from medst.archive.generic import read_generic
-from medst.archive.mimic import is_mimic_archive, read_mimic
+from medst.archive.readers import pick_reader
 from medst.archive.report_files import BINARY, TOO_LARGE, UNDECODABLE, ReportParsing
 from medst.archive.reports import CONTENT_FREE, parse_reports
 from medst.archive.source import REJECT_COLUMNS, SourceData, reject_frame
@@ -45,17 +44,12 @@ from medst.sequences.yield_check import low_yield
 
 
 def read_source(config: BuildConfig, progress: bool = True) -> SourceData:
-    """Pick the reader for ``config`` (a generic table when ``--table`` is given, else a MIMIC release)."""
+    """Read ``config.archive`` with the reader ``--reader`` names, else the first of
+    `medst.archive.readers.READERS` that recognises it (a generic table when ``--table`` is given, else a MIMIC
+    release)."""
     if not config.archive.is_dir():
         raise UserInputError(f"archive folder {config.archive} not found (check ARCHIVE)")
-    if config.table is not None:
-        return read_generic(config, progress)
-    if is_mimic_archive(config.archive):
-        return read_mimic(config, progress)
-    raise UserInputError(
-        f"{config.archive} is not a MIMIC-CXR release (no cxr-record-list / metadata CSV / files/ tree); "
-        "describe another archive with --table FILE --columns patient=...,image=...,time=..."
-    )
+    return pick_reader(config).read(config, progress)
 
 
 def _exclude(
