@@ -32,10 +32,17 @@ def _parse_columns(text: str | None) -> dict[str, str]:
 
 
 def build_sequences_command(
-    archive: Path = typer.Argument(
-        ..., help="Archive root: a MIMIC-CXR (DICOM or JPG) release or a generic archive."
+    archive: str = typer.Argument(
+        ...,
+        help="Archive root: a MIMIC-CXR (DICOM or JPG) release or a generic archive; a MIMIC-shaped archive may "
+        "be a URL (s3://bucket/mimic-cxr).",
     ),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder (written atomically)."),
+    out: Path = typer.Option(
+        ...,
+        "-o",
+        "--out",
+        help="Output folder (written atomically; a local folder, also for an archive URL).",
+    ),
     reports: Path | None = typer.Option(
         None, help="Reports: folder of sNNN.txt, mimic-cxr-reports.zip, or sectioned CSV."
     ),
