@@ -12,7 +12,8 @@ exactly as they read a local archive (their code path, and its speed, stay those
 
 The images' paths stay relative to the archive root; the build records the archive URL once, as its
 ``image_root``, and `medst shard` reads each image's bytes from there. Transient failures are retried as
-`medst.storage` retries them; a missing bucket or archive is one `UserInputError` line.
+`medst.storage` retries them; a missing bucket or archive is one `UserInputError` line. Tested against S3 (a
+moto server); ``gs://`` goes through gcsfs when it is installed (not a dependency) and is untested.
 """
 
 from __future__ import annotations
