@@ -51,7 +51,7 @@ def read_source(config: BuildConfig, progress: bool = True) -> SourceData:
     `medst.archive.readers.READERS` that recognises it (a generic table when ``--table`` is given, else a MIMIC
     release)."""
     if not isinstance(config.archive, Path):
-        raise UserInputError(f"{config.archive}: an archive URL is read by build_sequences, which mirrors it first")
+        raise UserInputError(f"{config.archive}: an archive URL is read by build_sequences, which mirrors it")
     if not config.archive.is_dir():
         raise UserInputError(f"archive folder {config.archive} not found (check ARCHIVE)")
     return pick_reader(config).read(config, progress)
@@ -349,7 +349,7 @@ def _build(config: BuildConfig, progress: bool, recorded: BuildConfig) -> BuildS
         "low_yield": verdict,
     }
     summary = write_outputs(
-        recorded, src, kept_images, steps, seqs, reject_df, warnings, lateral_only, extra, archive=config.archive
+        recorded, src, kept_images, steps, seqs, reject_df, warnings, lateral_only, extra, config.archive
     )
     return summary.model_copy(update={"low_yield": verdict})
 
