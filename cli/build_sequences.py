@@ -32,10 +32,17 @@ def _parse_columns(text: str | None) -> dict[str, str]:
 
 
 def build_sequences_command(
-    archive: Path = typer.Argument(
-        ..., help="Archive root: a MIMIC-CXR (DICOM or JPG) release or a generic archive."
+    archive: str = typer.Argument(
+        ...,
+        help="Archive root: a MIMIC-CXR (DICOM or JPG) release or a generic archive; a MIMIC-shaped archive may "
+        "be a URL (s3://bucket/mimic-cxr).",
     ),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder (written atomically)."),
+    out: Path = typer.Option(
+        ...,
+        "-o",
+        "--out",
+        help="Output folder (written atomically; a local folder, also for an archive URL).",
+    ),
     reports: Path | None = typer.Option(
         None, help="Reports: folder of sNNN.txt, mimic-cxr-reports.zip, or sectioned CSV."
     ),
@@ -47,6 +54,9 @@ def build_sequences_command(
     ),
     image_root: Path | None = typer.Option(
         None, help="Generic table: folder the image paths are relative to."
+    ),
+    reader: str | None = typer.Option(
+        None, help="Archive reader: mimic-cxr or generic (default: the first that recognises ARCHIVE)."
     ),
     seq_len: int = typer.Option(4, help="Studies per sequence window (the paper's T)."),
     stride: int = typer.Option(4, help="Studies between window starts."),
@@ -94,6 +104,7 @@ def build_sequences_command(
         table=table,
         columns=_parse_columns(columns),
         image_root=image_root,
+        reader=reader,
         seq_len=seq_len,
         stride=stride,
         min_len=min_len,

@@ -241,6 +241,12 @@ def _missing(err: BaseException) -> bool:
     """A missing object: `FileNotFoundError` that is not fsspec's HTTP wrapping of a connection failure."""
     if any(getattr(e, "status", None) in (404, 410) for e in (err, err.__cause__)):  # HTTP's own "not found"
         return True
+    # S3's own "not found" (a bucket that does not exist), which s3fs wraps in a FileNotFoundError.
+    for e in (err, err.__cause__):
+        response = getattr(e, "response", None)
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        if code in ("NoSuchBucket", "NoSuchKey"):
+            return True
     return isinstance(err, FileNotFoundError) and (
         err.__cause__ is None or isinstance(err.__cause__, FileNotFoundError)
     )
@@ -268,6 +274,12 @@ def _retrying(url: str, call: Callable[[], T], verb: str = "read") -> T:
             time.sleep(pause)
             pause *= 2
     raise AssertionError("unreachable")
+
+
+def retrying(url: str, call: Callable[[], T], verb: str = "read") -> T:
+    """``call()`` (one fsspec request about ``url``) under the retry policy of this module: transient failures
+    retried `RETRIES` times, then, like a missing object, one `UserInputError` line naming ``url``."""
+    return _retrying(url, call, verb)
 
 
 def _describe(err: BaseException) -> str:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from medst.storage import Location
+
 COLUMN_KEYS = ("patient", "study", "time", "day_offset", "view", "image", "report", "report_path", "split")
 """Keys accepted by ``--columns`` for a generic table."""
 
@@ -16,8 +18,9 @@ class BuildConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    archive: Path = Field(
-        description="archive root (MIMIC-CXR DICOM or JPG release, or the root of a generic table)"
+    archive: Location = Field(
+        description="archive root (MIMIC-CXR DICOM or JPG release, or the root of a generic table): a folder, or "
+        "the URL of a MIMIC-shaped archive in object storage (s3://bucket/mimic-cxr; see medst.archive.remote)"
     )
     out: Path = Field(description="output folder, written atomically")
     reports: Path | None = Field(
@@ -28,6 +31,11 @@ class BuildConfig(BaseModel):
         default=None, description="generic archive: CSV/Parquet with one row per image"
     )
     columns: dict[str, str] = Field(default_factory=dict, description="generic table: key -> column name")
+    reader: str | None = Field(
+        default=None,
+        description="archive reader by name (medst.archive.readers.READERS); None: the first that recognises "
+        "the archive",
+    )
     image_root: Path | None = Field(
         default=None, description="generic table: image paths are relative to this"
     )

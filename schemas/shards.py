@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medst.storage import Location
+from medst.storage import Location, OptionalLocation
 
 DEFAULT_KEY_SALT = "medst-v1"
 PLAN_FILE = "plan.json"
@@ -28,9 +28,10 @@ class ShardConfig(BaseModel):
         description="with a URL `out`: the local folder the shards are built in before the upload (kept, so a "
         "re-run resumes); default: a folder named after the URL under the system's temporary folder",
     )
-    image_root: Path | None = Field(
+    image_root: OptionalLocation = Field(
         default=None,
-        description="folder that frontal_path/lateral_path are relative to; default from build_report.json",
+        description="folder (or archive URL, s3://...) that frontal_path/lateral_path are relative to; default "
+        "from build_report.json",
     )
     image_size: int = Field(default=512, ge=16, le=8192, description="longest side of stored images, pixels")
     preset: Literal["mimic-jpg", "voi"] = "mimic-jpg"

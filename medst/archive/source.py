@@ -14,6 +14,8 @@ from typing import Any
 
 import polars as pl
 
+from medst.storage import RemotePath
+
 STAGE = "build-sequences"
 
 IMAGE_COLUMNS: dict[str, Any] = {
@@ -53,7 +55,8 @@ class SourceData:
     """One archive, read. `images` holds only images still in play; everything else is in `rejects`."""
 
     kind: str
-    image_root: Path
+    image_root: Path | RemotePath
+    """Where the images' relative paths point: the archive folder, or the archive's URL when it was mirrored."""
     images: pl.DataFrame
     rejects: list[pl.DataFrame] = field(default_factory=list)
     reports: pl.DataFrame | None = None

@@ -24,10 +24,11 @@ A build that keeps no study, or fewer than ``min_kept`` of its input images, sti
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
-from medst.archive.generic import read_generic
-from medst.archive.mimic import is_mimic_archive, read_mimic
+from medst.archive.readers import pick_reader
 from medst.archive.report_files import BINARY, TOO_LARGE, UNDECODABLE, ReportParsing
 from medst.archive.reports import CONTENT_FREE, parse_reports
 from medst.archive.source import REJECT_COLUMNS, SourceData, reject_frame
@@ -42,20 +43,18 @@ from medst.sequences.studies import choose_views
 from medst.sequences.timeline import order_studies, windows
 from medst.sequences.views import add_reference_views, add_views, is_unmapped_view, non_chest_mask
 from medst.sequences.yield_check import low_yield
+from medst.storage import RemotePath
 
 
 def read_source(config: BuildConfig, progress: bool = True) -> SourceData:
-    """Pick the reader for ``config`` (a generic table when ``--table`` is given, else a MIMIC release)."""
+    """Read ``config.archive`` with the reader ``--reader`` names, else the first of
+    `medst.archive.readers.READERS` that recognises it (a generic table when ``--table`` is given, else a MIMIC
+    release)."""
+    if not isinstance(config.archive, Path):
+        raise UserInputError(f"{config.archive}: an archive URL is read by build_sequences, which mirrors it")
     if not config.archive.is_dir():
         raise UserInputError(f"archive folder {config.archive} not found (check ARCHIVE)")
-    if config.table is not None:
-        return read_generic(config, progress)
-    if is_mimic_archive(config.archive):
-        return read_mimic(config, progress)
-    raise UserInputError(
-        f"{config.archive} is not a MIMIC-CXR release (no cxr-record-list / metadata CSV / files/ tree); "
-        "describe another archive with --table FILE --columns patient=...,image=...,time=..."
-    )
+    return pick_reader(config).read(config, progress)
 
 
 def _exclude(
@@ -148,11 +147,33 @@ def _report_reason(min_tokens: int, compat: str = "clean") -> pl.Expr:
 
 
 def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
-    """Build the manifests of ``config.archive`` into ``config.out`` (see the module docstring)."""
+    """Build the manifests of ``config.archive`` into ``config.out`` (see the module docstring).
+
+    An archive URL is mirrored into a temporary folder first (`medst.archive.remote`: tables and reports fetched,
+    images as sparse placeholders) and read from there; the manifests keep image paths relative to the archive
+    and build_report.json records the URL as ``image_root``, where `medst shard` reads the images from."""
     # Before any work: an output folder that is not ours (or is the archive) is refused, not found out later.
     inputs, roots = build_paths(config)
     check_output_dir(config.out, COMMAND, inputs=inputs, roots=roots, legacy_markers=LEGACY_MARKERS)
+    if isinstance(config.archive, RemotePath):
+        from medst.archive.remote import staged_archive
+
+        if config.table is not None:
+            raise UserInputError(
+                f"{config.archive}: a --table archive is read from a local folder; only MIMIC-shaped archives are "
+                "read from a URL"
+            )
+        with staged_archive(config.archive, config.read_headers, config.check_files) as local:
+            return _build(config.model_copy(update={"archive": local}), progress, recorded=config)
+    return _build(config, progress, recorded=config)
+
+
+def _build(config: BuildConfig, progress: bool, recorded: BuildConfig) -> BuildSummary:
+    """The build of the local archive ``config.archive``; ``recorded`` is the config the user gave (the same, or
+    the one naming the archive's URL), whose options and archive location the outputs record."""
     src = read_source(config, progress)
+    if recorded.archive != config.archive:
+        src.image_root = recorded.archive
     rejects: list[pl.DataFrame] = list(src.rejects)
     warnings = list(src.warnings)
 
@@ -327,7 +348,9 @@ def build_sequences(config: BuildConfig, progress: bool = True) -> BuildSummary:
         },
         "low_yield": verdict,
     }
-    summary = write_outputs(config, src, kept_images, steps, seqs, reject_df, warnings, lateral_only, extra)
+    summary = write_outputs(
+        recorded, src, kept_images, steps, seqs, reject_df, warnings, lateral_only, extra, config.archive
+    )
     return summary.model_copy(update={"low_yield": verdict})
 
 

@@ -37,12 +37,13 @@ def build_paths(config: BuildConfig) -> tuple[list[Path | None], list[Path | Non
     """(inputs, roots) of a build for `medst.outputs`: OUT may be none of them and hold none of them, and may
     not lie inside an input. Roots are folders files are only looked up in: the image root (``--image-root /``
     is fine) and, for a generic table, the archive folder (``medst build-sequences . --table t.csv -o seq``)."""
+    archive = config.archive if isinstance(config.archive, Path) else None  # a URL cannot overlap OUT
     table = config.table
-    if table is not None and not table.is_absolute() and not table.exists():
-        table = config.archive / table  # as the generic reader finds it
+    if table is not None and not table.is_absolute() and not table.exists() and archive is not None:
+        table = archive / table  # as the generic reader finds it
     inputs = [config.reports, table, config.split_file]
     roots = [config.image_root]
-    (roots if config.table is not None else inputs).append(config.archive)
+    (roots if config.table is not None else inputs).append(archive)
     return inputs, roots
 
 
@@ -99,18 +100,22 @@ def write_outputs(
     warnings: list[str],
     lateral_only: int = 0,
     extra: dict[str, Any] | None = None,
+    archive: Path | None = None,
 ) -> BuildSummary:
     """Write everything into a staging folder inside ``config.out`` (claimed for build-sequences, see
     `medst.outputs`), then swap the files into place; a failure leaves the previous outputs untouched and nothing
     outside ``config.out`` is ever moved or deleted. `extra` goes into build_report.json as is (report encodings,
-    values not understood, the low-yield verdict)."""
+    values not understood, the low-yield verdict). ``archive``: the local folder the archive was read from, when
+    ``config.archive`` is its URL (checked against the data manifest there)."""
     from medst.outputs import claim_output_dir
 
     out = config.out.resolve()
     inputs, roots = build_paths(config)
     claimed = claim_output_dir(out, COMMAND, inputs=inputs, roots=roots, legacy_markers=LEGACY_MARKERS)
     with claimed.replacing() as tmp:
-        summary = _write_into(tmp, config, src, images, steps, seqs, rejects, warnings, lateral_only, extra)
+        summary = _write_into(
+            tmp, config, src, images, steps, seqs, rejects, warnings, lateral_only, extra, archive
+        )
     return summary.model_copy(update={"out": out})
 
 
@@ -125,8 +130,12 @@ def _write_into(
     warnings: list[str],
     lateral_only: int,
     extra: dict[str, Any] | None = None,
+    archive: Path | None = None,
 ) -> BuildSummary:
     from medst.sequences.report import write_markdown
+
+    root = archive if archive is not None else config.archive
+    assert isinstance(root, Path), "a URL archive is read from its local mirror"
 
     out = config.out.resolve()
     images_out = images.sort(["subject_id", "study_id", "dicom_id"]).select(_IMAGE_COLUMNS)
@@ -174,11 +183,11 @@ def _write_into(
         "patients": src.images.select("subject_id").n_unique(),
         "reports": src.report_inputs,
     }
-    manifest_name = config.manifest or detect_manifest(config.archive, src.kind)
+    manifest_name = config.manifest or detect_manifest(root, src.kind)
     manifest_diffs: list[str] = []
     if manifest_name is not None:
         try:
-            manifest_diffs = check_archive(config.archive, load_manifest(manifest_name), src.images, found)
+            manifest_diffs = check_archive(root, load_manifest(manifest_name), src.images, found)
         except KeyError as err:
             warnings.append(str(err))
     lateral = pl.col("lateral_dicom_id").is_not_null()

@@ -19,6 +19,7 @@ import numpy as np
 from medst.archive.pixels import decode_image, resize_longest
 from medst.errors import ImageDecodeError
 from medst.schemas.records import RejectRecord, TimelineSample, TimelineStudy
+from medst.storage import RemotePath
 
 from .assign import pseudonym
 
@@ -43,7 +44,8 @@ def encode_image(img: np.ndarray, fmt: str, jpeg_quality: int = 95) -> bytes:
 class SampleOptions:
     """What a sample's bytes depend on (besides the input files)."""
 
-    image_root: Path
+    image_root: Path | RemotePath
+    """A folder, or the URL of an archive in object storage (each image fetched whole, then decoded)."""
     image_size: int
     preset: str
     fmt: str
@@ -84,11 +86,35 @@ def _clean_labels(raw: Any) -> dict[str, float | None]:
 
 def _decode(opts: SampleOptions, rel: str) -> tuple[bytes, str | None]:
     """Encoded image bytes and the intensity fallback its display needed (None when none)."""
+    if isinstance(opts.image_root, RemotePath):
+        return _decode_remote(opts, opts.image_root / rel, rel)
     path = opts.image_root / rel
     if not path.is_file():
         # Its own reason: when most images are missing, the image root is wrong (the shard run says so).
         raise ImageDecodeError("missing_file", f"{rel}: no such file under the image root")
     decoded = decode_image(path, opts.preset, shrink_to=opts.image_size)  # type: ignore[arg-type]
+    img = decoded.pixels
+    img = resize_longest(img, opts.image_size) if max(img.shape[:2]) > opts.image_size else img
+    return encode_image(np.ascontiguousarray(img), opts.fmt, opts.jpeg_quality), decoded.intensity_fallback
+
+
+def _decode_remote(opts: SampleOptions, url: RemotePath, rel: str) -> tuple[bytes, str | None]:
+    """`_decode` of an image in object storage: its bytes fetched once (retried as `medst.storage` retries), then
+    decoded from a temporary file of the same name, by the same code as a local file."""
+    import tempfile
+
+    from medst.errors import UserInputError
+
+    try:
+        data = url.read_bytes_if_exists()
+    except UserInputError as err:  # the store kept failing: this image is lost, the run goes on
+        raise ImageDecodeError("unreadable_image", str(err)) from None
+    if data is None:
+        raise ImageDecodeError("missing_file", f"{rel}: no such object under the image root")
+    with tempfile.TemporaryDirectory(prefix="medst-image-") as tmp:
+        path = Path(tmp) / url.name
+        path.write_bytes(data)
+        decoded = decode_image(path, opts.preset, shrink_to=opts.image_size)  # type: ignore[arg-type]
     img = decoded.pixels
     img = resize_longest(img, opts.image_size) if max(img.shape[:2]) > opts.image_size else img
     return encode_image(np.ascontiguousarray(img), opts.fmt, opts.jpeg_quality), decoded.intensity_fallback

@@ -31,7 +31,7 @@ from medst.executors import EngineChoice, run_jobs
 from medst.outputs import claim_output_dir
 from medst.schemas.records import RejectRecord
 from medst.schemas.shards import BuildOptions, ShardConfig, ShardIndexEntry, ShardPlan, ShardSummary
-from medst.storage import RemotePath
+from medst.storage import RemotePath, to_location
 
 from . import index as shard_index
 from .assign import PatientWork, ShardJob, assign_shards, pseudonym, select_part
@@ -60,8 +60,9 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _load_studies(config: ShardConfig) -> tuple[list[dict[str, Any]], Path]:
-    """Rows of SEQ/studies.parquet and the image root; UserInputError naming what to fix."""
+def _load_studies(config: ShardConfig) -> tuple[list[dict[str, Any]], Path | RemotePath]:
+    """Rows of SEQ/studies.parquet and the image root (a folder, or the URL of an archive in object storage);
+    UserInputError naming what to fix."""
     import polars as pl
 
     seq = config.seq
@@ -70,7 +71,7 @@ def _load_studies(config: ShardConfig) -> tuple[list[dict[str, Any]], Path]:
         raise UserInputError(
             f"{studies_path} not found: point SEQ at a `medst build-sequences` output folder"
         )
-    image_root = config.image_root
+    image_root: Path | RemotePath | None = config.image_root
     if image_root is None:
         report_path = seq / "build_report.json"
         if not report_path.is_file():
@@ -78,8 +79,13 @@ def _load_studies(config: ShardConfig) -> tuple[list[dict[str, Any]], Path]:
         root = json.loads(report_path.read_text()).get("image_root")
         if not root:
             raise UserInputError(f"{report_path} has no 'image_root'; pass --image-root")
-        image_root = Path(root) if Path(root).is_absolute() else (seq / root)
-    if not image_root.is_dir():
+        image_root = to_location(root)
+        if isinstance(image_root, Path) and not image_root.is_absolute():
+            image_root = seq / root
+    if isinstance(image_root, RemotePath):
+        if image_root.info() is None:  # one request; a missing bucket or prefix is a UserInputError already
+            raise UserInputError(f"image root {image_root}: no such archive; pass --image-root")
+    elif not image_root.is_dir():
         raise UserInputError(f"image root {image_root} is not a folder; pass --image-root")
     df = pl.read_parquet(studies_path)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
@@ -306,7 +312,7 @@ def _check_provenance(out: Path, plan: ShardPlan, force: bool) -> None:
 
 def _yield_problem(
     out: Path, mine: list[ShardJob], rows_by_key: dict[str, list[dict[str, Any]]], plan: ShardPlan,
-    image_root: Path, min_kept: float,
+    image_root: Path | RemotePath, min_kept: float,
 ) -> str | None:  # fmt: skip
     """A one-line hint when this part kept less than `min_kept` of its input studies, else None."""
     import polars as pl
@@ -352,7 +358,11 @@ def write_shards(config: ShardConfig, progress: bool = True) -> ShardSummary:
     out = config.out
     # Checked once the input is known good; a folder of an older medst's shards (index/, no marker) stays usable.
     claim_output_dir(
-        out, "shard", inputs=[config.seq], roots=[config.image_root], legacy_markers=(shard_index.INDEX_DIR,)
+        out,
+        "shard",
+        inputs=[config.seq],
+        roots=[config.image_root if isinstance(config.image_root, Path) else None],
+        legacy_markers=(shard_index.INDEX_DIR,),
     )
     (out / shard_index.INDEX_DIR).mkdir(exist_ok=True)
     _discard_stale_shared(out)
