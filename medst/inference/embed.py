@@ -17,22 +17,38 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
-from medst.errors import ImageDecodeError, UserInputError
+from medst.errors import UserInputError
+from medst.executors import check_engine, use_engine
+from medst.inference.embed_batches import (
+    Encoded,
+    ImageBatch,
+    ModelSpec,
+    TextBatch,
+    encode_images,
+    encode_texts,
+    image_batch_job,
+    prepare_job,
+    text_batch_job,
+)
 from medst.inference.encoder import MedSTEncoder
-from medst.inference.images import transform_grey
 from medst.inference.sources import ImageJob, image_source
 from medst.inference.texts import clean_for_model
 from medst.schemas.embed import EmbedConfig
+
+T = TypeVar("T")
+R = TypeVar("R")
+# Batches per `run_jobs` call on an engine: bounds what a streamed (shard) input holds in memory at once.
+_WAVE_BATCHES = 256
 
 
 @dataclass
@@ -76,39 +92,48 @@ class _Rows:
             getattr(self, name).append(values.get(name))
 
 
-def _prepare(encoder: MedSTEncoder, item: Path | bytes) -> torch.Tensor:
-    if isinstance(item, bytes):
-        # Shard members are already intensity-processed and resized by `medst shard`: only the loader transform.
-        from medst.shards.members import decode_image as decode_grey
-
-        try:
-            grey = decode_grey(item)
-        except ValueError as err:
-            raise ImageDecodeError("unreadable_image", f"stored image does not decode ({err})") from err
-        return transform_grey(grey, encoder.settings)
-    return encoder.prepare_image(item)
-
-
-def _prepare_job(encoder: MedSTEncoder, job: ImageJob) -> tuple[torch.Tensor | ImageDecodeError, Any]:
-    """(frontal tensor or its error, lateral tensor / error / None)."""
-    if job.error is not None:
-        return job.error, None
-    try:
-        front: torch.Tensor | ImageDecodeError = _prepare(encoder, job.frontal)
-    except ImageDecodeError as err:
-        return err, None
-    lateral: Any = None
-    if job.lateral is not None:
-        try:
-            lateral = _prepare(encoder, job.lateral)
-        except ImageDecodeError as err:
-            lateral = err
-    return front, lateral
-
-
-def _chunks(jobs: Iterator[ImageJob], size: int) -> Iterator[list[ImageJob]]:
+def _chunks(jobs: Iterator[T], size: int) -> Iterator[list[T]]:
     while chunk := list(islice(jobs, size)):
         yield chunk
+
+
+def _on_engine(config: EmbedConfig) -> bool:
+    """Whether the batches go to `medst.executors.run_jobs` (worker processes or Ray) rather than being encoded
+    here: with ``--engine ray`` or more than one ``--workers``."""
+    return config.engine == "ray" or config.workers > 1
+
+
+def _model_spec(encoder: MedSTEncoder, config: EmbedConfig) -> ModelSpec:
+    # Worker processes share the CPU cores (torch would otherwise give each of them all of them).
+    per_worker = max(1, (os.cpu_count() or 1) // max(1, config.workers))
+    return ModelSpec(
+        folder=str(encoder.source if encoder.source is not None else config.model),
+        device=config.device,
+        preset=encoder.settings.preset,
+        threads=config.threads,
+        torch_threads=per_worker,
+    )
+
+
+def _run_batches(fn: Callable[[Any], list[R]], batches: list[Any], config: EmbedConfig, bar: Any) -> list[R]:
+    """``fn`` over ``batches`` on the configured engine; the results of every batch, in batch order."""
+    from medst.executors import run_jobs
+
+    results: dict[int, list[R]] = {}
+
+    def keep(i: int, result: list[R]) -> None:
+        results[i] = result
+        bar.update(len(result))
+
+    run_jobs(
+        fn,
+        batches,
+        config.workers,
+        keep,
+        names=[f"embed batch {i}" for i in range(len(batches))],
+        context="spawn",  # forking a process that holds torch's thread pools can deadlock
+    )
+    return [item for i in range(len(batches)) for item in results[i]]
 
 
 def _embed_images(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summary: EmbedSummary) -> None:
@@ -119,15 +144,38 @@ def _embed_images(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summa
 
     bar = progress(total=source.total, unit="img", desc="embedding images", enabled=config.progress)
     start = time.perf_counter()
-    pool = ThreadPoolExecutor(config.workers) if config.workers > 1 else None
+    try:
+        if _on_engine(config):
+            spec = _model_spec(encoder, config)
+            # Waves of batches: a streamed shard input is never held in memory all at once.
+            for wave in _chunks(_chunks(source.jobs, config.batch_size), _WAVE_BATCHES):
+                batches = [ImageBatch(spec, chunk) for chunk in wave]
+                encoded = _run_batches(image_batch_job, batches, config, bar)
+                _add_image_rows([job for chunk in wave for job in chunk], encoded, rows, summary)
+        else:
+            _embed_images_here(encoder, config, source.jobs, rows, summary, bar)
+    finally:
+        bar.close()
+    summary.image_seconds = time.perf_counter() - start
+
+
+def _embed_images_here(
+    encoder: MedSTEncoder,
+    config: EmbedConfig,
+    jobs: Iterator[ImageJob],
+    rows: _Rows,
+    summary: EmbedSummary,
+    bar: Any,
+) -> None:
+    pool = ThreadPoolExecutor(config.threads) if config.threads > 1 else None
 
     def submit(chunk: list[ImageJob]) -> list[Any]:
         if pool is None:
-            return [_prepare_job(encoder, j) for j in chunk]
-        return [pool.submit(_prepare_job, encoder, j) for j in chunk]
+            return [prepare_job(encoder, j) for j in chunk]
+        return [pool.submit(prepare_job, encoder, j) for j in chunk]
 
     try:
-        chunks = _chunks(source.jobs, config.batch_size)
+        chunks = _chunks(jobs, config.batch_size)
         pending = next(chunks, None)
         ahead = submit(pending) if pending is not None else []
         while pending is not None:
@@ -136,49 +184,36 @@ def _embed_images(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summa
             pending = next(chunks, None)
             ahead = submit(pending) if pending is not None else []
             results = [p.result() if isinstance(p, Future) else p for p in prepared]
-            _encode_chunk(encoder, chunk, results, rows, summary)
+            _add_image_rows(chunk, encode_images(encoder, results), rows, summary)
             bar.update(len(chunk))
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-    summary.image_seconds = time.perf_counter() - start
 
 
-def _encode_chunk(
-    encoder: MedSTEncoder, chunk: list[ImageJob], results: list[Any], rows: _Rows, summary: EmbedSummary
-) -> None:
-    good = [i for i, (front, _) in enumerate(results) if isinstance(front, torch.Tensor)]
-    emb: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if good:
-        frontal = torch.stack([results[i][0] for i in good])
-        lats = [results[i][1] if isinstance(results[i][1], torch.Tensor) else None for i in good]
-        lateral = has = None
-        if any(x is not None for x in lats):
-            zero = torch.zeros_like(frontal[0])
-            lateral = torch.stack([zero if x is None else x for x in lats])
-            has = torch.tensor([x is not None for x in lats])
-        out = encoder.encode_prepared(frontal, lateral, has)
-        for k, i in enumerate(good):
-            emb[i] = (out.embedding[k].numpy(), out.cls[k].numpy())
-    for i, (job, (front, lat)) in enumerate(zip(chunk, results, strict=True)):
+def _count(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _add_image_rows(jobs: list[ImageJob], encoded: list[Encoded], rows: _Rows, summary: EmbedSummary) -> None:
+    for job, done in zip(jobs, encoded, strict=True):
         summary.images += 1
         base = {"kind": "image", "id": job.id, "path": job.path, "lateral_path": job.lateral_path,
                 "view": job.view, "warning": job.warning}  # fmt: skip
         summary.images_flagged += job.warning is not None
         for code in job.warning.split(",") if job.warning else []:
-            summary.warnings_by_reason[code] = summary.warnings_by_reason.get(code, 0) + 1
-        if isinstance(front, ImageDecodeError):
+            _count(summary.warnings_by_reason, code)
+        if done.error is not None:
             summary.image_errors += 1
-            summary.errors_by_reason[front.reason] = summary.errors_by_reason.get(front.reason, 0) + 1
-            rows.add(**base, error=front.reason, error_message=front.message)
+            _count(summary.errors_by_reason, done.error.reason)
+            rows.add(**base, error=done.error.reason, error_message=done.error.message)
             continue
         lateral_error = None
-        if isinstance(lat, ImageDecodeError):
-            lateral_error = f"lateral_{lat.reason}"
-            summary.errors_by_reason[lateral_error] = summary.errors_by_reason.get(lateral_error, 0) + 1
-        views = "frontal+lateral" if isinstance(lat, torch.Tensor) else "frontal"
-        rows.add(**base, views=views, embedding=emb[i][0], cls=emb[i][1], lateral_error=lateral_error)
+        if done.lateral_error is not None:
+            lateral_error = f"lateral_{done.lateral_error.reason}"
+            _count(summary.errors_by_reason, lateral_error)
+        views = "frontal+lateral" if done.lateral_used else "frontal"
+        rows.add(**base, views=views, embedding=done.embedding, cls=done.cls, lateral_error=lateral_error)
 
 
 def _embed_texts(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summary: EmbedSummary) -> None:
@@ -191,17 +226,20 @@ def _embed_texts(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summar
         raise UserInputError(f"--text {config.text}: not UTF-8 text ({err})") from err
     usable = [(n, line) for n, line in enumerate(lines, start=1) if clean_for_model(line)]
     ok = {n for n, _ in usable}
-    vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     from medst.progress import progress
 
     bar = progress(total=len(usable), unit="text", desc="embedding texts", enabled=config.progress)
-    for a in range(0, len(usable), config.batch_size):
-        part = usable[a : a + config.batch_size]
-        out = encoder.encode_tokens(encoder.tokenize([line for _, line in part]))
-        for k, (n, _) in enumerate(part):
-            vectors[n] = (out.embedding[k].numpy(), out.cls[k].numpy())
-        bar.update(len(part))
+    parts = [[line for _, line in part] for part in _chunks(iter(usable), config.batch_size)]
+    if _on_engine(config) and parts:
+        spec = _model_spec(encoder, config)
+        done = _run_batches(text_batch_job, [TextBatch(spec, part) for part in parts], config, bar)
+    else:
+        done = []
+        for part in parts:
+            done += encode_texts(encoder, part)
+            bar.update(len(part))
     bar.close()
+    vectors = {n: pair for (n, _), pair in zip(usable, done, strict=True)}
     for n, line in enumerate(lines, start=1):
         summary.texts += 1
         base = {"kind": "text", "id": f"line-{n}", "path": str(config.text), "text": line}
@@ -257,20 +295,27 @@ def embed(config: EmbedConfig, encoder: MedSTEncoder | None = None) -> EmbedSumm
     """
     from medst.outputs import check_output_file
 
+    if _on_engine(config):
+        check_engine(config.engine, config.ray_address)
     # Before the model loads and the work starts: a folder at OUT, or OUT being an input file, is refused now.
     check_output_file(config.out, [config.text, None if config.input is None else Path(config.input)])
     if encoder is None:
         from medst.inference.loading import load
 
-        encoder = load(config.model, config.device, preset=config.preset)
+        # On an engine the workers load their own model (on --device); this one only says what was loaded.
+        encoder = load(config.model, "cpu" if _on_engine(config) else config.device, preset=config.preset)
     elif config.preset is not None and config.preset != encoder.settings.preset:
         raise UserInputError("--preset differs from the loaded encoder's preset; load it with that preset")
     summary = EmbedSummary(out=config.out)
     rows = _Rows()
-    if config.input is not None:
-        _embed_images(encoder, config, rows, summary)
-    if config.text is not None:
-        _embed_texts(encoder, config, rows, summary)
+    # One engine for images and texts: a Ray cluster (or a private local Ray) is connected once.
+    with (
+        use_engine(config.engine, config.ray_address, config.workers) if _on_engine(config) else nullcontext()
+    ):
+        if config.input is not None:
+            _embed_images(encoder, config, rows, summary)
+        if config.text is not None:
+            _embed_texts(encoder, config, rows, summary)
     from medst._version import __version__
 
     metadata = {
