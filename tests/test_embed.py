@@ -162,7 +162,9 @@ def test_decoding_threads_do_not_change_the_vectors(export: Path, tmp_path: Path
     frames = []
     for i, threads in enumerate(("3", "0")):
         out = tmp_path / f"{i}.parquet"
-        code, output = _embed(str(tmp_path / "imgs"), "-o", str(out), "--model", str(export), "--threads", threads)
+        code, output = _embed(
+            str(tmp_path / "imgs"), "-o", str(out), "--model", str(export), "--threads", threads
+        )
         assert code == 0, output
         frames.append(pl.read_parquet(out))
     assert torch.equal(_vectors(frames[0]), _vectors(frames[1]))

@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,14 +33,13 @@ from medst.inference.embed_batches import (
     ImageBatch,
     ModelSpec,
     TextBatch,
+    embed_batch_job,
     encode_images,
     encode_texts,
-    image_batch_job,
     prepare_job,
-    text_batch_job,
 )
 from medst.inference.encoder import MedSTEncoder
-from medst.inference.sources import ImageJob, image_source
+from medst.inference.sources import ImageJob, ImageSource, image_source
 from medst.inference.texts import clean_for_model
 from medst.schemas.embed import EmbedConfig
 
@@ -115,48 +113,94 @@ def _model_spec(encoder: MedSTEncoder, config: EmbedConfig) -> ModelSpec:
     )
 
 
-def _run_batches(fn: Callable[[Any], list[R]], batches: list[Any], config: EmbedConfig, bar: Any) -> list[R]:
-    """``fn`` over ``batches`` on the configured engine; the results of every batch, in batch order."""
-    from medst.executors import run_jobs
-
-    results: dict[int, list[R]] = {}
-
-    def keep(i: int, result: list[R]) -> None:
-        results[i] = result
-        bar.update(len(result))
-
-    run_jobs(
-        fn,
-        batches,
-        config.workers,
-        keep,
-        names=[f"embed batch {i}" for i in range(len(batches))],
-        context="spawn",  # forking a process that holds torch's thread pools can deadlock
-    )
-    return [item for i in range(len(batches)) for item in results[i]]
-
-
-def _embed_images(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summary: EmbedSummary) -> None:
-    assert config.input is not None
+def _image_source(config: EmbedConfig, summary: EmbedSummary) -> ImageSource | None:
+    if config.input is None:
+        return None
     source = image_source(config.input, config.image_root, config.frontal_only, config.split)
     summary.skipped_files = source.skipped
+    return source
+
+
+def _bars(config: EmbedConfig, source: ImageSource | None, texts: int | None) -> tuple[Any, Any]:
     from medst.progress import progress
 
-    bar = progress(total=source.total, unit="img", desc="embedding images", enabled=config.progress)
+    images = progress(total=None if source is None else source.total, unit="img", desc="embedding images",
+                      enabled=config.progress and source is not None)  # fmt: skip
+    lines = progress(
+        total=texts, unit="text", desc="embedding texts", enabled=config.progress and texts is not None
+    )
+    return images, lines
+
+
+def _embed_here(
+    encoder: MedSTEncoder,
+    config: EmbedConfig,
+    text_parts: list[list[str]] | None,
+    rows: _Rows,
+    summary: EmbedSummary,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Images (rows added) and text batches (vectors returned) in this process, with this model."""
+    source = _image_source(config, summary)
+    image_bar, text_bar = _bars(config, source, None if text_parts is None else sum(map(len, text_parts)))
+    vectors: list[tuple[np.ndarray, np.ndarray]] = []
+    with image_bar, text_bar:
+        if source is not None:
+            start = time.perf_counter()
+            _embed_images_here(encoder, config, source.jobs, rows, summary, image_bar)
+            summary.image_seconds = time.perf_counter() - start
+        for part in text_parts or []:
+            vectors += encode_texts(encoder, part)
+            text_bar.update(len(part))
+    return vectors
+
+
+def _embed_on_engine(
+    encoder: MedSTEncoder,
+    config: EmbedConfig,
+    text_parts: list[list[str]] | None,
+    rows: _Rows,
+    summary: EmbedSummary,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The same batches as `_embed_here` as jobs on the engine set by `use_engine`; each worker process loads
+    the model once. Text batches go with the first wave of image batches, so no second set of workers (and
+    models) is started for them."""
+    from medst.executors import run_jobs
+
+    spec = _model_spec(encoder, config)
+    source = _image_source(config, summary)
+    image_bar, text_bar = _bars(config, source, None if text_parts is None else sum(map(len, text_parts)))
+    text_batches: list[Any] = [TextBatch(spec, part) for part in text_parts or []]
+    # Waves of batches: a streamed shard input is never held in memory all at once.
+    waves: Iterator[list[list[ImageJob]]] = (
+        _chunks(_chunks(source.jobs, config.batch_size), _WAVE_BATCHES) if source is not None else iter([])
+    )
+    waves = chain([next(waves, [])], waves)  # at least one wave: the text batches go with it
+    vectors: list[tuple[np.ndarray, np.ndarray]] = []
     start = time.perf_counter()
-    try:
-        if _on_engine(config):
-            spec = _model_spec(encoder, config)
-            # Waves of batches: a streamed shard input is never held in memory all at once.
-            for wave in _chunks(_chunks(source.jobs, config.batch_size), _WAVE_BATCHES):
-                batches = [ImageBatch(spec, chunk) for chunk in wave]
-                encoded = _run_batches(image_batch_job, batches, config, bar)
-                _add_image_rows([job for chunk in wave for job in chunk], encoded, rows, summary)
-        else:
-            _embed_images_here(encoder, config, source.jobs, rows, summary, bar)
-    finally:
-        bar.close()
-    summary.image_seconds = time.perf_counter() - start
+    with image_bar, text_bar:
+        for k, wave in enumerate(waves):
+            batches = [ImageBatch(spec, chunk) for chunk in wave] + (text_batches if k == 0 else [])
+            results: dict[int, list[Any]] = {}
+
+            def keep(i: int, result: list[Any], n_image_batches: int = len(wave)) -> None:
+                results[i] = result  # noqa: B023 (called only inside this iteration's run_jobs)
+                (image_bar if i < n_image_batches else text_bar).update(len(result))
+
+            run_jobs(
+                embed_batch_job,
+                batches,
+                config.workers,
+                keep,
+                names=[f"embed batch {i}" for i in range(len(batches))],
+                context="spawn",  # forking a process that holds torch's thread pools can deadlock
+            )
+            done = [item for i in range(len(batches)) for item in results[i]]
+            n_images = sum(map(len, wave))
+            _add_image_rows([job for chunk in wave for job in chunk], done[:n_images], rows, summary)
+            vectors += done[n_images:]
+    if source is not None:
+        summary.image_seconds = time.perf_counter() - start
+    return vectors
 
 
 def _embed_images_here(
@@ -216,7 +260,8 @@ def _add_image_rows(jobs: list[ImageJob], encoded: list[Encoded], rows: _Rows, s
         rows.add(**base, views=views, embedding=done.embedding, cls=done.cls, lateral_error=lateral_error)
 
 
-def _embed_texts(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summary: EmbedSummary) -> None:
+def _read_lines(config: EmbedConfig) -> tuple[list[str], list[tuple[int, str]]]:
+    """The lines of ``config.text`` and the (line number, line) of those with words to embed."""
     assert config.text is not None
     if not config.text.is_file():
         raise UserInputError(f"--text {config.text}: no such file")
@@ -224,28 +269,24 @@ def _embed_texts(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summar
         lines = config.text.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise UserInputError(f"--text {config.text}: not UTF-8 text ({err})") from err
-    usable = [(n, line) for n, line in enumerate(lines, start=1) if clean_for_model(line)]
-    ok = {n for n, _ in usable}
-    from medst.progress import progress
+    return lines, [(n, line) for n, line in enumerate(lines, start=1) if clean_for_model(line)]
 
-    bar = progress(total=len(usable), unit="text", desc="embedding texts", enabled=config.progress)
-    parts = [[line for _, line in part] for part in _chunks(iter(usable), config.batch_size)]
-    if _on_engine(config) and parts:
-        spec = _model_spec(encoder, config)
-        done = _run_batches(text_batch_job, [TextBatch(spec, part) for part in parts], config, bar)
-    else:
-        done = []
-        for part in parts:
-            done += encode_texts(encoder, part)
-            bar.update(len(part))
-    bar.close()
+
+def _add_text_rows(
+    config: EmbedConfig,
+    lines: list[str],
+    usable: list[tuple[int, str]],
+    done: list[tuple[np.ndarray, np.ndarray]],
+    rows: _Rows,
+    summary: EmbedSummary,
+) -> None:
     vectors = {n: pair for (n, _), pair in zip(usable, done, strict=True)}
     for n, line in enumerate(lines, start=1):
         summary.texts += 1
         base = {"kind": "text", "id": f"line-{n}", "path": str(config.text), "text": line}
-        if n not in ok:
+        if n not in vectors:
             summary.text_errors += 1
-            summary.errors_by_reason["empty_text"] = summary.errors_by_reason.get("empty_text", 0) + 1
+            _count(summary.errors_by_reason, "empty_text")
             rows.add(**base, error="empty_text", error_message=f"line {n} has no words left after cleaning")
             continue
         rows.add(**base, embedding=vectors[n][0], cls=vectors[n][1])
@@ -308,14 +349,17 @@ def embed(config: EmbedConfig, encoder: MedSTEncoder | None = None) -> EmbedSumm
         raise UserInputError("--preset differs from the loaded encoder's preset; load it with that preset")
     summary = EmbedSummary(out=config.out)
     rows = _Rows()
-    # One engine for images and texts: a Ray cluster (or a private local Ray) is connected once.
-    with (
-        use_engine(config.engine, config.ray_address, config.workers) if _on_engine(config) else nullcontext()
-    ):
-        if config.input is not None:
-            _embed_images(encoder, config, rows, summary)
-        if config.text is not None:
-            _embed_texts(encoder, config, rows, summary)
+    lines, usable = _read_lines(config) if config.text is not None else ([], [])
+    text_parts = [[line for _, line in part] for part in _chunks(iter(usable), config.batch_size)]
+    wanted = text_parts if config.text is not None else None
+    if _on_engine(config):
+        # One engine for images and texts: a Ray cluster (or a private local Ray) is connected once.
+        with use_engine(config.engine, config.ray_address, config.workers):
+            vectors = _embed_on_engine(encoder, config, wanted, rows, summary)
+    else:
+        vectors = _embed_here(encoder, config, wanted, rows, summary)
+    if config.text is not None:
+        _add_text_rows(config, lines, usable, vectors, rows, summary)
     from medst._version import __version__
 
     metadata = {

@@ -149,17 +149,15 @@ def _worker_encoder(spec: ModelSpec) -> MedSTEncoder:
     return _LOADED[spec]
 
 
-def image_batch_job(batch: ImageBatch) -> list[Encoded]:
-    """Decode and embed one batch in a worker (a module-level function of one argument, as engines need)."""
+def embed_batch_job(batch: ImageBatch | TextBatch) -> list[Any]:
+    """One batch in a worker process (a module-level function of one argument, as engines need): images decoded
+    and embedded (one `Encoded` each), or text lines embedded (one ``(embedding, cls)`` each)."""
     encoder = _worker_encoder(batch.model)
+    if isinstance(batch, TextBatch):
+        return encode_texts(encoder, batch.lines)
     if batch.model.threads > 1 and len(batch.images) > 1:
         with ThreadPoolExecutor(batch.model.threads) as pool:
             prepared = list(pool.map(lambda job: prepare_job(encoder, job), batch.images))
     else:
         prepared = [prepare_job(encoder, job) for job in batch.images]
     return encode_images(encoder, prepared)
-
-
-def text_batch_job(batch: TextBatch) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Embed one batch of text lines in a worker."""
-    return encode_texts(_worker_encoder(batch.model), batch.lines)
