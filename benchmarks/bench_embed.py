@@ -98,7 +98,7 @@ def main() -> None:
 
     for workers in (0, 2):
         out = args.work / f"embed_w{workers}.parquet"
-        config = EmbedConfig(input=str(archive / "files"), out=out, batch_size=args.batch_size, workers=workers,
+        config = EmbedConfig(input=str(archive / "files"), out=out, batch_size=args.batch_size, threads=workers,
                              progress=False)  # fmt: skip
         t0 = time.perf_counter()
         summary = embed(config, encoder=enc)

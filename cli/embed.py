@@ -10,6 +10,7 @@ from medst.cli.choices import QUIET_HELP, choice_enum, value_of
 from medst.schemas.embed import EmbedConfig
 
 PresetChoice = choice_enum("PresetChoice", EmbedConfig.model_fields["preset"].annotation)
+EngineChoice = choice_enum("EngineChoice", EmbedConfig.model_fields["engine"].annotation)
 
 
 def _complete_device(incomplete: str) -> list[str]:
@@ -48,21 +49,23 @@ def register(app: typer.Typer) -> None:
             help="cpu, cuda, cuda:1 (default: best available)",
             autocompletion=_complete_device,
         ),
-        workers: int = typer.Option(2, "--threads", help="threads decoding images"),
-        old_workers: int | None = typer.Option(
-            None,
+        threads: int = typer.Option(2, "--threads", help="threads decoding images (in each worker)"),
+        workers: int = typer.Option(
+            1,
             "--workers",
-            hidden=True,  # --workers means processes in every other command; here it keeps its old meaning
-            help="the older name of --threads",
+            help="worker processes, each loading the model (Ray CPUs with a local --engine ray)",
+        ),
+        engine: EngineChoice = typer.Option(  # type: ignore[valid-type]
+            "local", "--engine", help="where batches run with --workers > 1 (same vectors)"
+        ),
+        ray_address: str | None = typer.Option(
+            None, "--ray-address", help="Ray cluster address (default: start a local Ray)"
         ),
         quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
     ) -> None:
         """Write ids, paths and normalised embeddings (plus CLS features) to Parquet; bad files become error rows."""
         from medst.inference.embed import embed
 
-        if old_workers is not None:
-            typer.echo("note: embed --workers is now --threads (threads decoding images)", err=True)
-            workers = old_workers
         config = EmbedConfig(
             input=input,
             out=out,
@@ -74,7 +77,10 @@ def register(app: typer.Typer) -> None:
             frontal_only=frontal_only,
             split=split,
             device=device,
+            threads=threads,
             workers=workers,
+            engine=value_of(engine),  # type: ignore[arg-type]
+            ray_address=ray_address,
             progress=not quiet,
         )
         summary = embed(config)

@@ -7,9 +7,10 @@ from pathlib import Path
 import typer
 
 from medst.cli.choices import QUIET_HELP, choice_enum, value_of
-from medst.schemas.synth import Release
+from medst.schemas.synth import Release, SynthConfig
 
 ReleaseChoice = choice_enum("ReleaseChoice", Release)
+EngineChoice = choice_enum("EngineChoice", SynthConfig.model_fields["engine"].annotation)
 
 
 def register(app: typer.Typer) -> None:
@@ -31,10 +32,15 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(
             1, "--workers", help="Processes rendering images (output does not change)."
         ),
+        engine: EngineChoice = typer.Option(  # type: ignore[valid-type]
+            "local", "--engine", help="Where the jobs run (same bytes)."
+        ),
+        ray_address: str | None = typer.Option(
+            None, "--ray-address", help="Ray cluster address (default: start a local Ray)."
+        ),
         quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
     ) -> None:
         """Write a synthetic MIMIC-CXR-shaped archive with a learnable signal."""
-        from medst.schemas.synth import SynthConfig
         from medst.synth import generate
 
         config = SynthConfig(
@@ -46,6 +52,8 @@ def register(app: typer.Typer) -> None:
             benchmarks=benchmarks,
             metadata_only=metadata_only,
             workers=workers,
+            engine=value_of(engine),
+            ray_address=ray_address,
         )  # type: ignore[arg-type]
         summary = generate(config, progress=not quiet)
         mb = summary.bytes / 1e6

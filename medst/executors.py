@@ -87,6 +87,12 @@ def _start_ray(choice: EngineChoice, workers: int) -> bool:
     return True
 
 
+def check_engine(name: str, address: str | None = None) -> None:
+    """Raise `UserInputError` now for an unknown engine, a missing Ray or an address without Ray (before a
+    command spends time loading or claiming anything)."""
+    _check(EngineChoice(name, address))  # type: ignore[arg-type]
+
+
 def _check(choice: EngineChoice) -> None:
     if choice.name not in ENGINES:
         raise UserInputError(f"--engine must be one of {', '.join(ENGINES)}, got {choice.name!r}")

@@ -34,11 +34,26 @@ class EmbedConfig(BaseModel):
     )
     split: str | None = Field(default=None, description="manifest/shard input: only this split")
     device: str | None = Field(default=None, description="cpu, cuda, cuda:1 ...; default: CUDA if available")
-    workers: int = Field(default=2, ge=0, description="threads decoding images")
+    threads: int = Field(default=2, ge=0, description="threads decoding images (in each worker process)")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="worker processes, each loading the model once and embedding batches (Ray CPUs with a local "
+        "--engine ray); 1 with the local engine embeds in this process. The vectors do not change",
+    )
+    engine: Literal["local", "ray"] = Field(
+        default="local",
+        description="where batches run with more than one worker: local processes or Ray tasks (each Ray task "
+        "asks Ray for one CPU and no GPU)",
+    )
+    ray_address: str | None = Field(default=None, description="Ray cluster address; None starts a local Ray")
     progress: bool = True
 
     @model_validator(mode="after")
     def _something(self) -> EmbedConfig:
         if self.input is None and self.text is None:
             raise ValueError("give INPUT (images) and/or --text FILE")
+        if self.ray_address is not None and self.engine != "ray":
+            raise ValueError("--ray-address is only used with --engine ray")
         return self

@@ -28,4 +28,16 @@ class SynthConfig(BaseModel):
     )
     benchmarks: bool = Field(default=False, description="also write MS-CXR-T, RSNA and COVIDx style sets")
     metadata_only: bool = Field(default=False, description="CSVs, reports and truth only, no pixel files")
-    workers: int = Field(default=1, ge=1, le=256, description="processes used to render images")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="worker processes writing reports and rendering images (Ray CPUs with a local --engine ray); "
+        "the output does not change",
+    )
+    engine: Literal["local", "ray"] = Field(
+        default="local", description="where the jobs run: local processes or Ray tasks (same bytes)"
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address (default: start a local Ray); every node must see OUT"
+    )

@@ -52,7 +52,7 @@ def _literal(tp: Any) -> tuple[str, ...]:
 
 # Every choice option, with the one place its values are declared.
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "synth": {"--release": get_args(Release)},
+    "synth": {"--release": get_args(Release), "--engine": get_args(EngineName)},
     "build-sequences": {
         "--compat": _field(BuildConfig, "compat"),
         "--read-headers": _field(BuildConfig, "read_headers"),
@@ -72,7 +72,7 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
         "--logger": _field(PretrainConfig, "loggers"),
     },
     "eval": {"--task": (*get_args(TaskName), "all"), "--split": _field(EvalConfig, "retrieval_split")},
-    "embed": {"--preset": _field(EmbedConfig, "preset")},
+    "embed": {"--preset": _field(EmbedConfig, "preset"), "--engine": get_args(EngineName)},
 }
 PROGRESS_COMMANDS = ("synth", "build-sequences", "shard", "pretrain", "eval", "embed", "demo")
 
@@ -122,10 +122,10 @@ def test_help_at_80_columns_has_no_long_line_and_lists_every_choice(command: str
     # the older spellings work but are not advertised
     for old in ("--progress", "--no-progress", "--num-workers"):
         assert old not in text
-    if command in ("synth", "build-sequences", "shard", "pretrain", "demo"):
+    if command in ("synth", "build-sequences", "shard", "pretrain", "demo", "embed"):
         assert re.search(r"--workers <int> +\S*[^.]*process", long.stdout, re.I), command
     if command == "embed":
-        assert "--threads" in text and "--workers" not in text
+        assert "--threads" in text
 
 
 def test_a_value_outside_the_choices_is_one_line_naming_them() -> None:

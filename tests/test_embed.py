@@ -156,16 +156,16 @@ def test_wrong_model_or_no_input_is_one_clear_line(export: Path, tmp_path: Path)
     assert code == 2 and "matches no file" in output
 
 
-def test_threads_decode_images_and_the_older_workers_spelling_still_means_threads(
-    export: Path, tmp_path: Path
-) -> None:
+def test_decoding_threads_do_not_change_the_vectors(export: Path, tmp_path: Path) -> None:
+    # (--workers counts processes, as in every command: see test_executors.py for embed on the engines.)
     write_images(tmp_path / "imgs", 3, ".png")
     frames = []
-    for i, flag in enumerate(("--threads", "--workers")):
+    for i, threads in enumerate(("3", "0")):
         out = tmp_path / f"{i}.parquet"
-        code, output = _embed(str(tmp_path / "imgs"), "-o", str(out), "--model", str(export), flag, "3")
+        code, output = _embed(
+            str(tmp_path / "imgs"), "-o", str(out), "--model", str(export), "--threads", threads
+        )
         assert code == 0, output
-        assert ("embed --workers is now --threads" in output) == (flag == "--workers")
         frames.append(pl.read_parquet(out))
     assert torch.equal(_vectors(frames[0]), _vectors(frames[1]))
     code, output = _embed(str(tmp_path / "imgs"), "-o", str(tmp_path / "x.parquet"), "--model", str(export),

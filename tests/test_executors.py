@@ -1,23 +1,33 @@
 """Job engines (`medst.executors`): a lost local worker is an error naming the job, never a hang; Ray writes the
-same shard and manifest bytes as the local engine, and a killed Ray shard run resumes to the same bytes."""
+same shard, manifest and synthetic archive bytes as the local engine, a killed Ray shard run resumes to the same
+bytes, and `embed` on local workers or Ray writes the rows of the in-process run."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
+from typer.testing import CliRunner
 
+from medst.cli.app import app
 from medst.errors import UserInputError, WorkerDiedError
 from medst.executors import EngineChoice, run_jobs, use_engine
+from medst.inference.embed import embed
 from medst.schemas.build import BuildConfig
+from medst.schemas.embed import EmbedConfig
 from medst.schemas.shards import ShardConfig
+from medst.schemas.synth import SynthConfig
 from medst.sequences.build import build_sequences
 from medst.shards.writer import write_shards
+from medst.synth import generate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARD_OPTIONS = {"image_size": 96, "samples_per_shard": 2}
@@ -135,3 +145,92 @@ def test_build_sequences_cli_on_ray_starts_ray_once_and_writes_the_local_manifes
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert _outputs(out, ("*.parquet",)) == _outputs(seq, ("*.parquet",))
+
+
+def _file_hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_synth_on_ray_writes_the_bytes_of_the_in_process_run(ray_session: object, tmp_path: Path) -> None:
+    options = {"patients": 3, "seed": 5, "image_size": 64, "release": "both"}
+    generate(SynthConfig(out=tmp_path / "here", **options), progress=False)  # type: ignore[arg-type]
+    generate(SynthConfig(out=tmp_path / "ray", workers=2, engine="ray", **options), progress=False)  # type: ignore[arg-type]
+    here = _file_hashes(tmp_path / "here")
+    assert sum(k.endswith(".dcm") for k in here) >= 6 and _file_hashes(tmp_path / "ray") == here
+
+
+def test_synth_address_without_ray_is_one_line_and_leaves_no_folder(tmp_path: Path) -> None:
+    out = tmp_path / "archive"
+    done = subprocess.run(
+        [sys.executable, "-m", "medst.cli", "synth", str(out), "--patients", "1", "--ray-address", "auto"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == "error: --ray-address is only used with --engine ray\n"
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_inference_helpers import build_tiny_export
+
+    return build_tiny_export(tmp_path_factory.mktemp("tiny_model"))
+
+
+def test_embed_in_local_workers_and_on_ray_writes_the_in_process_rows(
+    ray_session: object, synth_archive: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    # Real DICOM files of several transfer syntaxes (frontal and lateral views, paired by study) and text lines;
+    # batches of 2 so that several jobs run. The test processes use one torch thread (conftest), and so do the
+    # worker processes and Ray tasks: the vectors must be bitwise the same.
+    folder = tmp_path / "dicoms"
+    for path in sorted(synth_archive.glob("files/p*/p*/s*/*.dcm"))[:7]:
+        target = folder / path.relative_to(synth_archive)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    text = tmp_path / "lines.txt"
+    text.write_text("Small left pleural effusion.\n\nNo pneumothorax.\nHeart size is normal.\n")
+    frames = {}
+    for name, extra in (
+        ("here", {}),
+        ("local", {"workers": 2}),
+        ("ray", {"workers": 2, "engine": "ray"}),
+    ):
+        out = tmp_path / f"{name}.parquet"
+        config = EmbedConfig(input=str(folder), text=text, out=out, model=tiny_export, batch_size=2, device="cpu",
+                             progress=False, **extra)  # type: ignore[arg-type]  # fmt: skip
+        summary = embed(config)
+        assert summary.images >= 5 and summary.texts == 4, summary
+        frames[name] = pl.read_parquet(out)
+    here = frames["here"]
+    assert here["embedding"].is_not_null().sum() >= 8 and "frontal+lateral" in here["views"].to_list()
+    for name in ("local", "ray"):
+        assert frames[name].equals(here), name
+
+
+def test_embed_address_without_ray_is_one_line(tiny_export: Path, tmp_path: Path) -> None:
+    text = tmp_path / "lines.txt"
+    text.write_text("No pneumothorax.\n")
+    out = tmp_path / "o.parquet"
+    args = [
+        "embed",
+        "--text",
+        str(text),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_export),
+        "--ray-address",
+        "auto",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert (
+        result.output.startswith("error: ")
+        and "--ray-address is only used with --engine ray" in result.output
+    )
+    assert not out.exists()

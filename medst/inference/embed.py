@@ -20,19 +20,33 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
-from medst.errors import ImageDecodeError, UserInputError
+from medst.errors import UserInputError
+from medst.executors import check_engine, use_engine
+from medst.inference.embed_batches import (
+    Encoded,
+    ImageBatch,
+    ModelSpec,
+    TextBatch,
+    embed_batch_job,
+    encode_images,
+    encode_texts,
+    prepare_job,
+)
 from medst.inference.encoder import MedSTEncoder
-from medst.inference.images import transform_grey
-from medst.inference.sources import ImageJob, image_source
+from medst.inference.sources import ImageJob, ImageSource, image_source
 from medst.inference.texts import clean_for_model
 from medst.schemas.embed import EmbedConfig
+
+T = TypeVar("T")
+R = TypeVar("R")
+# Batches per `run_jobs` call on an engine: bounds what a streamed (shard) input holds in memory at once.
+_WAVE_BATCHES = 256
 
 
 @dataclass
@@ -76,58 +90,136 @@ class _Rows:
             getattr(self, name).append(values.get(name))
 
 
-def _prepare(encoder: MedSTEncoder, item: Path | bytes) -> torch.Tensor:
-    if isinstance(item, bytes):
-        # Shard members are already intensity-processed and resized by `medst shard`: only the loader transform.
-        from medst.shards.members import decode_image as decode_grey
-
-        try:
-            grey = decode_grey(item)
-        except ValueError as err:
-            raise ImageDecodeError("unreadable_image", f"stored image does not decode ({err})") from err
-        return transform_grey(grey, encoder.settings)
-    return encoder.prepare_image(item)
-
-
-def _prepare_job(encoder: MedSTEncoder, job: ImageJob) -> tuple[torch.Tensor | ImageDecodeError, Any]:
-    """(frontal tensor or its error, lateral tensor / error / None)."""
-    if job.error is not None:
-        return job.error, None
-    try:
-        front: torch.Tensor | ImageDecodeError = _prepare(encoder, job.frontal)
-    except ImageDecodeError as err:
-        return err, None
-    lateral: Any = None
-    if job.lateral is not None:
-        try:
-            lateral = _prepare(encoder, job.lateral)
-        except ImageDecodeError as err:
-            lateral = err
-    return front, lateral
-
-
-def _chunks(jobs: Iterator[ImageJob], size: int) -> Iterator[list[ImageJob]]:
+def _chunks(jobs: Iterator[T], size: int) -> Iterator[list[T]]:
     while chunk := list(islice(jobs, size)):
         yield chunk
 
 
-def _embed_images(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summary: EmbedSummary) -> None:
-    assert config.input is not None
+def _on_engine(config: EmbedConfig) -> bool:
+    """Whether the batches go to `medst.executors.run_jobs` (worker processes or Ray) rather than being encoded
+    here: with ``--engine ray`` or more than one ``--workers``."""
+    return config.engine == "ray" or config.workers > 1
+
+
+def _model_spec(encoder: MedSTEncoder, config: EmbedConfig) -> ModelSpec:
+    # Worker processes share the CPU cores (torch would otherwise give each of them all of them).
+    per_worker = max(1, (os.cpu_count() or 1) // max(1, config.workers))
+    return ModelSpec(
+        folder=str(encoder.source if encoder.source is not None else config.model),
+        device=config.device,
+        preset=encoder.settings.preset,
+        threads=config.threads,
+        torch_threads=per_worker,
+    )
+
+
+def _image_source(config: EmbedConfig, summary: EmbedSummary) -> ImageSource | None:
+    if config.input is None:
+        return None
     source = image_source(config.input, config.image_root, config.frontal_only, config.split)
     summary.skipped_files = source.skipped
+    return source
+
+
+def _bars(config: EmbedConfig, source: ImageSource | None, texts: int | None) -> tuple[Any, Any]:
     from medst.progress import progress
 
-    bar = progress(total=source.total, unit="img", desc="embedding images", enabled=config.progress)
+    images = progress(total=None if source is None else source.total, unit="img", desc="embedding images",
+                      enabled=config.progress and source is not None)  # fmt: skip
+    lines = progress(
+        total=texts, unit="text", desc="embedding texts", enabled=config.progress and texts is not None
+    )
+    return images, lines
+
+
+def _embed_here(
+    encoder: MedSTEncoder,
+    config: EmbedConfig,
+    text_parts: list[list[str]] | None,
+    rows: _Rows,
+    summary: EmbedSummary,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Images (rows added) and text batches (vectors returned) in this process, with this model."""
+    source = _image_source(config, summary)
+    image_bar, text_bar = _bars(config, source, None if text_parts is None else sum(map(len, text_parts)))
+    vectors: list[tuple[np.ndarray, np.ndarray]] = []
+    with image_bar, text_bar:
+        if source is not None:
+            start = time.perf_counter()
+            _embed_images_here(encoder, config, source.jobs, rows, summary, image_bar)
+            summary.image_seconds = time.perf_counter() - start
+        for part in text_parts or []:
+            vectors += encode_texts(encoder, part)
+            text_bar.update(len(part))
+    return vectors
+
+
+def _embed_on_engine(
+    encoder: MedSTEncoder,
+    config: EmbedConfig,
+    text_parts: list[list[str]] | None,
+    rows: _Rows,
+    summary: EmbedSummary,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The same batches as `_embed_here` as jobs on the engine set by `use_engine`; each worker process loads
+    the model once. Text batches go with the first wave of image batches, so no second set of workers (and
+    models) is started for them."""
+    from medst.executors import run_jobs
+
+    spec = _model_spec(encoder, config)
+    source = _image_source(config, summary)
+    image_bar, text_bar = _bars(config, source, None if text_parts is None else sum(map(len, text_parts)))
+    text_batches: list[Any] = [TextBatch(spec, part) for part in text_parts or []]
+    # Waves of batches: a streamed shard input is never held in memory all at once.
+    waves: Iterator[list[list[ImageJob]]] = (
+        _chunks(_chunks(source.jobs, config.batch_size), _WAVE_BATCHES) if source is not None else iter([])
+    )
+    waves = chain([next(waves, [])], waves)  # at least one wave: the text batches go with it
+    vectors: list[tuple[np.ndarray, np.ndarray]] = []
     start = time.perf_counter()
-    pool = ThreadPoolExecutor(config.workers) if config.workers > 1 else None
+    with image_bar, text_bar:
+        for k, wave in enumerate(waves):
+            batches = [ImageBatch(spec, chunk) for chunk in wave] + (text_batches if k == 0 else [])
+            results: dict[int, list[Any]] = {}
+
+            def keep(i: int, result: list[Any], n_image_batches: int = len(wave)) -> None:
+                results[i] = result  # noqa: B023 (called only inside this iteration's run_jobs)
+                (image_bar if i < n_image_batches else text_bar).update(len(result))
+
+            run_jobs(
+                embed_batch_job,
+                batches,
+                config.workers,
+                keep,
+                names=[f"embed batch {i}" for i in range(len(batches))],
+                context="spawn",  # forking a process that holds torch's thread pools can deadlock
+            )
+            done = [item for i in range(len(batches)) for item in results[i]]
+            n_images = sum(map(len, wave))
+            _add_image_rows([job for chunk in wave for job in chunk], done[:n_images], rows, summary)
+            vectors += done[n_images:]
+    if source is not None:
+        summary.image_seconds = time.perf_counter() - start
+    return vectors
+
+
+def _embed_images_here(
+    encoder: MedSTEncoder,
+    config: EmbedConfig,
+    jobs: Iterator[ImageJob],
+    rows: _Rows,
+    summary: EmbedSummary,
+    bar: Any,
+) -> None:
+    pool = ThreadPoolExecutor(config.threads) if config.threads > 1 else None
 
     def submit(chunk: list[ImageJob]) -> list[Any]:
         if pool is None:
-            return [_prepare_job(encoder, j) for j in chunk]
-        return [pool.submit(_prepare_job, encoder, j) for j in chunk]
+            return [prepare_job(encoder, j) for j in chunk]
+        return [pool.submit(prepare_job, encoder, j) for j in chunk]
 
     try:
-        chunks = _chunks(source.jobs, config.batch_size)
+        chunks = _chunks(jobs, config.batch_size)
         pending = next(chunks, None)
         ahead = submit(pending) if pending is not None else []
         while pending is not None:
@@ -136,52 +228,40 @@ def _embed_images(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summa
             pending = next(chunks, None)
             ahead = submit(pending) if pending is not None else []
             results = [p.result() if isinstance(p, Future) else p for p in prepared]
-            _encode_chunk(encoder, chunk, results, rows, summary)
+            _add_image_rows(chunk, encode_images(encoder, results), rows, summary)
             bar.update(len(chunk))
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-    summary.image_seconds = time.perf_counter() - start
 
 
-def _encode_chunk(
-    encoder: MedSTEncoder, chunk: list[ImageJob], results: list[Any], rows: _Rows, summary: EmbedSummary
-) -> None:
-    good = [i for i, (front, _) in enumerate(results) if isinstance(front, torch.Tensor)]
-    emb: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if good:
-        frontal = torch.stack([results[i][0] for i in good])
-        lats = [results[i][1] if isinstance(results[i][1], torch.Tensor) else None for i in good]
-        lateral = has = None
-        if any(x is not None for x in lats):
-            zero = torch.zeros_like(frontal[0])
-            lateral = torch.stack([zero if x is None else x for x in lats])
-            has = torch.tensor([x is not None for x in lats])
-        out = encoder.encode_prepared(frontal, lateral, has)
-        for k, i in enumerate(good):
-            emb[i] = (out.embedding[k].numpy(), out.cls[k].numpy())
-    for i, (job, (front, lat)) in enumerate(zip(chunk, results, strict=True)):
+def _count(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _add_image_rows(jobs: list[ImageJob], encoded: list[Encoded], rows: _Rows, summary: EmbedSummary) -> None:
+    for job, done in zip(jobs, encoded, strict=True):
         summary.images += 1
         base = {"kind": "image", "id": job.id, "path": job.path, "lateral_path": job.lateral_path,
                 "view": job.view, "warning": job.warning}  # fmt: skip
         summary.images_flagged += job.warning is not None
         for code in job.warning.split(",") if job.warning else []:
-            summary.warnings_by_reason[code] = summary.warnings_by_reason.get(code, 0) + 1
-        if isinstance(front, ImageDecodeError):
+            _count(summary.warnings_by_reason, code)
+        if done.error is not None:
             summary.image_errors += 1
-            summary.errors_by_reason[front.reason] = summary.errors_by_reason.get(front.reason, 0) + 1
-            rows.add(**base, error=front.reason, error_message=front.message)
+            _count(summary.errors_by_reason, done.error.reason)
+            rows.add(**base, error=done.error.reason, error_message=done.error.message)
             continue
         lateral_error = None
-        if isinstance(lat, ImageDecodeError):
-            lateral_error = f"lateral_{lat.reason}"
-            summary.errors_by_reason[lateral_error] = summary.errors_by_reason.get(lateral_error, 0) + 1
-        views = "frontal+lateral" if isinstance(lat, torch.Tensor) else "frontal"
-        rows.add(**base, views=views, embedding=emb[i][0], cls=emb[i][1], lateral_error=lateral_error)
+        if done.lateral_error is not None:
+            lateral_error = f"lateral_{done.lateral_error.reason}"
+            _count(summary.errors_by_reason, lateral_error)
+        views = "frontal+lateral" if done.lateral_used else "frontal"
+        rows.add(**base, views=views, embedding=done.embedding, cls=done.cls, lateral_error=lateral_error)
 
 
-def _embed_texts(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summary: EmbedSummary) -> None:
+def _read_lines(config: EmbedConfig) -> tuple[list[str], list[tuple[int, str]]]:
+    """The lines of ``config.text`` and the (line number, line) of those with words to embed."""
     assert config.text is not None
     if not config.text.is_file():
         raise UserInputError(f"--text {config.text}: no such file")
@@ -189,25 +269,24 @@ def _embed_texts(encoder: MedSTEncoder, config: EmbedConfig, rows: _Rows, summar
         lines = config.text.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise UserInputError(f"--text {config.text}: not UTF-8 text ({err})") from err
-    usable = [(n, line) for n, line in enumerate(lines, start=1) if clean_for_model(line)]
-    ok = {n for n, _ in usable}
-    vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    from medst.progress import progress
+    return lines, [(n, line) for n, line in enumerate(lines, start=1) if clean_for_model(line)]
 
-    bar = progress(total=len(usable), unit="text", desc="embedding texts", enabled=config.progress)
-    for a in range(0, len(usable), config.batch_size):
-        part = usable[a : a + config.batch_size]
-        out = encoder.encode_tokens(encoder.tokenize([line for _, line in part]))
-        for k, (n, _) in enumerate(part):
-            vectors[n] = (out.embedding[k].numpy(), out.cls[k].numpy())
-        bar.update(len(part))
-    bar.close()
+
+def _add_text_rows(
+    config: EmbedConfig,
+    lines: list[str],
+    usable: list[tuple[int, str]],
+    done: list[tuple[np.ndarray, np.ndarray]],
+    rows: _Rows,
+    summary: EmbedSummary,
+) -> None:
+    vectors = {n: pair for (n, _), pair in zip(usable, done, strict=True)}
     for n, line in enumerate(lines, start=1):
         summary.texts += 1
         base = {"kind": "text", "id": f"line-{n}", "path": str(config.text), "text": line}
-        if n not in ok:
+        if n not in vectors:
             summary.text_errors += 1
-            summary.errors_by_reason["empty_text"] = summary.errors_by_reason.get("empty_text", 0) + 1
+            _count(summary.errors_by_reason, "empty_text")
             rows.add(**base, error="empty_text", error_message=f"line {n} has no words left after cleaning")
             continue
         rows.add(**base, embedding=vectors[n][0], cls=vectors[n][1])
@@ -257,20 +336,30 @@ def embed(config: EmbedConfig, encoder: MedSTEncoder | None = None) -> EmbedSumm
     """
     from medst.outputs import check_output_file
 
+    if _on_engine(config):
+        check_engine(config.engine, config.ray_address)
     # Before the model loads and the work starts: a folder at OUT, or OUT being an input file, is refused now.
     check_output_file(config.out, [config.text, None if config.input is None else Path(config.input)])
     if encoder is None:
         from medst.inference.loading import load
 
-        encoder = load(config.model, config.device, preset=config.preset)
+        # On an engine the workers load their own model (on --device); this one only says what was loaded.
+        encoder = load(config.model, "cpu" if _on_engine(config) else config.device, preset=config.preset)
     elif config.preset is not None and config.preset != encoder.settings.preset:
         raise UserInputError("--preset differs from the loaded encoder's preset; load it with that preset")
     summary = EmbedSummary(out=config.out)
     rows = _Rows()
-    if config.input is not None:
-        _embed_images(encoder, config, rows, summary)
+    lines, usable = _read_lines(config) if config.text is not None else ([], [])
+    text_parts = [[line for _, line in part] for part in _chunks(iter(usable), config.batch_size)]
+    wanted = text_parts if config.text is not None else None
+    if _on_engine(config):
+        # One engine for images and texts: a Ray cluster (or a private local Ray) is connected once.
+        with use_engine(config.engine, config.ray_address, config.workers):
+            vectors = _embed_on_engine(encoder, config, wanted, rows, summary)
+    else:
+        vectors = _embed_here(encoder, config, wanted, rows, summary)
     if config.text is not None:
-        _embed_texts(encoder, config, rows, summary)
+        _add_text_rows(config, lines, usable, vectors, rows, summary)
     from medst._version import __version__
 
     metadata = {

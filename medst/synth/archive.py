@@ -13,7 +13,8 @@ Output layout (`OUT`):
   counts); with pixels ``OUT/preview.png``; with ``benchmarks=True`` ``OUT/benchmarks/`` (see
   `medst.synth.benchmarks`).
 
-Everything depends only on the options, never on the number of workers: the same options give the same bytes.
+Everything depends only on the options, never on the number of workers or the engine they run on
+(`medst.executors`: in-process, local worker processes, or Ray): the same options give the same bytes.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +34,7 @@ from pydantic import BaseModel
 
 from medst._version import __version__
 from medst.errors import UserInputError
+from medst.executors import run_jobs, use_engine
 from medst.outputs import OutputDir, claim_output_dir
 from medst.progress import progress as show_progress
 from medst.schemas.synth import SynthConfig
@@ -82,8 +82,9 @@ def _check_out(config: SynthConfig) -> OutputDir:
 
 
 def _options(config: SynthConfig) -> dict[str, Any]:
-    """The options that decide the archive's bytes (not where it goes, not how many workers make it)."""
-    return config.model_dump(mode="json", exclude={"out", "workers"})
+    """The options that decide the archive's bytes (not where it goes, not how many workers or which engine
+    make it)."""
+    return config.model_dump(mode="json", exclude={"out", "workers", "engine", "ray_address"})
 
 
 def joined_images(plan: Plan) -> pl.DataFrame:
@@ -172,13 +173,26 @@ def _report_task(
     return labels, has_report
 
 
-def _run(pool: Executor | None, fn: Callable[[T], R], tasks: list[T]) -> Iterator[R]:
-    """Results of `fn` over `tasks` in task order, in `pool` when given."""
-    return pool.map(fn, tasks) if pool is not None else map(fn, tasks)
+def _run(
+    fn: Callable[[T], R], tasks: list[T], workers: int, desc: str, on_result: Callable[[R], None]
+) -> list[R]:
+    """`fn` over `tasks` on the engine `generate` set (`medst.executors.run_jobs`); `on_result` sees each result
+    as it comes, the list returned is in task order."""
+    results: dict[int, R] = {}
+
+    def keep(i: int, result: R) -> None:
+        results[i] = result
+        on_result(result)
+
+    # spawn: forking a process that holds polars/OpenCV thread pools can deadlock.
+    run_jobs(
+        fn, tasks, workers, keep, names=[f"{desc} chunk {i}" for i in range(len(tasks))], context="spawn"
+    )
+    return [results[i] for i in range(len(tasks))]
 
 
 def _write_reports(
-    plan: Plan, root: Path, pool: Executor | None, progress: bool
+    plan: Plan, root: Path, workers: int, progress: bool
 ) -> tuple[list[dict[str, float | None]], list[bool]]:
     patients = {r["subject_id"]: r for r in plan.patients.iter_rows(named=True)}
     rows = plan.studies.to_dicts()
@@ -189,10 +203,10 @@ def _write_reports(
     labels: list[dict[str, float | None]] = []
     has_report: list[bool] = []
     with show_progress(total=len(rows), desc="reports", unit="study", enabled=progress) as bar:
-        for lab, has in _run(pool, _report_task, tasks):
-            labels += lab
-            has_report += has
-            bar.update(len(lab))
+        done = _run(_report_task, tasks, workers, "reports", lambda result: bar.update(len(result[0])))
+    for lab, has in done:
+        labels += lab
+        has_report += has
     return labels, has_report
 
 
@@ -207,27 +221,21 @@ def generate(config: SynthConfig, progress: bool = True) -> SynthSummary:
     """Write the archive described by `config` (layout in the module docstring) and say what was written."""
     t0 = time.perf_counter()
     out = Path(config.out)
-    claimed = _check_out(config)
-    plan = build_plan(config.patients, config.seed, config.image_size)
-    pool = (
-        ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) if config.workers > 1 else None
-    )
-    try:
-        summary = _generate(config, out, plan, pool, progress, t0)
-        claimed.finish()
-        return summary
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    # One engine for the whole archive, connected once (Ray) and checked before OUT is touched: a wrong
+    # --engine/--ray-address or a missing Ray leaves no folder behind.
+    with use_engine(config.engine, config.ray_address, config.workers):
+        claimed = _check_out(config)
+        plan = build_plan(config.patients, config.seed, config.image_size)
+        summary = _generate(config, out, plan, progress, t0)
+    claimed.finish()
+    return summary
 
 
-def _generate(
-    config: SynthConfig, out: Path, plan: Plan, pool: Executor | None, progress: bool, t0: float
-) -> SynthSummary:
+def _generate(config: SynthConfig, out: Path, plan: Plan, progress: bool, t0: float) -> SynthSummary:
     dicom_root = "." if config.release in ("dicom", "both") else None
     jpg_root = {"dicom": None, "jpg": ".", "both": "jpg"}[config.release]
     report_root = out if dicom_root is not None else out / "reports"
-    labels, has_report = _write_reports(plan, report_root, pool, progress)
+    labels, has_report = _write_reports(plan, report_root, config.workers, progress)
     chexpert = tables.chexpert_frame(plan.studies, labels, has_report)
     images = joined_images(plan)
     rel = tables.rel_dir(pl.col("subject_id"), pl.col("study_id")) + "/" + pl.col("dicom_id")
@@ -251,8 +259,7 @@ def _generate(
         rows = images.to_dicts()
         tasks = [(chunk, str(out), config.seed, dicom_root, jpg_root) for chunk in _chunks(rows, 24)]
         with show_progress(total=len(rows), desc="images", unit="img", enabled=progress) as bar:
-            for n in _run(pool, _pixel_task, tasks):
-                bar.update(n)
+            _run(_pixel_task, tasks, config.workers, "images", bar.update)
         from medst.synth.preview import write_preview
 
         paths["preview"] = write_preview(images, plan.studies, report_root, out / "preview.png")
