@@ -11,9 +11,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medst.errors import ImageDecodeError, UserInputError
 from medst.storage import Location, RemotePath, to_location
+
+if TYPE_CHECKING:
+    from medst.shards.format import StoredSample
 
 IMAGE_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ""})
 """Files a folder scan takes (DICOM files often have no suffix); anything else is counted as skipped."""
@@ -133,9 +137,8 @@ def _manifest(path: Path, image_root: Path | None, frontal_only: bool, split: st
 def _shard_jobs(folder: Location, shards: list[tuple[str, int]], frontal_only: bool) -> Iterator[ImageJob]:
     """Every study of the complete shards ``(tar name, studies in its index entry)``, in index order; a shard that
     cannot be read to its end yields one error row after the studies read before the damage."""
-    from webdataset.tariterators import group_by_keys
-
-    from medst.shards.members import ShardReadError, safe_tar_files
+    from medst.shards.format import iter_samples
+    from medst.shards.members import ShardReadError
 
     for name, expected in shards:
         done = 0
@@ -143,7 +146,7 @@ def _shard_jobs(folder: Location, shards: list[tuple[str, int]], frontal_only: b
         try:
             with (folder / name).open("rb") as fh:
                 # The checked member reader: unsafe members refuse the shard, members are size-capped.
-                for sample in group_by_keys(safe_tar_files(fh, folder / name)):
+                for sample in iter_samples(fh, folder / name):
                     for job in _sample_jobs(name, sample, frontal_only):
                         done += 1
                         yield job
@@ -160,25 +163,19 @@ def _shard_error(folder: Location, name: str, reason: str, message: str) -> Imag
     return ImageJob(id=name, path=str(folder / name), frontal=b"", error=ImageDecodeError(reason, message))
 
 
-def _sample_jobs(name: str, sample: dict[str, object], frontal_only: bool) -> Iterator[ImageJob]:
-    key = str(sample["__key__"])
-    raw = sample["json"]
-    meta = json.loads(raw if isinstance(raw, (bytes, str)) else b"{}")
-    for study in meta.get("studies", []):
+def _sample_jobs(name: str, sample: StoredSample, frontal_only: bool) -> Iterator[ImageJob]:
+    for study in sample.timeline()["studies"]:
         idx = int(study["index"])
-        prefix = f"s{idx:02d}."
-        front = next((k for k in sample if k.startswith(prefix + "frontal.")), None)
-        lat = None if frontal_only else next((k for k in sample if k.startswith(prefix + "lateral.")), None)
+        front = sample.image_suffix(idx, "frontal")
+        lat = None if frontal_only else sample.image_suffix(idx, "lateral")
         if front is None:
             continue  # the writer never stores a study without its frontal image
-        front_bytes, lat_bytes = sample[front], sample[lat] if lat else None
-        assert isinstance(front_bytes, bytes) and (lat_bytes is None or isinstance(lat_bytes, bytes))
         yield ImageJob(
-            id=f"{key}/{study.get('study_key', idx)}",
-            path=f"{name}:{key}.{front}",
-            frontal=front_bytes,
-            lateral=lat_bytes,
-            lateral_path=f"{name}:{key}.{lat}" if lat else None,
+            id=f"{sample.key}/{study.get('study_key', idx)}",
+            path=f"{name}:{sample.member(front)}",
+            frontal=sample.members[front],
+            lateral=sample.members[lat] if lat else None,
+            lateral_path=f"{name}:{sample.member(lat)}" if lat else None,
             view="frontal",
         )
 

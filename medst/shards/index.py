@@ -4,7 +4,7 @@ summary and its plot.
 `plan.json` names every shard of the dataset (all parts), the fingerprint of the input it was planned from and the
 options. An index entry is written (atomically) only after its tar has been renamed into place, so "the plan names
 it, the entry exists, records the plan's input and options, and its tar has the recorded size" is the definition
-of a complete shard, for the writer's resume and for every reader. Readers never glob tars: a shard folder is what
+of a complete shard (`medst.shards.format.is_complete`), for the writer's resume and for every reader. Readers never glob tars: a shard folder is what
 its plan and index say. That is also what lets readers take a URL (`medst.storage.Location`): an object store or
 a plain HTTP server needs no listing, only the plan's names.
 """
@@ -16,10 +16,13 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import overload
 
 from medst.errors import UserInputError
 from medst.schemas.shards import PLAN_FILE, ShardIndexEntry, ShardPlan, ShardSummary
 from medst.storage import Location, RemotePath
+
+from .format import is_complete, matches_plan
 
 INDEX_DIR = "index"
 SHARD_NAME = re.compile(r"^[A-Za-z0-9_]+-[0-9]{6}$")
@@ -36,7 +39,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def entry_path(out: Path, name: str) -> Path:
+@overload
+def entry_path(out: Path, name: str) -> Path: ...
+@overload
+def entry_path(out: RemotePath, name: str) -> RemotePath: ...
+@overload
+def entry_path(out: Location, name: str) -> Location: ...
+def entry_path(out: Location, name: str) -> Location:
+    """Where shard `name`'s index entry lives (a local path, or a URL for a folder in a store)."""
     return out / INDEX_DIR / f"{name}.json"
 
 
@@ -47,9 +57,9 @@ def write_entry(out: Path, entry: ShardIndexEntry) -> None:
 
 
 def read_entry(out: Location, name: str, plan: ShardPlan | None = None) -> ShardIndexEntry | None:
-    """The index entry of shard `name` when the shard is complete (entry present, tar of the recorded size) and,
-    when `plan` is given, built from the plan's input with the plan's options."""
-    path = out / INDEX_DIR / f"{name}.json"
+    """The index entry of shard `name` when the shard is complete (`format.is_complete`: entry present, tar of the
+    recorded size and, when `plan` is given, built from the plan's input with the plan's options)."""
+    path = entry_path(out, name)
     if isinstance(path, RemotePath):
         # Over a network every request counts: one GET for the entry, one HEAD for the tar.
         data = path.read_bytes_if_exists()
@@ -61,17 +71,18 @@ def read_entry(out: Location, name: str, plan: ShardPlan | None = None) -> Shard
         entry = ShardIndexEntry.model_validate_json(data)
     except ValueError:
         return None
-    if plan is not None and (
-        entry.input_fingerprint != plan.input_fingerprint or entry.options != plan.options
-    ):
-        return None
-    tar = out / entry.shard
+    if plan is not None and not matches_plan(entry, plan):
+        return None  # of another build: decided before the tar's size is asked for (a request over a network)
+    return entry if is_complete(entry, tar_size(out / entry.shard)) else None
+
+
+def tar_size(tar: Location) -> int | None:
+    """The size in bytes of a shard tar (one HEAD request for a URL), or None when it is not there."""
     if isinstance(tar, RemotePath):
         info = tar.info()
-        return entry if info is not None and info.get("size") == entry.bytes else None
-    if not tar.is_file() or tar.stat().st_size != entry.bytes:
-        return None
-    return entry
+        size = None if info is None else info.get("size")
+        return None if size is None else int(size)
+    return tar.stat().st_size if tar.is_file() else None
 
 
 def write_plan(out: Path, plan: ShardPlan) -> None:

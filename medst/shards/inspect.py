@@ -12,39 +12,36 @@ import numpy as np
 from medst.errors import UserInputError
 from medst.shards.members import decode_image as decode_grey
 
+from .format import VIEWS, StoredSample, ends_early, iter_samples
 from .index import list_entries, missing_shards
-from .members import BadImageError, ShardReadError, safe_tar_files, sample_meta
+from .members import BadImageError, ShardReadError
 
 
 def find_timeline(shards: Path, patient: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The json and image members of patient `patient` (a pseudonymous key), or of the longest timeline if None.
+    """The parsed json and the image members (suffix -> bytes) of patient `patient` (a pseudonymous key), or of the
+    longest timeline if None.
 
     Reads the shards of the folder's plan through the checked member reader; a damaged shard or member raises
     `ShardReadError` naming both. The returned json carries the shard's path under ``"_shard"``.
     """
-    from webdataset.tariterators import group_by_keys
-
     best: tuple[int, dict[str, Any], dict[str, bytes]] | None = None
     for entry in list_entries(shards):
         path = shards / entry.shard
         read = 0
         with open(path, "rb") as fh:
-            for sample in group_by_keys(safe_tar_files(fh, path)):
+            for sample in iter_samples(fh, path):
                 read += 1
-                key = str(sample["__key__"])
-                if patient is not None and key != patient:
+                if patient is not None and sample.key != patient:
                     continue
-                meta = sample_meta(sample, path)
+                meta = sample.timeline()
                 if best is not None and len(meta["studies"]) <= best[0]:
                     continue
-                files = {k: v for k, v in sample.items() if not k.startswith("__") and k != "json"}
-                best = (len(meta["studies"]), {**meta, "_shard": str(path)}, files)
+                best = (len(meta["studies"]), {**meta, "_shard": str(path)}, sample.images())
                 if patient is not None:
                     break
-        if patient is None and read < entry.samples:
-            raise ShardReadError(
-                path, f"sample {read}", f"the tar ends early ({read} of {entry.samples} samples)"
-            )
+        short = ends_early(path, read, entry.samples) if patient is None else None
+        if short is not None:
+            raise short
         if patient is not None and best is not None:
             break
     if best is None:
@@ -77,15 +74,16 @@ def draw_timeline(shards: Path, out: Path, patient: str | None = None, max_studi
     import matplotlib.pyplot as plt
 
     meta, files = find_timeline(shards, patient)
+    sample = StoredSample(meta["key"], meta["_shard"], files)
     studies = meta["studies"][:max_studies]
     n = len(studies)
     fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 6.2), squeeze=False)
     for col, study in enumerate(studies):
-        for row, view in enumerate(("frontal", "lateral")):
+        for row, view in enumerate(VIEWS):
             ax = axes[row][col]
             ax.set_xticks([])
             ax.set_yticks([])
-            name = next((k for k in files if k.startswith(f"s{study['index']:02d}.{view}.")), None)
+            name = sample.image_suffix(study["index"], view)
             if name is None:
                 ax.imshow(np.zeros((8, 8)), cmap="gray", vmin=0, vmax=1)
                 ax.text(4, 4, f"no {view}", color="white", ha="center", va="center", fontsize=9)
@@ -93,7 +91,7 @@ def draw_timeline(shards: Path, out: Path, patient: str | None = None, max_studi
                 try:
                     grey = decode_grey(files[name])
                 except BadImageError as err:
-                    raise ShardReadError(meta["_shard"], f"{meta['key']}.{name}", str(err)) from None
+                    raise ShardReadError(sample.shard, sample.member(name), str(err)) from None
                 ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
             if row == 0:
                 ax.set_title(f"day {study['day_offset']:.1f}", fontsize=10)

@@ -43,8 +43,9 @@ from medst.sequences.windows import cut_windows, draw_offset
 from medst.storage import Location
 
 from .collate import StudyItem, collate_windows
+from .format import StoredSample, View, ends_early, image_suffix, iter_samples
 from .index import list_entries
-from .members import BadImageError, ShardReadError, decode_image, sample_meta
+from .members import BadImageError, ShardReadError, decode_image
 
 # Window = (sample position in its shard, start, stop).
 Window = tuple[int, int, int]
@@ -186,22 +187,18 @@ def rank_segments(
 
 def _read_samples(
     path: Location, wanted: set[int], skip_bad: bool
-) -> tuple[dict[int, dict[str, bytes]], dict[int, str]]:
-    """Stream one tar (WebDataset layout) through the checked member reader and keep the members of the samples
-    at positions `wanted`; returns them and, with `skip_bad`, one line per wanted sample that could not be read
-    (without `skip_bad` the `ShardReadError` naming shard and member propagates)."""
-    from webdataset.tariterators import group_by_keys
-
-    from .members import ShardReadError, safe_tar_files
-
-    out: dict[int, dict[str, bytes]] = {}
+) -> tuple[dict[int, StoredSample], dict[int, str]]:
+    """Stream one tar through the checked reader (`format.iter_samples`) and keep the samples at positions
+    `wanted`; returns them and, with `skip_bad`, one line per wanted sample that could not be read (without
+    `skip_bad` the `ShardReadError` naming shard and member propagates)."""
+    out: dict[int, StoredSample] = {}
     last = max(wanted)
+    read = 0
     problem = ""
     with path.open("rb") as fh:  # a URL streams (with retries) through `medst.storage`
-        # Checked reader: a link, device or escaping name refuses the shard instead of being skipped silently.
-        files = safe_tar_files(fh, path)
         try:
-            for pos, sample in enumerate(group_by_keys(files)):
+            for pos, sample in enumerate(iter_samples(fh, path)):
+                read = pos + 1
                 if pos in wanted:
                     out[pos] = sample
                 if pos >= last:
@@ -210,24 +207,26 @@ def _read_samples(
             if not skip_bad:
                 raise
             problem = str(err)
-    missing = sorted(wanted - set(out))
-    if missing and not problem:
-        problem = str(
-            ShardReadError(path, f"sample {missing[0]}", "the tar holds fewer samples than its index")
-        )
+    short = None if problem else ends_early(path, read, last + 1)
+    if short is not None:
         if not skip_bad:
-            raise UserInputError(problem)
+            raise short
+        problem = str(short)
+    missing = sorted(wanted - set(out))
     return out, dict.fromkeys(missing, problem)
 
 
-def _image(sample: dict[str, Any], name: str, c: LoaderConfig, rng: np.random.Generator | None) -> np.ndarray:
-    """A stored image member through the model's image transform; `ShardReadError` naming shard and member."""
+def _image(
+    sample: StoredSample, index: int, view: View, c: LoaderConfig, rng: np.random.Generator | None
+) -> np.ndarray:
+    """A stored image through the model's image transform; `ShardReadError` naming shard and member."""
+    suffix = sample.image_suffix(index, view)
+    if suffix is None:
+        raise ShardReadError(sample.shard, sample.member(image_suffix(index, view, "*")), "missing")
     try:
-        return image_pipeline(decode_image(sample[name]), c.letterbox, c.crop, rng)
-    except KeyError:
-        raise ShardReadError(sample.get("__url__", "?"), f"{sample['__key__']}.{name}", "missing") from None
+        return image_pipeline(decode_image(sample.members[suffix]), c.letterbox, c.crop, rng)
     except BadImageError as err:
-        raise ShardReadError(sample.get("__url__", "?"), f"{sample['__key__']}.{name}", str(err)) from None
+        raise ShardReadError(sample.shard, sample.member(suffix), str(err)) from None
 
 
 class _EpochStream(IterableDataset):  # type: ignore[type-arg]
@@ -276,22 +275,17 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
         return self._plan[1]
 
     def _study(
-        self, sample: dict[str, Any], meta: dict[str, Any], epoch: int, step: int, b: int, slot: int, k: int
+        self, sample: StoredSample, meta: dict[str, Any], epoch: int, step: int, b: int, slot: int, k: int
     ) -> StudyItem:
         c = self.config
         study = meta["studies"][step]
         idx = study["index"]
-        ext = next((n.rsplit(".", 1)[1] for n in sample if n.startswith(f"s{idx:02d}.frontal.")), "jpg")
         rngs: list[np.random.Generator | None] = [None, None]
         if c.train:
             rngs = [_rng(c.seed, epoch, 4, self.rank, b, slot, k, view) for view in (0, 1)]
-        frontal = _image(sample, f"s{idx:02d}.frontal.{ext}", c, rngs[0])
-        lateral_name = f"s{idx:02d}.lateral.{ext}"
-        lateral = (
-            _image(sample, lateral_name, c, rngs[1])
-            if study["has_lateral"] and lateral_name in sample
-            else None
-        )
+        frontal = _image(sample, idx, "frontal", c, rngs[0])
+        has_lateral = study["has_lateral"] and sample.image_suffix(idx, "lateral") is not None
+        lateral = _image(sample, idx, "lateral", c, rngs[1]) if has_lateral else None
         return StudyItem(frontal=frontal, lateral=lateral, text=study["text"], study_key=study["study_key"])
 
     def _epoch_batches(
@@ -320,7 +314,7 @@ class _EpochStream(IterableDataset):  # type: ignore[type-arg]
                     else:
                         try:
                             sample = samples[pos]
-                            meta = sample_meta(sample, seg.shard)
+                            meta = sample.timeline()
                             window = [
                                 self._study(sample, meta, epoch, step, b, slot, step - a)
                                 for step in range(a, z)

@@ -1,4 +1,5 @@
-"""The one shard member reader of every stage (loader, inspect, embed, the trainer's text pass).
+"""The one shard member reader of every stage (loader, inspect, embed, the trainer's text pass); samples are
+grouped from its members, and their layout read, by `medst.shards.format`.
 
 Tar members a shard may hold: regular files with plain relative names, nothing else. `medst shard` writes exactly
 that. A tar with an absolute or ``..`` name, a link or a device is not one of ours (a hand-made or tampered
@@ -14,13 +15,12 @@ decompression bomb is refused before it is inflated. A damaged tar (truncated, g
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
@@ -34,6 +34,7 @@ MAX_TEXT_BYTES = 1 << 20
 MAX_IMAGE_PIXELS = 8192 * 8192
 """Largest stored image decoded (width x height): `medst shard` stores at most 8192 pixels a side."""
 TEXT_SUFFIXES = (".json", ".txt", ".cls")
+"""Members capped at `MAX_TEXT_BYTES`: any text a WebDataset tar may hold, not only the timeline member."""
 
 
 class ShardReadError(UserInputError):
@@ -118,12 +119,6 @@ def read_members(fileobj: IO[bytes], shard: Location) -> Iterator[tuple[str, byt
         ) from err
 
 
-def safe_tar_files(fileobj: IO[bytes], shard: Location) -> Iterator[dict[str, Any]]:
-    """Stream ``{"fname", "data", "__url__"}`` dicts (webdataset's layout) of a tar through `read_members`."""
-    for name, data in read_members(fileobj, shard):
-        yield {"fname": name, "data": data, "__url__": str(shard)}
-
-
 def decode_image(data: bytes) -> np.ndarray:
     """Stored JPEG/PNG bytes -> uint8 grey (H, W). Raises `BadImageError` for bytes that are no image, or an image
     over `MAX_IMAGE_PIXELS` (read from its header before anything is inflated: a decompression bomb)."""
@@ -148,18 +143,3 @@ def decode_image(data: bytes) -> np.ndarray:
     if img is None:
         raise BadImageError("image bytes do not decode")
     return img
-
-
-def sample_meta(sample: dict[str, Any], shard: Location) -> dict[str, Any]:
-    """The ``json`` member of a grouped sample (webdataset layout), parsed; `ShardReadError` when it is missing
-    or not a timeline."""
-    name = f"{sample.get('__key__')}.json"
-    try:
-        meta = json.loads(sample["json"])
-        if not isinstance(meta, dict) or not isinstance(meta.get("studies"), list):
-            raise ValueError("no studies list")
-        return meta
-    except KeyError:
-        raise ShardReadError(shard, name, "missing") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ShardReadError(shard, name, f"not a timeline ({err})") from None

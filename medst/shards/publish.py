@@ -4,8 +4,9 @@ The writer needs a real file system (atomic renames, resume, worker processes), 
 first. The upload keeps the rule of `index.py` on the store: `plan.json` first, then for each shard its tar and only
 then its index entry, so a reader that sees an entry finds the whole tar (an object store shows an object only once
 its upload is complete). Rejects and the summary come last. A shard whose entry on the store already equals the
-local one, with a tar of the recorded size, is not sent again: a re-run after an interrupted upload sends only what
-is missing. The staging folder is kept, so a re-run also resumes the build itself.
+local one, with a tar of the recorded size (complete as `medst.shards.format.is_complete` says), is not sent again:
+a re-run after an interrupted upload sends only what is missing. The staging folder is kept, so a re-run also
+resumes the build itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from medst.errors import UserInputError
 from medst.schemas.shards import ShardConfig, ShardPlan, ShardSummary
 from medst.storage import RemotePath
 
-from .index import INDEX_DIR, PLAN_FILE, read_plan
+from .format import is_complete
+from .index import PLAN_FILE, entry_path, read_entry, read_plan, tar_size
 
 LAST = ("rejects.parquet", "summary.json", "summary.png")
 """Dataset-level files, uploaded after every shard."""
@@ -79,17 +81,14 @@ def publish(staging: Path, dest: RemotePath, names: list[str]) -> int:
     (dest / PLAN_FILE).write_bytes((staging / PLAN_FILE).read_bytes())
     sent = 0
     for name in names:
-        entry = staging / INDEX_DIR / f"{name}.json"
-        tar = staging / f"{name}.tar"
-        if not entry.is_file() or not tar.is_file():
+        entry = read_entry(staging, name)
+        if entry is None:
             continue  # another --part builds it
-        data = entry.read_bytes()
-        remote_entry, remote_tar = dest / INDEX_DIR / entry.name, dest / tar.name
-        if remote_entry.is_file() and remote_entry.read_bytes() == data:
-            info = remote_tar.info()
-            if info is not None and int(info.get("size", -1)) == tar.stat().st_size:
-                continue
-        remote_tar.upload(tar)
+        data = entry_path(staging, name).read_bytes()
+        remote_entry, remote_tar = entry_path(dest, name), dest / entry.shard
+        if remote_entry.read_bytes_if_exists() == data and is_complete(entry, tar_size(remote_tar)):
+            continue
+        remote_tar.upload(staging / entry.shard)
         remote_entry.write_bytes(data)  # last: the shard is complete on the store from here on
         sent += 1
     rejects = staging / "rejects"

@@ -1,4 +1,5 @@
-"""One patient timeline -> one shard sample: the `json` member and the encoded images, nothing else.
+"""One patient timeline -> one shard sample: the `json` member and the encoded images, nothing else (the member
+layout is `medst.shards.format`).
 
 Only the fields of `TimelineSample` / `TimelineStudy` are written: pseudonymous keys, day offsets, report text,
 view flags and labels. Raw subject/study/dicom ids, paths and DICOM headers never enter a sample.
@@ -22,6 +23,7 @@ from medst.schemas.records import RejectRecord, TimelineSample, TimelineStudy
 from medst.storage import RemotePath
 
 from .assign import pseudonym
+from .format import View, encode_sample
 
 STAGE = "shard"
 
@@ -56,7 +58,8 @@ class SampleOptions:
 
 @dataclass
 class BuiltSample:
-    """One written sample: its tar members in order (name suffix -> bytes), counts and rejects."""
+    """One written sample: its tar members in order (full name, bytes; see `format.encode_sample`), counts and
+    rejects."""
 
     key: str
     members: list[tuple[str, bytes]]
@@ -141,10 +144,9 @@ def build_sample(key: str, split: str, studies: Sequence[dict[str, Any]], opts: 
             pseudonym(opts.key_salt, "study", str(r["study_id"])),
         ),
     )
-    ext = opts.fmt
     rejects: list[RejectRecord] = []
     kept: list[TimelineStudy] = []
-    images: list[tuple[str, bytes]] = []
+    images: list[tuple[int, View, bytes]] = []
     n_lateral = n_fallbacks = 0
     for row in ordered:
         study_key = pseudonym(opts.key_salt, "study", str(row["study_id"]))
@@ -190,17 +192,16 @@ def build_sample(key: str, split: str, studies: Sequence[dict[str, Any]], opts: 
             )
         )
         n_fallbacks += len(fallback)
-        images.append((f"s{idx:02d}.frontal.{ext}", frontal))
+        images.append((idx, "frontal", frontal))
         if lateral is not None:
-            images.append((f"s{idx:02d}.lateral.{ext}", lateral))
+            images.append((idx, "lateral", lateral))
             n_lateral += 1
     if not kept:
         return BuiltSample(key=key, members=[], studies=0, frontal=0, lateral=0, rejects=rejects)
     sample = TimelineSample(key=key, split=split, studies=kept, medst_version=opts.medst_version)  # type: ignore[arg-type]
-    payload = json.dumps(sample.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
     return BuiltSample(
         key=key,
-        members=[("json", payload), *images],
+        members=encode_sample(sample, images, opts.fmt),
         studies=len(kept),
         frontal=len(kept),
         lateral=n_lateral,

@@ -1,10 +1,10 @@
 """`medst shard`: patient timelines -> deterministic WebDataset tars, in parallel, resumable, atomic.
 
 Per shard: samples built (decode, resize, encode) into a temporary tar `.{name}.tar.tmp-PID`, fsync, rename to
-`{name}.tar`, then reject file and index entry. A shard counts as complete only once its index entry exists, so a
-killed run leaves at worst a temporary file (deleted on the next run) or a tar without an entry (rebuilt).
-Tar members are written in a fixed order with mtime 0, uid/gid 0, empty owner names and mode 0o644: the same inputs
-and options always give byte-identical tars.
+`{name}.tar`, then reject file and index entry. A shard counts as complete only once its index entry exists
+(`medst.shards.format.is_complete`), so a killed run leaves at worst a temporary file (deleted on the next run) or a tar without an entry (rebuilt).
+Samples are written as `medst.shards.format` lays them out (fixed member order, normalised headers): the same
+inputs and options always give byte-identical tars.
 
 Provenance: `plan.json` records the fingerprint of the input rows, the options, and the options of the build the
 rows came from (``build``: T, stride, min_len, compat; `pretrain` takes its default T from there); a folder planned
@@ -35,6 +35,7 @@ from medst.storage import RemotePath, to_location
 
 from . import index as shard_index
 from .assign import PatientWork, ShardJob, assign_shards, pseudonym, select_part
+from .format import add_members
 from .samples import SampleOptions, build_sample
 
 REQUIRED_COLUMNS = (
@@ -47,17 +48,6 @@ REQUIRED_COLUMNS = (
     "text",
 )
 REJECT_DIR = "rejects"
-
-
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    tar.addfile(info, io.BytesIO(data))
 
 
 def _load_studies(config: ShardConfig) -> tuple[list[dict[str, Any]], Path | RemotePath]:
@@ -178,8 +168,7 @@ def _write_one(
                         )
                     )
                     continue
-                for suffix, data in sample.members:
-                    _tar_member(tar, f"{sample.key}.{suffix}", data)
+                add_members(tar, sample.members)
                 lengths.append(sample.studies)
                 studies += sample.studies
                 frontal += sample.frontal

@@ -58,17 +58,15 @@ def compat_mismatch(config: PretrainConfig) -> str | None:
 
 
 def training_texts(shards: Location, split: str = "train") -> list[str]:
-    """Every study's report text of ``split``, read from the ``json`` members of the shards (through the checked
-    member reader), in plan order."""
-    from medst.shards.members import read_members
+    """Every study's report text of ``split``, read from the timelines of the shards (through the checked member
+    reader), in plan order; a sample without a readable timeline raises `ShardReadError` naming it."""
+    from medst.shards.format import iter_samples
 
     texts: list[str] = []
     for tar_path in shard_files(shards, split):
         with tar_path.open("rb") as fh:
-            for name, data in read_members(fh, tar_path):
-                if name.endswith(".json"):
-                    sample = json.loads(data)
-                    texts.extend(study["text"] for study in sample.get("studies", []) if study.get("text"))
+            for sample in iter_samples(fh, tar_path):
+                texts.extend(study["text"] for study in sample.timeline()["studies"] if study.get("text"))
     return texts
 
 
