@@ -21,9 +21,9 @@ class EmbedConfig(BaseModel):
     out: Path = Field(description="output Parquet file (written atomically)")
     model: Path = Field(default=Path("run"), description="run folder or exported model folder")
     text: Path | None = Field(default=None, description="text file: every line is embedded")
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=32, ge=1, description="images or texts per forward pass")
     preset: Literal["mimic-jpg", "voi"] | None = Field(
-        default=None, description="DICOM intensity preset; default: the one recorded with the model"
+        default=None, description="DICOM intensity preset (default: the one recorded with the model)"
     )
     image_root: Path | None = Field(
         default=None,
@@ -33,7 +33,7 @@ class EmbedConfig(BaseModel):
         default=False, description="ignore lateral images (a folder's laterals are left out, not paired)"
     )
     split: str | None = Field(default=None, description="manifest/shard input: only this split")
-    device: str | None = Field(default=None, description="cpu, cuda, cuda:1 ...; default: CUDA if available")
+    device: str | None = Field(default=None, description="cpu, cuda, cuda:1 (default: best available)")
     workers: int = Field(default=2, ge=0, description="threads decoding images")
     progress: bool = True
 

@@ -29,31 +29,41 @@ class ShardConfig(BaseModel):
     )
     image_root: Path | None = Field(
         default=None,
-        description="folder that frontal_path/lateral_path are relative to; default from build_report.json",
+        description="folder that frontal_path/lateral_path are relative to (default: build_report.json's "
+        "image_root)",
     )
     image_size: int = Field(default=512, ge=16, le=8192, description="longest side of stored images, pixels")
-    preset: Literal["mimic-jpg", "voi"] = "mimic-jpg"
-    format: Literal["jpg", "png"] = "jpg"
+    preset: Literal["mimic-jpg", "voi"] = Field(default="mimic-jpg", description="DICOM intensity preset")
+    format: Literal["jpg", "png"] = Field(default="jpg", description="stored image format")
     jpeg_quality: int = Field(default=95, ge=50, le=100)
     samples_per_shard: int = Field(default=256, ge=1, description="patient timelines per shard (at most)")
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1, description="worker processes (Ray CPUs with a local --engine ray)")
     engine: Literal["local", "ray"] = Field(
         default="local", description="where shard jobs run: local processes or Ray tasks (same bytes)"
     )
-    ray_address: str | None = Field(default=None, description="Ray cluster address; None starts a local Ray")
-    part: tuple[int, int] = Field(default=(0, 1), description="(i, n): build only shards j with j % n == i")
-    force: bool = False
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address (default: start a local Ray)"
+    )
+    part: tuple[int, int] = Field(
+        default=(0, 1),
+        description="i/n: build only part i (0-based) of n disjoint parts, the shards j with j % n == i",
+    )
+    force: bool = Field(
+        default=False, description="rebuild complete shards too, and replace shards of another input"
+    )
     key_salt: str = Field(default=DEFAULT_KEY_SALT, description="salt of the pseudonymous patient/study keys")
     shard_timeout_s: float | None = Field(
         default=None,
         gt=0,
-        description="a shard running longer in a worker is a stuck worker: killed, retried once",
+        description="seconds one shard may take in a worker before the worker counts as stuck (killed, the "
+        "shard retried once)",
     )
     min_kept: float = Field(
         default=0.5,
         ge=0,
         le=1,
-        description="fail (after writing) when the part keeps less than this share of studies",
+        description="exit with an error (after writing) when the part keeps less than this share of studies "
+        "(0 to 1)",
     )
 
     @field_validator("part")

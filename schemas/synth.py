@@ -28,4 +28,6 @@ class SynthConfig(BaseModel):
     )
     benchmarks: bool = Field(default=False, description="also write MS-CXR-T, RSNA and COVIDx style sets")
     metadata_only: bool = Field(default=False, description="CSVs, reports and truth only, no pixel files")
-    workers: int = Field(default=1, ge=1, le=256, description="processes used to render images")
+    workers: int = Field(
+        default=1, ge=1, le=256, description="processes rendering images (the output does not change)"
+    )

@@ -39,7 +39,8 @@ class PretrainConfig(BaseModel):
     )
     text_model: Path | None = Field(
         default=None,
-        description="local Hugging Face BERT folder; None with the demo preset builds a demo BERT",
+        description="local Hugging Face BERT folder (default with the demo preset: a small BERT the run "
+        "builds)",
     )
     build_demo_text_model: bool = Field(
         default=False,
@@ -54,11 +55,18 @@ class PretrainConfig(BaseModel):
     init_image: Path | None = Field(
         default=None, description="timm/DeiT or MGCA checkpoint for the image encoder"
     )
-    lateral_init: Literal["random", "copy"] = "random"
-    compat: Literal["clean", "reference"] = "clean"
+    lateral_init: Literal["random", "copy"] = Field(
+        default="random",
+        description="start of the lateral view encoder: random, or a copy of the frontal one",
+    )
+    compat: Literal["clean", "reference"] = Field(
+        default="clean", description="loss arithmetic as the authors' code (reference) or corrected (clean)"
+    )
     lambda1: float = Field(default=1.0, ge=0, description="weight of the local alignment loss")
     lambda2: float = Field(default=1.0, ge=0, description="weight of the temporal loss")
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = Field(
+        default=False, description="recompute activations in the backward pass (less memory, more time)"
+    )
     gather_negatives: bool = Field(
         default=False,
         description="gather embeddings across ranks so the global loss sees every rank's negatives",
@@ -81,7 +89,7 @@ class PretrainConfig(BaseModel):
     )
     batch_size_max: int = Field(default=512, ge=2, description="largest batch_size --batch-size auto tries")
     random_offset: bool = Field(default=False, description="random window starts instead of fixed chunks")
-    num_workers: int = Field(default=4, ge=0)
+    num_workers: int = Field(default=4, ge=0, description="loader worker processes")
     allow_partial: bool = Field(
         default=False, description="train although shards of the plan are missing (an incomplete --part set)"
     )
@@ -94,24 +102,29 @@ class PretrainConfig(BaseModel):
     val_batches: int | None = Field(default=None, ge=1, description="cap on validation batches; None = all")
 
     # Length of training: exactly one of steps / epochs.
-    steps: int | None = Field(default=None, ge=1, description="optimizer steps")
+    steps: int | None = Field(default=None, ge=1, description="optimizer steps (instead of epochs)")
     epochs: float | None = Field(default=8.0, gt=0, description="passes over the training split")
 
     # Optimisation.
-    lr: float = Field(default=4e-5, gt=0)
+    lr: float = Field(default=4e-5, gt=0, description="peak learning rate")
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = Field(default=0.05, ge=0)
     warmup_fraction: float = Field(default=0.4, ge=0, le=1)
     min_lr: float = Field(default=1e-8, ge=0)
-    max_grad_norm: float | None = Field(default=None, gt=0, description="clip the gradient norm; None = off")
+    max_grad_norm: float | None = Field(
+        default=None,
+        gt=0,
+        description="clip the gradient norm to this value (default: no clipping; 0 on the command line turns "
+        "it off)",
+    )
     accumulate: int = Field(default=1, ge=1, description="micro-batches per optimizer step")
 
     # Execution.
-    precision: Precision = Field(default="auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
-    device: DeviceName = "auto"
-    compile: bool = False
-    seed: int = 0
+    precision: Precision = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    device: DeviceName = Field(default="auto", description="auto: CUDA when present")
+    compile: bool = Field(default=False, description="compile the model with torch.compile")
+    seed: int = Field(default=0, description="random seed of initialisation, data order and augmentation")
     find_unused_parameters: bool = Field(
         default=False, description="DDP: allow parameters without a gradient (MedST uses all of them)"
     )
@@ -123,16 +136,23 @@ class PretrainConfig(BaseModel):
         default=1000, ge=1, description="checkpoint every N steps (and at the end)"
     )
     keep_checkpoints: int | None = Field(default=3, ge=1, description="newest checkpoints kept; None = all")
-    resume: str | None = Field(default=None, description="'latest' or a checkpoint folder")
+    resume: str | None = Field(
+        default=None,
+        description="latest | a checkpoint folder; without --config the run's stored config is used, and options "
+        "that would change its recipe are refused",
+    )
     max_steps_this_invocation: int | None = Field(
-        default=None, ge=1, description="stop (after checkpointing) once this many steps ran in this process"
+        default=None,
+        ge=1,
+        description="stop after this many steps in this process (checkpointed; resume later)",
     )
     progress: bool = True
     tensorboard: bool = True
     export: bool = True
     loggers: list[Literal["tensorboard", "mlflow", "wandb", "none"]] | None = Field(
         default=None,
-        description="experiment trackers (none = metrics.jsonl and curves.png only); None = TensorBoard if installed",
+        description="experiment trackers, repeatable (default: tensorboard when installed; metrics.jsonl and "
+        "curves.png are always written, and are all that none writes)",
     )
     experiment: str | None = Field(
         default=None,
