@@ -13,19 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from medst.schemas.demo import DemoConfig
+from medst.schemas.demo import DemoConfig, DemoResult
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
-
-
-class DemoResult(BaseModel):
-    out: Path
-    seconds: dict[str, float]
-    table: str
-    pictures: list[Path]
-    zero_shot: str
 
 
 def _stage(name: str, timings: dict[str, float], echo: Callable[[str], None]) -> Callable[..., Any]:

@@ -1,4 +1,4 @@
-"""Configuration of `medst demo` (every stage on a small synthetic archive)."""
+"""Configuration and result of `medst demo` (every stage on a small synthetic archive)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,13 @@ class DemoConfig(BaseModel):
     workers: int = Field(default=2, ge=1, description="processes for synth, build and shard")
     bootstrap: int = Field(default=200, ge=0, description="bootstrap resamples per metric")
     progress: bool = True
+
+
+class DemoResult(BaseModel):
+    """What `medst.demo.run_demo` returns: the results table, the pictures and the time per stage."""
+
+    out: Path
+    seconds: dict[str, float]
+    table: str
+    pictures: list[Path]
+    zero_shot: str

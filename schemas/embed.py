@@ -1,4 +1,4 @@
-"""Configuration of `medst embed` (images and/or text lines -> vectors in a Parquet file)."""
+"""Configuration and summary of `medst embed` (images and/or text lines -> vectors in a Parquet file)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,22 @@ class EmbedConfig(BaseModel):
         if self.input is None and self.text is None:
             raise ValueError("give INPUT (images) and/or --text FILE")
         return self
+
+
+class EmbedSummary(BaseModel):
+    """What one `medst.inference.embed.embed` call did."""
+
+    out: Path
+    images: int = 0
+    image_errors: int = 0
+    texts: int = 0
+    text_errors: int = 0
+    image_seconds: float = 0.0
+    errors_by_reason: dict[str, int] = Field(default_factory=dict)
+    skipped_files: list[str] = Field(default_factory=list)
+    warnings_by_reason: dict[str, int] = Field(default_factory=dict)
+    images_flagged: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.image_seconds if self.image_seconds > 0 else 0.0

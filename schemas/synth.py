@@ -1,4 +1,4 @@
-"""Configuration of `medst synth` (the synthetic MIMIC-CXR-shaped archive generator)."""
+"""Configuration and summary of `medst synth` (the synthetic MIMIC-CXR-shaped archive generator)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,16 @@ class SynthConfig(BaseModel):
     workers: int = Field(
         default=1, ge=1, le=256, description="processes rendering images (the output does not change)"
     )
+
+
+class SynthSummary(BaseModel):
+    """What `medst.synth.generate` wrote."""
+
+    out: Path
+    patients: int
+    studies: int
+    images: int
+    reports: int
+    bytes: int
+    seconds: float
+    paths: dict[str, Path]

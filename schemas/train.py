@@ -168,6 +168,30 @@ class PretrainConfig(BaseModel):
         return self
 
 
+class RunSummary(BaseModel):
+    """What a finished (or deliberately stopped) run reports (`medst.train.loop.pretrain`); written into the
+    export's config.json under ``summary``."""
+
+    run_dir: Path
+    steps: int = 0
+    total_steps: int = 0
+    epochs: float = 0.0
+    world_size: int = 1
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    studies: int = 0
+    studies_per_s: float = 0.0
+    first_loss: float | None = None
+    last_loss: float | None = None
+    val: dict[str, float] = Field(default_factory=dict)
+    last_checkpoint: Path | None = None
+    export_dir: Path | None = None
+    stopped_early: bool = False
+    #: The signal (SIGINT / SIGTERM) that stopped the run after a checkpoint, 0 when none did (`medst.train.stopping`).
+    stop_signal: int = 0
+    weights_sha256: str = ""
+
+
 # Fields that may change between a run and its resumption without changing the result (``--resume`` accepts other
 # values for these; any other option that differs from the run's recipe is refused).
 RESUMABLE_CHANGES = frozenset(

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from medst._version import __version__
 from medst.errors import UserInputError
-from medst.schemas.train import PretrainConfig
+from medst.schemas.train import PretrainConfig, RunSummary
 from medst.storage import Location
-
-if TYPE_CHECKING:
-    from medst.train.loop import RunSummary
 
 
 def _data_summary(shards: Location) -> dict[str, Any]:
