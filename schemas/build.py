@@ -7,8 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from medst.schemas.common import Compat
+
 COLUMN_KEYS = ("patient", "study", "time", "day_offset", "view", "image", "report", "report_path", "split")
 """Keys accepted by ``--columns`` for a generic table."""
+
+WhenToRead = Literal["auto", "always", "never"]
+"""Whether a build reads DICOM headers / checks files on disk: when needed (auto), always or never."""
 
 
 class BuildConfig(BaseModel):
@@ -38,7 +43,7 @@ class BuildConfig(BaseModel):
     seq_len: int = Field(default=4, ge=1, description="studies per window (the paper's T)")
     stride: int = Field(default=4, ge=1, description="studies between window starts")
     min_len: int = Field(default=1, ge=1, description="shortest remainder window kept")
-    compat: Literal["clean", "reference"] = Field(
+    compat: Compat = Field(
         default="clean", description="clean, or reference: the authors' rows (frontal images only)"
     )
     split_file: Path | None = Field(
@@ -50,11 +55,11 @@ class BuildConfig(BaseModel):
     )
     workers: int = Field(default=1, ge=1, description="processes for header reading and report parsing")
     keep_non_chest: bool = Field(default=False, description="keep images whose BodyPartExamined is not chest")
-    read_headers: Literal["auto", "always", "never"] = Field(
+    read_headers: WhenToRead = Field(
         default="auto",
         description="auto: read DICOM headers only for images the metadata CSV does not describe",
     )
-    check_files: Literal["auto", "always", "never"] = Field(
+    check_files: WhenToRead = Field(
         default="auto",
         description="auto: reconcile tables with the files on disk when the image tree exists",
     )

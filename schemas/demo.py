@@ -16,7 +16,12 @@ class DemoConfig(BaseModel):
     # Enough studies (~2000 training studies) for a tiny model to learn findings rather than memorise pairs; at
     # 128 px the images stay above the demo model's 110 px letterbox and synth stays fast.
     patients: int = Field(default=600, ge=8, description="synthetic patients")
-    image_size: int = Field(default=128, ge=64, description="synthetic image size and shard image size")
+    image_size: int = Field(
+        default=128,
+        ge=64,
+        description="long side of the synthetic archive's images, and the longest side stored in the shards, in "
+        "pixels",
+    )
     steps: int | None = Field(default=None, ge=1, description="training steps (default: the demo preset's)")
     lambda2: float | None = Field(default=None, ge=0, description="weight of the temporal loss (default 1)")
     seed: int = Field(default=0, description="random seed of every stage")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medst.schemas.common import IntensityPreset
 
 
 class EmbedConfig(BaseModel):
@@ -22,7 +23,7 @@ class EmbedConfig(BaseModel):
     model: Path = Field(default=Path("run"), description="run folder or exported model folder")
     text: Path | None = Field(default=None, description="text file: every line is embedded")
     batch_size: int = Field(default=32, ge=1, description="images or texts per forward pass")
-    preset: Literal["mimic-jpg", "voi"] | None = Field(
+    preset: IntensityPreset | None = Field(
         default=None, description="DICOM intensity preset (default: the one recorded with the model)"
     )
     image_root: Path | None = Field(

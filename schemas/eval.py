@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medst.schemas.records import Split
 from medst.storage import OptionalLocation
 
 TaskName = Literal["mscxrt-image", "mscxrt-sentence", "rsna-zeroshot", "covidx-probe", "retrieval"]
@@ -49,9 +50,7 @@ class EvalConfig(BaseModel):
     shards: OptionalLocation = Field(
         default=None, description="built shards folder (retrieval): a path or a URL (s3://, https://)"
     )
-    retrieval_split: Literal["train", "validate", "test"] = Field(
-        default="test", description="shard split used for retrieval"
-    )
+    retrieval_split: Split = Field(default="test", description="shard split used for retrieval")
     seeds: list[int] = Field(
         default_factory=lambda: [42, 100, 666],
         description="MS-CXR-T image shuffle seeds (comma-separated on the command line)",

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medst.schemas.common import EngineName, IntensityPreset
 from medst.storage import Location
 
 DEFAULT_KEY_SALT = "medst-v1"
@@ -32,13 +33,19 @@ class ShardConfig(BaseModel):
         description="folder that frontal_path/lateral_path are relative to (default: build_report.json's "
         "image_root)",
     )
-    image_size: int = Field(default=512, ge=16, le=8192, description="longest side of stored images, pixels")
-    preset: Literal["mimic-jpg", "voi"] = Field(default="mimic-jpg", description="DICOM intensity preset")
+    image_size: int = Field(
+        default=512,
+        ge=16,
+        le=8192,
+        description="longest side of each image stored in the shards, in pixels (the archive image is resized "
+        "to it; the loader later letterboxes and crops it to the model's image_size)",
+    )
+    preset: IntensityPreset = Field(default="mimic-jpg", description="DICOM intensity preset")
     format: Literal["jpg", "png"] = Field(default="jpg", description="stored image format")
     jpeg_quality: int = Field(default=95, ge=50, le=100)
     samples_per_shard: int = Field(default=256, ge=1, description="patient timelines per shard (at most)")
     workers: int = Field(default=1, ge=1, description="worker processes (Ray CPUs with a local --engine ray)")
-    engine: Literal["local", "ray"] = Field(
+    engine: EngineName = Field(
         default="local", description="where shard jobs run: local processes or Ray tasks (same bytes)"
     )
     ray_address: str | None = Field(
@@ -170,8 +177,14 @@ class LoaderConfig(BaseModel):
     random_offset: bool = False
     min_len: int = Field(default=1, ge=1)
     windows_per_batch: int = Field(default=10, ge=1)
-    letterbox: int = Field(default=256, ge=8)
-    crop: int = Field(default=224, ge=8)
+    letterbox: int = Field(
+        default=256,
+        ge=8,
+        description="longest side after resizing a stored image, then zero-padded to a square",
+    )
+    crop: int = Field(
+        default=224, ge=8, description="side of the random (train) or centre crop: the model's image_size"
+    )
     train: bool = True
     max_tokens: int = Field(default=112, ge=3)
     seed: int = 0

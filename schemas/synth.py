@@ -20,7 +20,12 @@ class SynthConfig(BaseModel):
     seed: int = Field(
         default=0, ge=0, description="random seed; everything written depends only on the options"
     )
-    image_size: int = Field(default=512, ge=64, le=4096, description="long side of each image in pixels")
+    image_size: int = Field(
+        default=512,
+        ge=64,
+        le=4096,
+        description="long side of each image the synthetic archive holds (its DICOM/JPG pixels), in pixels",
+    )
     release: Release = Field(
         default="dicom",
         description="'dicom': DICOM tree + reports; 'jpg': MIMIC-CXR-JPG tree (reports under OUT/reports/); "

@@ -13,9 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medst.errors import UserInputError
+from medst.schemas.common import Compat, LateralInit, Precision
 from medst.storage import Location
 
-Precision = Literal["auto", "bf16", "fp32"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 
@@ -55,11 +55,11 @@ class PretrainConfig(BaseModel):
     init_image: Path | None = Field(
         default=None, description="timm/DeiT or MGCA checkpoint for the image encoder"
     )
-    lateral_init: Literal["random", "copy"] = Field(
+    lateral_init: LateralInit = Field(
         default="random",
         description="start of the lateral view encoder: random, or a copy of the frontal one",
     )
-    compat: Literal["clean", "reference"] = Field(
+    compat: Compat = Field(
         default="clean", description="loss arithmetic as the authors' code (reference) or corrected (clean)"
     )
     lambda1: float = Field(default=1.0, ge=0, description="weight of the local alignment loss")

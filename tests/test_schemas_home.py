@@ -42,3 +42,38 @@ def test_summaries_round_trip_through_json(tmp_path: Path) -> None:
     counted.errors_by_reason["decode"] = 1
     assert EmbedSummary.model_validate_json(counted.model_dump_json()) == counted
     assert counted.images_per_s == 2.0
+
+
+# `@overload` signatures of the encoder narrow its feature kinds; the same narrowed pair serves images and texts.
+OVERLOAD_LITERALS = {("cls", "global")}
+
+
+def test_each_literal_of_two_or_more_values_is_declared_once() -> None:
+    seen: dict[tuple[str, ...], list[str]] = {}
+    for root in (PACKAGE, PACKAGE.parent / "schemas", PACKAGE.parent / "cli"):
+        for path in sorted(root.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if not (
+                    isinstance(node, ast.Subscript)
+                    and ast.unparse(node.value) in ("Literal", "typing.Literal")
+                ):
+                    continue
+                items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+                values = tuple(sorted(str(ast.literal_eval(item)) for item in items))
+                if len(values) > 1 and values not in OVERLOAD_LITERALS:
+                    seen.setdefault(values, []).append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    repeated = {values: where for values, where in seen.items() if len(where) > 1}
+    assert not repeated, repeated
+
+
+def test_the_three_image_sizes_are_described_apart() -> None:
+    from medst.model.config import ModelConfig
+    from medst.schemas.shards import ShardConfig
+
+    described = {
+        "synth": synth.SynthConfig.model_fields["image_size"].description or "",
+        "shards": ShardConfig.model_fields["image_size"].description or "",
+        "model": ModelConfig.model_fields["image_size"].description or "",
+    }
+    assert "archive" in described["synth"] and "shards" in described["shards"] and "ViT" in described["model"]
+    assert len(set(described.values())) == 3

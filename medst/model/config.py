@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Compat = Literal["clean", "reference"]
+from medst.schemas.common import Compat, LateralInit
 
 
 class TextConfig(BaseModel):
@@ -52,7 +50,12 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image_size: int = Field(224, ge=8)
+    image_size: int = Field(
+        224,
+        ge=8,
+        description="side of the square image the ViT takes, in pixels: the crop after the letterbox (224 in "
+        "the paper); a multiple of patch_size. Not the size stored in the shards (ShardConfig.image_size)",
+    )
     patch_size: int = Field(16, ge=1)
     in_channels: int = Field(3, ge=1)
     width: int = Field(768, ge=8)
@@ -70,7 +73,7 @@ class ModelConfig(BaseModel):
     seq_len: int = Field(4, ge=2)
     rmr_variance_lambda: float = Field(0.001, ge=0)
     compat: Compat = "clean"
-    lateral_init: Literal["random", "copy"] = "random"
+    lateral_init: LateralInit = "random"
     grad_checkpointing: bool = False
     # Clean option (SPEC §3): studies of the same window with identical token ids are not each other's negatives.
     mask_duplicate_reports: bool = True
