@@ -53,14 +53,13 @@ def register(app: typer.Typer) -> None:
         """Evaluate a model on MS-CXR-T (image, sentence), RSNA zero-shot, COVIDx probe and retrieval."""
         from medst.eval.report import markdown_table
         from medst.eval.run import evaluate
-        from medst.schemas.eval import ALL_TASKS
 
         names = [str(value_of(t)) for t in task or ()]
-        run_all = not names or "all" in names  # no --task: every task, as the config's default
+        run_all = not names or "all" in names  # every task: the config's default
         config = EvalConfig(
             run=run,
             **given(
-                tasks=list(ALL_TASKS) if run_all else list(dict.fromkeys(names)),
+                tasks=None if run_all else list(dict.fromkeys(names)),
                 data=data,
                 out=out,
                 mscxrt_dir=mscxrt_dir,
