@@ -8,14 +8,17 @@ import typer
 
 from medst.cli.choices import QUIET_HELP, choice_enum, metavar_of, show_progress, value_of
 from medst.cli.options import field_option
+from medst.schemas.common import Compat
+from medst.schemas.common import LateralInit as LateralInitName
+from medst.schemas.model import ModelConfig
 from medst.schemas.train import PRESETS, DeviceName, Precision, PretrainConfig
 
 _FIELDS = PretrainConfig.model_fields
 LoggerName = choice_enum("LoggerName", _FIELDS["loggers"].annotation)
-LateralInit = choice_enum("LateralInit", _FIELDS["lateral_init"].annotation)
+LateralInit = choice_enum("LateralInit", LateralInitName)
 PrecisionChoice = choice_enum("PrecisionChoice", Precision)
 DeviceChoice = choice_enum("DeviceChoice", DeviceName)
-CompatChoice = choice_enum("CompatChoice", _FIELDS["compat"].annotation)
+CompatChoice = choice_enum("CompatChoice", Compat)
 
 
 def _complete_config(incomplete: str) -> list[str]:
@@ -68,16 +71,16 @@ def register(app: typer.Typer) -> None:
         seq_len: int | None = field_option(PretrainConfig, "seq_len", "--seq-len"),
         text_model: Path | None = field_option(PretrainConfig, "text_model", "--text-model"),
         init_image: Path | None = field_option(PretrainConfig, "init_image", "--init-image"),
-        lateral_init: LateralInit | None = field_option(PretrainConfig, "lateral_init", "--lateral-init"),  # type: ignore[valid-type]
+        lateral_init: LateralInit | None = field_option(ModelConfig, "lateral_init", "--lateral-init"),  # type: ignore[valid-type]
         precision: PrecisionChoice | None = field_option(PretrainConfig, "precision", "--precision"),  # type: ignore[valid-type]
         grad_checkpointing: bool | None = field_option(
-            PretrainConfig, "grad_checkpointing", "--grad-checkpointing/--no-grad-checkpointing"
+            ModelConfig, "grad_checkpointing", "--grad-checkpointing/--no-grad-checkpointing"
         ),
         accumulate: int | None = field_option(PretrainConfig, "accumulate", "--accumulate"),
         resume: str | None = field_option(PretrainConfig, "resume", "--resume", metavar="<latest|folder>"),
-        compat: CompatChoice | None = field_option(PretrainConfig, "compat", "--compat"),  # type: ignore[valid-type]
-        lambda1: float | None = field_option(PretrainConfig, "lambda1", "--lambda1"),
-        lambda2: float | None = field_option(PretrainConfig, "lambda2", "--lambda2"),
+        compat: CompatChoice | None = field_option(ModelConfig, "compat", "--compat"),  # type: ignore[valid-type]
+        lambda1: float | None = field_option(ModelConfig, "lambda1", "--lambda1"),
+        lambda2: float | None = field_option(ModelConfig, "lambda2", "--lambda2"),
         lr: float | None = field_option(PretrainConfig, "lr", "--lr"),
         max_grad_norm: float | None = field_option(PretrainConfig, "max_grad_norm", "--max-grad-norm"),
         seed: int | None = field_option(PretrainConfig, "seed", "--seed"),
@@ -89,7 +92,7 @@ def register(app: typer.Typer) -> None:
         val_every: int | None = field_option(PretrainConfig, "val_every", "--val-every"),
         ckpt_every: int | None = field_option(PretrainConfig, "ckpt_every", "--ckpt-every"),
         gather_negatives: bool | None = field_option(
-            PretrainConfig, "gather_negatives", "--gather-negatives/--no-gather-negatives"
+            ModelConfig, "gather_negatives", "--gather-negatives/--no-gather-negatives"
         ),
         compile_model: bool | None = field_option(PretrainConfig, "compile", "--compile/--no-compile"),
         max_steps_this_invocation: int | None = field_option(

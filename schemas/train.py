@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medst.errors import UserInputError
-from medst.schemas.common import Compat, LateralInit, Precision
+from medst.schemas.common import Precision
+from medst.schemas.model import ModelConfig
 from medst.storage import Location
 
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -33,9 +34,13 @@ class PretrainConfig(BaseModel):
     preset: str = Field(default="paper", description="name of the preset this config started from")
 
     # Model.
-    model_preset: Literal["paper", "tiny"] = Field(default="paper", description="ModelConfig preset")
-    model_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="field overrides applied to the ModelConfig preset (dotted keys)"
+    model_preset: Literal["paper", "tiny"] = Field(
+        default="paper", description="the ModelConfig preset that `model` starts from"
+    )
+    model: ModelConfig = Field(
+        default_factory=ModelConfig,
+        description="the model: shapes, loss weights, compat; a YAML file or layer gives only the fields it "
+        "changes from the model_preset (older flat keys such as lambda1, and model_overrides, still load)",
     )
     text_model: Path | None = Field(
         default=None,
@@ -54,22 +59,6 @@ class PretrainConfig(BaseModel):
     )
     init_image: Path | None = Field(
         default=None, description="timm/DeiT or MGCA checkpoint for the image encoder"
-    )
-    lateral_init: LateralInit = Field(
-        default="random",
-        description="start of the lateral view encoder: random, or a copy of the frontal one",
-    )
-    compat: Compat = Field(
-        default="clean", description="loss arithmetic as the authors' code (reference) or corrected (clean)"
-    )
-    lambda1: float = Field(default=1.0, ge=0, description="weight of the local alignment loss")
-    lambda2: float = Field(default=1.0, ge=0, description="weight of the temporal loss")
-    grad_checkpointing: bool = Field(
-        default=False, description="recompute activations in the backward pass (less memory, more time)"
-    )
-    gather_negatives: bool = Field(
-        default=False,
-        description="gather embeddings across ranks so the global loss sees every rank's negatives",
     )
 
     # Data.
@@ -159,6 +148,21 @@ class PretrainConfig(BaseModel):
         description="MLflow experiment / W&B project (default: MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT, else medst)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_from_preset(cls, data: Any) -> Any:
+        """The model section: the model_preset's ModelConfig, then the older flat keys and ``model_overrides``
+        (config.yaml files of runs written before the model was nested), then the ``model`` fields given."""
+        if not isinstance(data, dict):
+            return data
+        legacy = "model_overrides" in data or any(key in data for key in FLAT_MODEL_FIELDS)
+        if isinstance(data.get("model"), ModelConfig) and not legacy:
+            return data  # already built (e.g. assigning another field re-runs this validator)
+        data = nest_model_options(data)
+        base = ModelConfig.preset(str(data.get("model_preset", "paper"))).model_dump(by_alias=True)
+        data["model"] = ModelConfig.model_validate(_deep_merge(base, data.get("model", {})))
+        return data
+
     @model_validator(mode="after")
     def _one_length(self) -> PretrainConfig:
         if self.steps is None and self.epochs is None:
@@ -190,6 +194,44 @@ class RunSummary(BaseModel):
     #: The signal (SIGINT / SIGTERM) that stopped the run after a checkpoint, 0 when none did (`medst.train.stopping`).
     stop_signal: int = 0
     weights_sha256: str = ""
+
+
+# Model fields a training config (and the command line) may still give at the top level, as before the model was
+# nested in the training config.
+FLAT_MODEL_FIELDS = ("lambda1", "lambda2", "compat", "lateral_init", "grad_checkpointing", "gather_negatives")
+
+
+def nest_model_options(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its flat model keys (`FLAT_MODEL_FIELDS`) and dotted ``model_overrides`` moved into a
+    ``model`` mapping of the fields given (a partial ModelConfig), on top of any ``model`` it already has."""
+    data = dict(data)
+    given = data.pop("model", None)
+    model: dict[str, Any] = (
+        given.model_dump(by_alias=True) if isinstance(given, BaseModel) else dict(given or {})
+    )
+    for key in FLAT_MODEL_FIELDS:
+        if key in data:
+            model[key] = data.pop(key)
+    for dotted, value in (data.pop("model_overrides", None) or {}).items():
+        node = model
+        *parents, leaf = str(dotted).split(".")
+        for key in parents:
+            node[key] = node = dict(node.get(key) or {})
+        node[leaf] = value
+    if model or given is not None:
+        data["model"] = model
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (
+            _deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
 
 
 # Fields that may change between a run and its resumption without changing the result (``--resume`` accepts other
@@ -284,11 +326,9 @@ def _merge(layers: list[dict[str, Any]]) -> PretrainConfig:
             merged["epochs"] = None
         if "epochs" in layer and layer["epochs"] is not None:
             merged["steps"] = None
-        if "model_overrides" in layer:
-            layer = {
-                **layer,
-                "model_overrides": {**merged.get("model_overrides", {}), **layer["model_overrides"]},
-            }
+        layer = nest_model_options(layer)
+        if "model" in layer:
+            layer["model"] = _deep_merge(merged.get("model", {}), layer["model"])
         merged.update(layer)
     try:
         return PretrainConfig(**merged)
@@ -323,9 +363,10 @@ def resolve_resumed_config(stored: Path, overrides: dict[str, Any] | None = None
     recipe = _merge([{"preset": base, **PRESETS[base]}, data])
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     config = _merge([recipe.model_dump(), given])
-    old, new = recipe.model_dump(mode="json"), config.model_dump(mode="json")
+    old, new = _flat(recipe.model_dump(mode="json")), _flat(config.model_dump(mode="json"))
     for name in config_differences(recipe, config):
-        option = "--" + name.replace("_", "-")
+        field = name.removeprefix("model.")
+        option = "--" + field.replace("_", "-") if "." not in field else name
         raise UserInputError(
             f"{option} {new[name]} differs from the run's recipe ({name}: {old[name]} in {stored}); "
             f"resume without {option}, or start a new run with a new -o folder"
@@ -341,6 +382,18 @@ def config_to_yaml(config: PretrainConfig) -> str:
 
 
 def config_differences(old: PretrainConfig, new: PretrainConfig) -> list[str]:
-    """Names of fields that differ between two configs and would change a resumed run's result."""
-    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    """Names of fields that differ between two configs and would change a resumed run's result; a field of the
+    model is named with its path (``model.lambda1``, ``model.text.layers``)."""
+    a, b = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
     return sorted(k for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k))
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"lambda1": 1.0}}`` -> ``{"model.lambda1": 1.0}`` (only mappings are opened)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

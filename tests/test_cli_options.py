@@ -18,6 +18,7 @@ from medst.schemas.build import BuildConfig
 from medst.schemas.demo import DemoConfig
 from medst.schemas.embed import EmbedConfig
 from medst.schemas.eval import EvalConfig
+from medst.schemas.model import ModelConfig
 from medst.schemas.shards import ShardConfig
 from medst.schemas.synth import SynthConfig
 from medst.schemas.train import PretrainConfig
@@ -25,14 +26,14 @@ from medst.schemas.train import PretrainConfig
 GROUP: Any = typer.main.get_command(app)
 
 # The config each command builds, and the options whose flag is not the field's name with dashes.
-CONFIGS: dict[str, type[BaseModel]] = {
-    "synth": SynthConfig,
-    "build-sequences": BuildConfig,
-    "shard": ShardConfig,
-    "pretrain": PretrainConfig,
-    "eval": EvalConfig,
-    "embed": EmbedConfig,
-    "demo": DemoConfig,
+CONFIGS: dict[str, tuple[type[BaseModel], ...]] = {
+    "synth": (SynthConfig,),
+    "build-sequences": (BuildConfig,),
+    "shard": (ShardConfig,),
+    "pretrain": (PretrainConfig, ModelConfig),  # the model's options fill PretrainConfig.model
+    "eval": (EvalConfig,),
+    "embed": (EmbedConfig,),
+    "demo": (DemoConfig,),
 }
 RENAMED = {
     ("shard", "--shard-timeout"): "shard_timeout_s",
@@ -50,6 +51,8 @@ EXPECTED = {
     "build-sequences": {"--seq-len", "--compat", "--workers", "--min-kept", "--keep-non-chest"},
     "shard": {"--image-size", "--preset", "--part", "--shard-timeout", "--key-salt", "--engine"},
     "pretrain": {
+        "--lambda1",
+        "--gather-negatives",
         "--lr",
         "--batch-size",
         "--workers",
@@ -64,17 +67,17 @@ EXPECTED = {
 }
 
 
-def _mapped(command: str) -> dict[str, tuple[Any, str]]:
-    """Long flag -> (click option, config field) for every option of ``command`` that fills a field."""
-    fields = CONFIGS[command].model_fields
+def _mapped(command: str) -> dict[str, tuple[Any, type[BaseModel], str]]:
+    """Long flag -> (click option, config, field) for every option of ``command`` that fills a field."""
     found = {}
     for param in GROUP.commands[command].params:
         if param.param_type_name != "option":
             continue
         flag = next(o for o in param.opts if o.startswith("--"))
         name = RENAMED.get((command, flag), flag[2:].replace("-", "_"))
-        if name in fields:
-            found[flag] = (param, name)
+        config = next((c for c in CONFIGS[command] if name in c.model_fields), None)
+        if config is not None:
+            found[flag] = (param, config, name)
     return found
 
 
@@ -87,8 +90,7 @@ def _shown(help_text: str) -> str | None:
 def test_options_that_fill_a_field_are_not_given_by_default_and_show_the_schema_default(command: str) -> None:
     mapped = _mapped(command)
     assert EXPECTED[command] <= set(mapped), EXPECTED[command] - set(mapped)
-    config = CONFIGS[command]
-    for flag, (param, name) in mapped.items():
+    for flag, (param, config, name) in mapped.items():
         if param.required:  # no default to drift (and a field without a default must be given)
             continue
         assert not config.model_fields[name].is_required(), (command, flag)
@@ -100,10 +102,10 @@ def test_options_that_fill_a_field_are_not_given_by_default_and_show_the_schema_
 
 
 def test_shown_defaults_read_as_on_the_command_line() -> None:
-    shard = {flag: _shown(p.help) for flag, (p, _) in _mapped("shard").items()}
+    shard = {flag: _shown(p.help) for flag, (p, _, _) in _mapped("shard").items()}
     assert shard["--image-size"] == "512" and shard["--part"] == "0/1" and shard["--force"] == "off"
     assert shard["--ray-address"] is None  # a None default is described, not shown
-    evaluate = {flag: _shown(p.help) for flag, (p, _) in _mapped("eval").items()}
+    evaluate = {flag: _shown(p.help) for flag, (p, _, _) in _mapped("eval").items()}
     assert evaluate["--seeds"] == "42,100,666" and evaluate["--out"] == "eval_out"
 
 
