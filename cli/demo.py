@@ -7,17 +7,19 @@ from pathlib import Path
 import typer
 
 from medst.cli.choices import QUIET_HELP, show_progress
+from medst.cli.options import field_option, given
+from medst.schemas.demo import DemoConfig
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_command(
-        out: Path = typer.Option(Path("demo_out"), "-o", "--out", help="folder for every stage's output"),
-        patients: int | None = typer.Option(None, "--patients", help="synthetic patients [default: 600]"),
-        steps: int | None = typer.Option(None, "--steps", help="training steps (default: the demo preset's)"),
-        lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),
-        seed: int = typer.Option(0, "--seed"),
-        workers: int = typer.Option(2, "--workers", help="processes for synth, build and shard"),
+        out: Path | None = field_option(DemoConfig, "out", "-o", "--out"),
+        patients: int | None = field_option(DemoConfig, "patients", "--patients"),
+        steps: int | None = field_option(DemoConfig, "steps", "--steps"),
+        lambda2: float | None = field_option(DemoConfig, "lambda2", "--lambda2"),
+        seed: int | None = field_option(DemoConfig, "seed", "--seed"),
+        workers: int | None = field_option(DemoConfig, "workers", "--workers"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
         progress: bool | None = typer.Option(
             None,
@@ -26,17 +28,19 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Synth -> build-sequences -> shard -> pretrain -> eval on a synthetic archive; prints results and pictures."""
-        from medst.demo import DemoConfig, run_demo
+        from medst.demo import run_demo
 
         result = run_demo(
             DemoConfig(
-                out=out,
-                **({} if patients is None else {"patients": patients}),
-                steps=steps,
-                lambda2=lambda2,
-                seed=seed,
-                workers=workers,
-                progress=bool(show_progress(quiet, progress)),
+                **given(
+                    out=out,
+                    patients=patients,
+                    steps=steps,
+                    lambda2=lambda2,
+                    seed=seed,
+                    workers=workers,
+                    progress=show_progress(quiet, progress, default=None),
+                )
             ),
             echo=typer.echo,
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from medst.cli.choices import QUIET_HELP, choice_enum, value_of
+from medst.cli.options import field_option, given
 from medst.schemas.embed import EmbedConfig
 
 PresetChoice = choice_enum("PresetChoice", EmbedConfig.model_fields["preset"].annotation)
@@ -26,41 +27,18 @@ def register(app: typer.Typer) -> None:
             "(folder or studies.parquet / images.parquet) or a shard folder; omit with --text only",
         ),
         out: Path = typer.Option(..., "--out", "-o", help="output Parquet file"),
-        model: Path = typer.Option(Path("run"), "--model", "-m", help="run folder or exported model folder"),
-        text: Path | None = typer.Option(None, "--text", help="text file: every line is embedded"),
-        batch_size: int = typer.Option(32, "--batch-size", "-b", help="images or texts per forward pass"),
-        preset: PresetChoice | None = typer.Option(  # type: ignore[valid-type]
-            None, "--preset", help="DICOM intensity preset [default: the model's]"
-        ),
-        image_root: Path | None = typer.Option(
-            None,
-            "--image-root",
-            help="manifest input: folder its paths are relative to (default: build_report)",
-        ),
-        frontal_only: bool = typer.Option(
-            False,
-            "--frontal-only",
-            help="ignore lateral views (a folder's laterals are left out, not paired)",
-        ),
-        split: str | None = typer.Option(None, "--split", help="manifest/shards: only this split"),
-        device: str | None = typer.Option(
-            None,
-            "--device",
-            help="cpu, cuda, cuda:1 (default: best available)",
-            autocompletion=_complete_device,
-        ),
-        threads: int = typer.Option(2, "--threads", help="threads decoding images (in each worker)"),
-        workers: int = typer.Option(
-            1,
-            "--workers",
-            help="worker processes, each loading the model (Ray CPUs with a local --engine ray)",
-        ),
-        engine: EngineChoice = typer.Option(  # type: ignore[valid-type]
-            "local", "--engine", help="where batches run with --workers > 1 (same vectors)"
-        ),
-        ray_address: str | None = typer.Option(
-            None, "--ray-address", help="Ray cluster address (default: start a local Ray)"
-        ),
+        model: Path | None = field_option(EmbedConfig, "model", "--model", "-m"),
+        text: Path | None = field_option(EmbedConfig, "text", "--text"),
+        batch_size: int | None = field_option(EmbedConfig, "batch_size", "--batch-size", "-b"),
+        preset: PresetChoice | None = field_option(EmbedConfig, "preset", "--preset"),  # type: ignore[valid-type]
+        image_root: Path | None = field_option(EmbedConfig, "image_root", "--image-root"),
+        frontal_only: bool | None = field_option(EmbedConfig, "frontal_only", "--frontal-only"),
+        split: str | None = field_option(EmbedConfig, "split", "--split"),
+        device: str | None = field_option(EmbedConfig, "device", "--device", autocompletion=_complete_device),
+        threads: int | None = field_option(EmbedConfig, "threads", "--threads"),
+        workers: int | None = field_option(EmbedConfig, "workers", "--workers"),
+        engine: EngineChoice | None = field_option(EmbedConfig, "engine", "--engine"),  # type: ignore[valid-type]
+        ray_address: str | None = field_option(EmbedConfig, "ray_address", "--ray-address"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
     ) -> None:
         """Write ids, paths and normalised embeddings (plus CLS features) to Parquet; bad files become error rows."""
@@ -69,19 +47,21 @@ def register(app: typer.Typer) -> None:
         config = EmbedConfig(
             input=input,
             out=out,
-            model=model,
-            text=text,
-            batch_size=batch_size,
-            preset=value_of(preset),  # type: ignore[arg-type]
-            image_root=image_root,
-            frontal_only=frontal_only,
-            split=split,
-            device=device,
-            threads=threads,
-            workers=workers,
-            engine=value_of(engine),  # type: ignore[arg-type]
-            ray_address=ray_address,
-            progress=not quiet,
+            **given(
+                model=model,
+                text=text,
+                batch_size=batch_size,
+                preset=value_of(preset),
+                image_root=image_root,
+                frontal_only=frontal_only,
+                split=split,
+                device=device,
+                threads=threads,
+                workers=workers,
+                engine=value_of(engine),
+                ray_address=ray_address,
+                progress=False if quiet else None,
+            ),
         )
         summary = embed(config)
         parts = []

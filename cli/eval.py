@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from medst.cli.choices import QUIET_HELP, choice_enum, value_of
+from medst.cli.options import field_option, given
 from medst.schemas.eval import EvalConfig, TaskName
 
 TaskChoice = choice_enum("TaskChoice", TaskName, extra=("all",))
@@ -23,83 +24,61 @@ def register(app: typer.Typer) -> None:
         run: Path = typer.Argument(
             ..., help="training run folder (its export/ is used) or an exported model folder"
         ),
-        task: list[TaskChoice] = typer.Option(  # type: ignore[valid-type]
-            ["all"],
+        task: list[TaskChoice] | None = field_option(  # type: ignore[valid-type]
+            EvalConfig,
+            "tasks",
             "--task",
             "-t",
             metavar="<task>",  # the choices, one metavar, would pass 80 columns
-            help=f"benchmark to run, repeatable: {' | '.join(str(t.value) for t in TaskChoice)}  [default: all]",
-            show_default=False,
+            help=f"benchmark to run, repeatable: {' | '.join(str(t.value) for t in TaskChoice)}",
+            shown="all",
         ),
-        data: Path | None = typer.Option(
-            None, "--data", help="folder holding the benchmark files (e.g. synth's OUT/benchmarks or OUT)"
-        ),
-        shards: str | None = typer.Option(
-            None, "--shards", help="built shards folder (retrieval): a path or a URL (s3://, https://)"
-        ),
-        out: Path = typer.Option(Path("eval_out"), "--out", "-o", help="results.json, results.md, plots/"),
-        seeds: str | None = typer.Option(
-            None, "--seeds", help="MS-CXR-T image shuffle seeds, e.g. 42,100,666 (the default)"
-        ),
-        bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples per metric (0: no CI)"),
-        mscxrt_dir: Path | None = typer.Option(
-            None, "--mscxrt-dir", help="folder with the MS-CXR-T CSV files"
-        ),
-        mimic_root: Path | None = typer.Option(
-            None, "--mimic-root", help="MIMIC-CXR(-JPG) root holding files/"
-        ),
-        rsna_dir: Path | None = typer.Option(None, "--rsna-dir", help="folder with stage_2_train_labels.csv"),
-        rsna_split: Path | None = typer.Option(
-            None, "--rsna-split", help="RSNA split manifest (default: shipped)"
-        ),
-        covidx_dir: Path | None = typer.Option(
-            None, "--covidx-dir", help="folder with train.txt, test.txt, train/, test/"
-        ),
-        split: SplitChoice = typer.Option(  # type: ignore[valid-type]
-            "test", "--split", help="shard split used for retrieval"
-        ),
-        batch_size: int = typer.Option(32, "--batch-size", help="images per forward pass"),
-        device: str | None = typer.Option(
-            None,
-            "--device",
-            help="cpu, cuda, cuda:1 (default: best available)",
-            autocompletion=_complete_device,
-        ),
-        cache_dir: Path | None = typer.Option(
-            None, "--cache-dir", help="feature cache (default OUT/feature_cache)"
-        ),
+        data: Path | None = field_option(EvalConfig, "data", "--data"),
+        shards: str | None = field_option(EvalConfig, "shards", "--shards"),
+        out: Path | None = field_option(EvalConfig, "out", "--out", "-o"),
+        seeds: str | None = field_option(EvalConfig, "seeds", "--seeds"),
+        bootstrap: int | None = field_option(EvalConfig, "bootstrap", "--bootstrap"),
+        mscxrt_dir: Path | None = field_option(EvalConfig, "mscxrt_dir", "--mscxrt-dir"),
+        mimic_root: Path | None = field_option(EvalConfig, "mimic_root", "--mimic-root"),
+        rsna_dir: Path | None = field_option(EvalConfig, "rsna_dir", "--rsna-dir"),
+        rsna_split: Path | None = field_option(EvalConfig, "rsna_split", "--rsna-split"),
+        covidx_dir: Path | None = field_option(EvalConfig, "covidx_dir", "--covidx-dir"),
+        split: SplitChoice | None = field_option(EvalConfig, "retrieval_split", "--split"),  # type: ignore[valid-type]
+        batch_size: int | None = field_option(EvalConfig, "batch_size", "--batch-size"),
+        device: str | None = field_option(EvalConfig, "device", "--device", autocompletion=_complete_device),
+        cache_dir: Path | None = field_option(EvalConfig, "cache_dir", "--cache-dir"),
         no_plots: bool = typer.Option(False, "--no-plots", help="skip the PNG plots"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
     ) -> None:
         """Evaluate a model on MS-CXR-T (image, sentence), RSNA zero-shot, COVIDx probe and retrieval."""
         from medst.eval.report import markdown_table
         from medst.eval.run import evaluate
-        from medst.schemas.eval import ALL_TASKS
 
-        names = [str(value_of(t)) for t in task]
-        seed_list = _parse_seeds(seeds)
-        run_all = "all" in names
-        tasks = list(ALL_TASKS) if run_all else list(dict.fromkeys(names))
+        names = [str(value_of(t)) for t in task or ()]
+        run_all = not names or "all" in names  # every task: the config's default
         config = EvalConfig(
             run=run,
-            tasks=tasks,
-            data=data,
-            out=out,
-            mscxrt_dir=mscxrt_dir,
-            mimic_root=mimic_root,  # type: ignore[arg-type]
-            rsna_dir=rsna_dir,
-            rsna_split=rsna_split,
-            covidx_dir=covidx_dir,
-            shards=shards,
-            retrieval_split=value_of(split),  # type: ignore[arg-type]
-            seeds=seed_list,
-            bootstrap=bootstrap,
-            batch_size=batch_size,
-            device=device,
-            cache_dir=cache_dir,
-            plots=not no_plots,
-            progress=not quiet,
+            **given(
+                tasks=None if run_all else list(dict.fromkeys(names)),
+                data=data,
+                out=out,
+                mscxrt_dir=mscxrt_dir,
+                mimic_root=mimic_root,
+                rsna_dir=rsna_dir,
+                rsna_split=rsna_split,
+                covidx_dir=covidx_dir,
+                shards=shards,
+                retrieval_split=value_of(split),
+                seeds=_parse_seeds(seeds),
+                bootstrap=bootstrap,
+                batch_size=batch_size,
+                device=device,
+                cache_dir=cache_dir,
+                plots=False if no_plots else None,
+                progress=False if quiet else None,
+            ),
         )
+        out = config.out
         results = evaluate(config, skip_missing=run_all)
         typer.echo(markdown_table(results.metrics, with_protocol=False))
         for summary in results.tasks:
@@ -111,11 +90,11 @@ def register(app: typer.Typer) -> None:
         )
 
 
-def _parse_seeds(text: str | None) -> list[int]:
+def _parse_seeds(text: str | None) -> list[int] | None:
     from medst.errors import UserInputError
 
     if not text:
-        return [42, 100, 666]
+        return None
     try:
         return [int(s) for s in text.replace(",", " ").split()]
     except ValueError:

@@ -7,14 +7,18 @@ from pathlib import Path
 import typer
 
 from medst.cli.choices import QUIET_HELP, choice_enum, metavar_of, show_progress, value_of
+from medst.cli.options import field_option
+from medst.schemas.common import Compat
+from medst.schemas.common import LateralInit as LateralInitName
+from medst.schemas.model import ModelConfig
 from medst.schemas.train import PRESETS, DeviceName, Precision, PretrainConfig
 
 _FIELDS = PretrainConfig.model_fields
 LoggerName = choice_enum("LoggerName", _FIELDS["loggers"].annotation)
-LateralInit = choice_enum("LateralInit", _FIELDS["lateral_init"].annotation)
+LateralInit = choice_enum("LateralInit", LateralInitName)
 PrecisionChoice = choice_enum("PrecisionChoice", Precision)
 DeviceChoice = choice_enum("DeviceChoice", DeviceName)
-CompatChoice = choice_enum("CompatChoice", _FIELDS["compat"].annotation)
+CompatChoice = choice_enum("CompatChoice", Compat)
 
 
 def _complete_config(incomplete: str) -> list[str]:
@@ -53,63 +57,52 @@ def register(app: typer.Typer) -> None:
             "run's config.yaml]",
             autocompletion=_complete_config,
         ),
-        steps: int | None = typer.Option(None, "--steps", help="optimizer steps (instead of epochs)"),
-        epochs: float | None = typer.Option(None, "--epochs", help="passes over the training split"),
-        batch_size: str | None = typer.Option(
-            None,
+        steps: int | None = field_option(PretrainConfig, "steps", "--steps"),
+        epochs: float | None = field_option(PretrainConfig, "epochs", "--epochs"),
+        batch_size: str | None = field_option(
+            PretrainConfig,
+            "batch_size",
             "--batch-size",
             metavar="<int|auto>",
             help="windows per batch per process, or 'auto': the largest that fits in --memory-share of the "
             "device's memory (found once, recorded in RUN/config.yaml)",
         ),
-        memory_share: float | None = typer.Option(
-            None, "--memory-share", help="share of the device's memory --batch-size auto may fill (0.85)"
+        memory_share: float | None = field_option(PretrainConfig, "memory_share", "--memory-share"),
+        seq_len: int | None = field_option(
+            PretrainConfig,
+            "seq_len",
+            "--seq-len",
+            help="studies per window (T)",
+            shown=lambda default: f"the T the shards were built with, else {default}",
         ),
-        seq_len: int | None = typer.Option(None, "--seq-len", help="studies per window (T)"),
-        text_model: Path | None = typer.Option(None, "--text-model", help="local Hugging Face BERT folder"),
-        init_image: Path | None = typer.Option(None, "--init-image", help="timm/DeiT or MGCA checkpoint"),
-        lateral_init: LateralInit | None = typer.Option(  # type: ignore[valid-type]
-            None, "--lateral-init", help="lateral view encoder start [default: random]"
+        text_model: Path | None = field_option(PretrainConfig, "text_model", "--text-model"),
+        init_image: Path | None = field_option(PretrainConfig, "init_image", "--init-image"),
+        lateral_init: LateralInit | None = field_option(ModelConfig, "lateral_init", "--lateral-init"),  # type: ignore[valid-type]
+        precision: PrecisionChoice | None = field_option(PretrainConfig, "precision", "--precision"),  # type: ignore[valid-type]
+        grad_checkpointing: bool | None = field_option(
+            ModelConfig, "grad_checkpointing", "--grad-checkpointing/--no-grad-checkpointing"
         ),
-        precision: PrecisionChoice | None = typer.Option(  # type: ignore[valid-type]
-            None, "--precision", help="auto: bf16 on CUDA, fp32 on the CPU [default: auto]"
-        ),
-        grad_checkpointing: bool | None = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing"),
-        accumulate: int | None = typer.Option(None, "--accumulate", help="micro-batches per optimizer step"),
-        resume: str | None = typer.Option(
-            None,
-            "--resume",
-            metavar="<latest|folder>",
-            help="latest | a checkpoint folder; without --config the run's stored config is used, and options "
-            "that would change its recipe are refused",
-        ),
-        compat: CompatChoice | None = typer.Option(  # type: ignore[valid-type]
-            None,
-            "--compat",
-            help="loss arithmetic as the authors' code (reference) or corrected [default: clean]",
-        ),
-        lambda1: float | None = typer.Option(None, "--lambda1", help="weight of the local loss"),
-        lambda2: float | None = typer.Option(None, "--lambda2", help="weight of the temporal loss"),
-        lr: float | None = typer.Option(None, "--lr", help="peak learning rate"),
-        max_grad_norm: float | None = typer.Option(
-            None, "--max-grad-norm", help="clip the gradient norm to this value; 0 turns clipping off"
-        ),
-        seed: int | None = typer.Option(None, "--seed"),
-        device: DeviceChoice | None = typer.Option(  # type: ignore[valid-type]
-            None, "--device", help="auto: CUDA when present [default: auto]"
-        ),
-        num_workers: int | None = typer.Option(None, "--workers", help="loader worker processes"),
+        accumulate: int | None = field_option(PretrainConfig, "accumulate", "--accumulate"),
+        resume: str | None = field_option(PretrainConfig, "resume", "--resume", metavar="<latest|folder>"),
+        compat: CompatChoice | None = field_option(ModelConfig, "compat", "--compat"),  # type: ignore[valid-type]
+        lambda1: float | None = field_option(ModelConfig, "lambda1", "--lambda1"),
+        lambda2: float | None = field_option(ModelConfig, "lambda2", "--lambda2"),
+        lr: float | None = field_option(PretrainConfig, "lr", "--lr"),
+        max_grad_norm: float | None = field_option(PretrainConfig, "max_grad_norm", "--max-grad-norm"),
+        seed: int | None = field_option(PretrainConfig, "seed", "--seed"),
+        device: DeviceChoice | None = field_option(PretrainConfig, "device", "--device"),  # type: ignore[valid-type]
+        num_workers: int | None = field_option(PretrainConfig, "num_workers", "--workers"),
         old_num_workers: int | None = typer.Option(
             None, "--num-workers", hidden=True, help="the older name of --workers"
         ),
-        val_every: int | None = typer.Option(None, "--val-every", help="validate every N steps"),
-        ckpt_every: int | None = typer.Option(None, "--ckpt-every", help="checkpoint every N steps"),
-        gather_negatives: bool | None = typer.Option(None, "--gather-negatives/--no-gather-negatives"),
-        compile_model: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile"),
-        max_steps_this_invocation: int | None = typer.Option(
-            None,
-            "--max-steps-this-invocation",
-            help="stop after this many steps (checkpointed; resume later)",
+        val_every: int | None = field_option(PretrainConfig, "val_every", "--val-every"),
+        ckpt_every: int | None = field_option(PretrainConfig, "ckpt_every", "--ckpt-every"),
+        gather_negatives: bool | None = field_option(
+            ModelConfig, "gather_negatives", "--gather-negatives/--no-gather-negatives"
+        ),
+        compile_model: bool | None = field_option(PretrainConfig, "compile", "--compile/--no-compile"),
+        max_steps_this_invocation: int | None = field_option(
+            PretrainConfig, "max_steps_this_invocation", "--max-steps-this-invocation"
         ),
         quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
         progress: bool | None = typer.Option(
@@ -118,26 +111,14 @@ def register(app: typer.Typer) -> None:
             hidden=True,  # the older spelling; -q/--quiet is the convention of every command
             help="show the progress bar [default: on; resuming: as the run was]",
         ),
-        allow_partial: bool | None = typer.Option(
-            None,
-            "--allow-partial",
-            help="train although shards of the plan are missing (incomplete --part set)",
+        allow_partial: bool | None = field_option(PretrainConfig, "allow_partial", "--allow-partial"),
+        skip_bad_samples: bool | None = field_option(
+            PretrainConfig, "skip_bad_samples", "--skip-bad-samples"
         ),
-        skip_bad_samples: bool | None = typer.Option(
-            None,
-            "--skip-bad-samples",
-            help="skip damaged shard samples (counted in the logs) instead of stopping",
+        logger: list[LoggerName] | None = field_option(  # type: ignore[valid-type]
+            PretrainConfig, "loggers", "--logger", metavar=metavar_of(LoggerName)
         ),
-        logger: list[LoggerName] | None = typer.Option(  # type: ignore[valid-type]
-            None,
-            "--logger",
-            metavar=metavar_of(LoggerName),
-            help="experiment tracker, repeatable (default: tensorboard when installed; "
-            "metrics.jsonl and curves.png are always written)",
-        ),
-        experiment: str | None = typer.Option(
-            None, "--experiment", help="MLflow experiment / W&B project (default: medst)"
-        ),
+        experiment: str | None = field_option(PretrainConfig, "experiment", "--experiment"),
         print_config: bool = typer.Option(
             False,
             "--print-config",
@@ -148,6 +129,7 @@ def register(app: typer.Typer) -> None:
 
         SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) stops the run after the current step with a complete
         checkpoint and exits with 128 + the signal number (130, 143); `--resume latest` continues it exactly.
+        The defaults shown are the paper preset's; --config, or a resumed run's config.yaml, may change them.
         """
         from medst.errors import UserInputError
         from medst.schemas.train import resolve_config, resolve_resumed_config, stored_run_config

@@ -13,33 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from medst.schemas.demo import DemoConfig, DemoResult
 
-
-class DemoConfig(BaseModel):
-    """Sizes of the demo; the defaults finish in a few minutes on a 2-core laptop."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    out: Path = Field(default=Path("demo_out"), description="folder for every stage's output")
-    # Enough studies (~2000 training studies) for a tiny model to learn findings rather than memorise pairs; at
-    # 128 px the images stay above the demo model's 110 px letterbox and synth stays fast.
-    patients: int = Field(default=600, ge=8, description="synthetic patients")
-    image_size: int = Field(default=128, ge=64, description="synthetic image size and shard image size")
-    steps: int | None = Field(default=None, ge=1, description="training steps (default: the demo preset's)")
-    lambda2: float | None = Field(default=None, ge=0, description="weight of the temporal loss (default 1)")
-    seed: int = 0
-    workers: int = Field(default=2, ge=1, description="processes for synth, build and shard")
-    bootstrap: int = Field(default=200, ge=0, description="bootstrap resamples per metric")
-    progress: bool = True
-
-
-class DemoResult(BaseModel):
-    out: Path
-    seconds: dict[str, float]
-    table: str
-    pictures: list[Path]
-    zero_shot: str
+__all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
 
 def _stage(name: str, timings: dict[str, float], echo: Callable[[str], None]) -> Callable[..., Any]:

@@ -24,14 +24,13 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from medst.errors import UserInputError, WorkerDiedError
+from medst.schemas.common import EngineName
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-EngineName = Literal["local", "ray"]
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, ModelHubMixin, snapshot_download
 
 from medst.inference.encoder import MedSTEncoder
 from medst.inference.loading import ModelLoadError, load
 from medst.model.io import WEIGHTS_FILE, read_model_meta, save_model
+from medst.schemas.common import Precision
 
 LICENSE = "apache-2.0"
 TAGS = ["medst", "med-st", "chest-x-ray", "vision-language", "radiology", "safetensors"]
@@ -86,7 +87,7 @@ class MedSTModel(
         local_files_only: bool,
         token: str | bool | None,
         device: str | None = None,
-        precision: Literal["auto", "bf16", "fp32"] = "auto",
+        precision: Precision = "auto",
         **_ignored: Any,
     ) -> MedSTModel:
         folder = Path(model_id)

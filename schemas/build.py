@@ -7,10 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from medst.schemas.common import Compat
 from medst.storage import Location
 
 COLUMN_KEYS = ("patient", "study", "time", "day_offset", "view", "image", "report", "report_path", "split")
 """Keys accepted by ``--columns`` for a generic table."""
+
+WhenToRead = Literal["auto", "always", "never"]
+"""Whether a build reads DICOM headers / checks files on disk: when needed (auto), always or never."""
 
 
 class BuildConfig(BaseModel):
@@ -25,24 +29,30 @@ class BuildConfig(BaseModel):
     out: Path = Field(description="output folder, written atomically")
     reports: Path | None = Field(
         default=None,
-        description="reports: a folder tree of sXXXXXXXX.txt, mimic-cxr-reports.zip, or a sectioned CSV",
+        description="reports: a folder tree of sNNNNNNNN.txt, mimic-cxr-reports.zip, or a sectioned CSV",
     )
     table: Path | None = Field(
         default=None, description="generic archive: CSV/Parquet with one row per image"
     )
-    columns: dict[str, str] = Field(default_factory=dict, description="generic table: key -> column name")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="generic table: the column of each key, KEY=NAME,... on the command line; keys: patient, "
+        "image, time|day_offset, view, report|report_path, study, split",
+    )
     reader: str | None = Field(
         default=None,
-        description="archive reader by name (medst.archive.readers.READERS); None: the first that recognises "
-        "the archive",
+        description="archive reader by name: mimic-cxr or generic (medst.archive.readers.READERS); default: the "
+        "first that recognises the archive",
     )
     image_root: Path | None = Field(
         default=None, description="generic table: image paths are relative to this"
     )
     seq_len: int = Field(default=4, ge=1, description="studies per window (the paper's T)")
     stride: int = Field(default=4, ge=1, description="studies between window starts")
-    min_len: int = Field(default=1, ge=1, description="shortest window kept")
-    compat: Literal["clean", "reference"] = "clean"
+    min_len: int = Field(default=1, ge=1, description="shortest remainder window kept")
+    compat: Compat = Field(
+        default="clean", description="clean, or reference: the authors' rows (frontal images only)"
+    )
     split_file: Path | None = Field(
         default=None, description="CSV with split per dicom_id, study_id or subject_id"
     )
@@ -51,12 +61,12 @@ class BuildConfig(BaseModel):
         description="train/validate/test fractions of the hash split (no split file)",
     )
     workers: int = Field(default=1, ge=1, description="processes for header reading and report parsing")
-    keep_non_chest: bool = False
-    read_headers: Literal["auto", "always", "never"] = Field(
+    keep_non_chest: bool = Field(default=False, description="keep images whose BodyPartExamined is not chest")
+    read_headers: WhenToRead = Field(
         default="auto",
         description="auto: read DICOM headers only for images the metadata CSV does not describe",
     )
-    check_files: Literal["auto", "always", "never"] = Field(
+    check_files: WhenToRead = Field(
         default="auto",
         description="auto: reconcile tables with the files on disk when the image tree exists",
     )
@@ -66,8 +76,8 @@ class BuildConfig(BaseModel):
     )
     time_format: str | None = Field(
         default=None,
-        description="generic table: strptime pattern of the time column, tried before the formats understood "
-        "without it (DICOM DA/DT, ISO 8601, English month names)",
+        description="generic table: strptime pattern of the time column (e.g. '%d/%m/%Y'), tried before DICOM "
+        "DA/DT, ISO 8601 and English month names; needed for numeric day/month dates",
     )
     min_kept: float = Field(
         default=0.1,

@@ -1,11 +1,12 @@
-"""Configuration of `medst embed` (images and/or text lines -> vectors in a Parquet file)."""
+"""Configuration and summary of `medst embed` (images and/or text lines -> vectors in a Parquet file)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medst.schemas.common import EngineName, IntensityPreset
 
 
 class EmbedConfig(BaseModel):
@@ -21,9 +22,9 @@ class EmbedConfig(BaseModel):
     out: Path = Field(description="output Parquet file (written atomically)")
     model: Path = Field(default=Path("run"), description="run folder or exported model folder")
     text: Path | None = Field(default=None, description="text file: every line is embedded")
-    batch_size: int = Field(default=32, ge=1)
-    preset: Literal["mimic-jpg", "voi"] | None = Field(
-        default=None, description="DICOM intensity preset; default: the one recorded with the model"
+    batch_size: int = Field(default=32, ge=1, description="images or texts per forward pass")
+    preset: IntensityPreset | None = Field(
+        default=None, description="DICOM intensity preset (default: the one recorded with the model)"
     )
     image_root: Path | None = Field(
         default=None,
@@ -42,7 +43,7 @@ class EmbedConfig(BaseModel):
         description="worker processes, each loading the model once and embedding batches (Ray CPUs with a local "
         "--engine ray); 1 with the local engine embeds in this process. The vectors do not change",
     )
-    engine: Literal["local", "ray"] = Field(
+    engine: EngineName = Field(
         default="local",
         description="where batches run with more than one worker: local processes or Ray tasks (each Ray task "
         "asks Ray for one CPU and no GPU)",
@@ -57,3 +58,22 @@ class EmbedConfig(BaseModel):
         if self.ray_address is not None and self.engine != "ray":
             raise ValueError("--ray-address is only used with --engine ray")
         return self
+
+
+class EmbedSummary(BaseModel):
+    """What one `medst.inference.embed.embed` call did."""
+
+    out: Path
+    images: int = 0
+    image_errors: int = 0
+    texts: int = 0
+    text_errors: int = 0
+    image_seconds: float = 0.0
+    errors_by_reason: dict[str, int] = Field(default_factory=dict)
+    skipped_files: list[str] = Field(default_factory=list)
+    warnings_by_reason: dict[str, int] = Field(default_factory=dict)
+    images_flagged: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.image_seconds if self.image_seconds > 0 else 0.0

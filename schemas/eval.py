@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medst.schemas.records import Split
 from medst.storage import OptionalLocation
 
 TaskName = Literal["mscxrt-image", "mscxrt-sentence", "rsna-zeroshot", "covidx-probe", "retrieval"]
@@ -28,28 +29,31 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run: Path = Field(description="a training run folder (RUN/export is used) or an exported model folder")
-    tasks: list[TaskName] = Field(default_factory=lambda: list(ALL_TASKS))
-    data: Path | None = Field(default=None, description="folder holding the benchmark files")
-    out: Path = Field(default=Path("eval_out"), description="where results.json, results.md and plots go")
+    tasks: list[TaskName] = Field(default_factory=lambda: list(ALL_TASKS), description="benchmarks to run")
+    data: Path | None = Field(
+        default=None, description="folder holding the benchmark files (e.g. synth's OUT/benchmarks or OUT)"
+    )
+    out: Path = Field(default=Path("eval_out"), description="folder for results.json, results.md and plots/")
     mscxrt_dir: Path | None = Field(default=None, description="folder with the two MS-CXR-T CSV files")
     mimic_root: Path | None = Field(
-        default=None, description="MIMIC-CXR(-JPG) image root for MS-CXR-T images"
+        default=None, description="MIMIC-CXR(-JPG) root holding files/, for MS-CXR-T images"
     )
     rsna_dir: Path | None = Field(
         default=None, description="folder with stage_2_train_labels.csv + stage_2_train_images/"
     )
     rsna_split: Path | None = Field(
-        default=None, description="RSNA split manifest (YAML); default: the shipped one"
+        default=None, description="RSNA split manifest (YAML) (default: the shipped one)"
     )
     covidx_dir: Path | None = Field(
         default=None, description="folder with train.txt, test.txt, train/, test/"
     )
     shards: OptionalLocation = Field(
-        default=None, description="built shards folder (a path or a URL), for retrieval"
+        default=None, description="built shards folder (retrieval): a path or a URL (s3://, https://)"
     )
-    retrieval_split: Literal["train", "validate", "test"] = "test"
+    retrieval_split: Split = Field(default="test", description="shard split used for retrieval")
     seeds: list[int] = Field(
-        default_factory=lambda: [42, 100, 666], description="MS-CXR-T image shuffle seeds"
+        default_factory=lambda: [42, 100, 666],
+        description="MS-CXR-T image shuffle seeds (comma-separated on the command line)",
     )
     folds: list[int] = Field(
         default_factory=lambda: [5, 10], description="MS-CXR-T image cross-validation folds"
@@ -65,8 +69,8 @@ class EvalConfig(BaseModel):
     bootstrap: int = Field(default=1000, ge=0, description="bootstrap resamples per metric (0 = no CI)")
     bootstrap_seed: int = 0
     batch_size: int = Field(default=32, ge=1, description="images per forward pass")
-    device: str | None = None
-    cache_dir: Path | None = Field(default=None, description="feature cache; default OUT/feature_cache")
+    device: str | None = Field(default=None, description="cpu, cuda, cuda:1 (default: best available)")
+    cache_dir: Path | None = Field(default=None, description="feature cache (default: OUT/feature_cache)")
     plots: bool = True
     progress: bool = True
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medst.schemas.common import EngineName, IntensityPreset
 from medst.storage import Location, OptionalLocation
 
 DEFAULT_KEY_SALT = "medst-v1"
@@ -33,29 +34,44 @@ class ShardConfig(BaseModel):
         description="folder (or archive URL, s3://...) that frontal_path/lateral_path are relative to; default "
         "from build_report.json",
     )
-    image_size: int = Field(default=512, ge=16, le=8192, description="longest side of stored images, pixels")
-    preset: Literal["mimic-jpg", "voi"] = "mimic-jpg"
-    format: Literal["jpg", "png"] = "jpg"
+    image_size: int = Field(
+        default=512,
+        ge=16,
+        le=8192,
+        description="longest side of each image stored in the shards, in pixels (the archive image is resized "
+        "to it; the loader later letterboxes and crops it to the model's image_size)",
+    )
+    preset: IntensityPreset = Field(default="mimic-jpg", description="DICOM intensity preset")
+    format: Literal["jpg", "png"] = Field(default="jpg", description="stored image format")
     jpeg_quality: int = Field(default=95, ge=50, le=100)
     samples_per_shard: int = Field(default=256, ge=1, description="patient timelines per shard (at most)")
-    workers: int = Field(default=1, ge=1)
-    engine: Literal["local", "ray"] = Field(
+    workers: int = Field(default=1, ge=1, description="worker processes (Ray CPUs with a local --engine ray)")
+    engine: EngineName = Field(
         default="local", description="where shard jobs run: local processes or Ray tasks (same bytes)"
     )
-    ray_address: str | None = Field(default=None, description="Ray cluster address; None starts a local Ray")
-    part: tuple[int, int] = Field(default=(0, 1), description="(i, n): build only shards j with j % n == i")
-    force: bool = False
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address (default: start a local Ray)"
+    )
+    part: tuple[int, int] = Field(
+        default=(0, 1),
+        description="i/n: build only part i (0-based) of n disjoint parts, the shards j with j % n == i",
+    )
+    force: bool = Field(
+        default=False, description="rebuild complete shards too, and replace shards of another input"
+    )
     key_salt: str = Field(default=DEFAULT_KEY_SALT, description="salt of the pseudonymous patient/study keys")
     shard_timeout_s: float | None = Field(
         default=None,
         gt=0,
-        description="a shard running longer in a worker is a stuck worker: killed, retried once",
+        description="seconds one shard may take in a worker before the worker counts as stuck (killed, the "
+        "shard retried once)",
     )
     min_kept: float = Field(
         default=0.5,
         ge=0,
         le=1,
-        description="fail (after writing) when the part keeps less than this share of studies",
+        description="exit with an error (after writing) when the part keeps less than this share of studies "
+        "(0 to 1)",
     )
 
     @field_validator("part")
@@ -182,8 +198,14 @@ class LoaderConfig(BaseModel):
     random_offset: bool = False
     min_len: int = Field(default=1, ge=1)
     windows_per_batch: int = Field(default=10, ge=1)
-    letterbox: int = Field(default=256, ge=8)
-    crop: int = Field(default=224, ge=8)
+    letterbox: int = Field(
+        default=256,
+        ge=8,
+        description="longest side after resizing a stored image, then zero-padded to a square",
+    )
+    crop: int = Field(
+        default=224, ge=8, description="side of the random (train) or centre crop: the model's image_size"
+    )
     train: bool = True
     max_tokens: int = Field(default=112, ge=3)
     seed: int = 0

@@ -1,4 +1,4 @@
-"""Configuration of `medst synth` (the synthetic MIMIC-CXR-shaped archive generator)."""
+"""Configuration and summary of `medst synth` (the synthetic MIMIC-CXR-shaped archive generator)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from medst.schemas.common import EngineName
 
 Release = Literal["dicom", "jpg", "both"]
 
@@ -20,7 +22,12 @@ class SynthConfig(BaseModel):
     seed: int = Field(
         default=0, ge=0, description="random seed; everything written depends only on the options"
     )
-    image_size: int = Field(default=512, ge=64, le=4096, description="long side of each image in pixels")
+    image_size: int = Field(
+        default=512,
+        ge=64,
+        le=4096,
+        description="long side of each image the synthetic archive holds (its DICOM/JPG pixels), in pixels",
+    )
     release: Release = Field(
         default="dicom",
         description="'dicom': DICOM tree + reports; 'jpg': MIMIC-CXR-JPG tree (reports under OUT/reports/); "
@@ -35,9 +42,22 @@ class SynthConfig(BaseModel):
         description="worker processes writing reports and rendering images (Ray CPUs with a local --engine ray); "
         "the output does not change",
     )
-    engine: Literal["local", "ray"] = Field(
+    engine: EngineName = Field(
         default="local", description="where the jobs run: local processes or Ray tasks (same bytes)"
     )
     ray_address: str | None = Field(
         default=None, description="Ray cluster address (default: start a local Ray); every node must see OUT"
     )
+
+
+class SynthSummary(BaseModel):
+    """What `medst.synth.generate` wrote."""
+
+    out: Path
+    patients: int
+    studies: int
+    images: int
+    reports: int
+    bytes: int
+    seconds: float
+    paths: dict[str, Path]

@@ -14,10 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medst.errors import UserInputError
+from medst.schemas.common import Precision
+from medst.schemas.model import ModelConfig
 from medst.schemas.shards import plan_build
 from medst.storage import Location
 
-Precision = Literal["auto", "bf16", "fp32"]
 # The paper's T: the window length of a run whose shards do not record the T they were built with.
 DEFAULT_SEQ_LEN = 4
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -37,13 +38,18 @@ class PretrainConfig(BaseModel):
     preset: str = Field(default="paper", description="name of the preset this config started from")
 
     # Model.
-    model_preset: Literal["paper", "tiny"] = Field(default="paper", description="ModelConfig preset")
-    model_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="field overrides applied to the ModelConfig preset (dotted keys)"
+    model_preset: Literal["paper", "tiny"] = Field(
+        default="paper", description="the ModelConfig preset that `model` starts from"
+    )
+    model: ModelConfig = Field(
+        default_factory=ModelConfig,
+        description="the model: shapes, loss weights, compat; a YAML file or layer gives only the fields it "
+        "changes from the model_preset (older flat keys such as lambda1, and model_overrides, still load)",
     )
     text_model: Path | None = Field(
         default=None,
-        description="local Hugging Face BERT folder; None with the demo preset builds a demo BERT",
+        description="local Hugging Face BERT folder (default with the demo preset: a small BERT the run "
+        "builds)",
     )
     build_demo_text_model: bool = Field(
         default=False,
@@ -57,15 +63,6 @@ class PretrainConfig(BaseModel):
     )
     init_image: Path | None = Field(
         default=None, description="timm/DeiT or MGCA checkpoint for the image encoder"
-    )
-    lateral_init: Literal["random", "copy"] = "random"
-    compat: Literal["clean", "reference"] = "clean"
-    lambda1: float = Field(default=1.0, ge=0, description="weight of the local alignment loss")
-    lambda2: float = Field(default=1.0, ge=0, description="weight of the temporal loss")
-    grad_checkpointing: bool = False
-    gather_negatives: bool = Field(
-        default=False,
-        description="gather embeddings across ranks so the global loss sees every rank's negatives",
     )
 
     # Data.
@@ -90,7 +87,7 @@ class PretrainConfig(BaseModel):
     )
     batch_size_max: int = Field(default=512, ge=2, description="largest batch_size --batch-size auto tries")
     random_offset: bool = Field(default=False, description="random window starts instead of fixed chunks")
-    num_workers: int = Field(default=4, ge=0)
+    num_workers: int = Field(default=4, ge=0, description="loader worker processes")
     allow_partial: bool = Field(
         default=False, description="train although shards of the plan are missing (an incomplete --part set)"
     )
@@ -103,24 +100,29 @@ class PretrainConfig(BaseModel):
     val_batches: int | None = Field(default=None, ge=1, description="cap on validation batches; None = all")
 
     # Length of training: exactly one of steps / epochs.
-    steps: int | None = Field(default=None, ge=1, description="optimizer steps")
+    steps: int | None = Field(default=None, ge=1, description="optimizer steps (instead of epochs)")
     epochs: float | None = Field(default=8.0, gt=0, description="passes over the training split")
 
     # Optimisation.
-    lr: float = Field(default=4e-5, gt=0)
+    lr: float = Field(default=4e-5, gt=0, description="peak learning rate")
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = Field(default=0.05, ge=0)
     warmup_fraction: float = Field(default=0.4, ge=0, le=1)
     min_lr: float = Field(default=1e-8, ge=0)
-    max_grad_norm: float | None = Field(default=None, gt=0, description="clip the gradient norm; None = off")
+    max_grad_norm: float | None = Field(
+        default=None,
+        gt=0,
+        description="clip the gradient norm to this value (default: no clipping; 0 on the command line turns "
+        "it off)",
+    )
     accumulate: int = Field(default=1, ge=1, description="micro-batches per optimizer step")
 
     # Execution.
-    precision: Precision = Field(default="auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
-    device: DeviceName = "auto"
-    compile: bool = False
-    seed: int = 0
+    precision: Precision = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    device: DeviceName = Field(default="auto", description="auto: CUDA when present")
+    compile: bool = Field(default=False, description="compile the model with torch.compile")
+    seed: int = Field(default=0, description="random seed of initialisation, data order and augmentation")
     find_unused_parameters: bool = Field(
         default=False, description="DDP: allow parameters without a gradient (MedST uses all of them)"
     )
@@ -132,21 +134,43 @@ class PretrainConfig(BaseModel):
         default=1000, ge=1, description="checkpoint every N steps (and at the end)"
     )
     keep_checkpoints: int | None = Field(default=3, ge=1, description="newest checkpoints kept; None = all")
-    resume: str | None = Field(default=None, description="'latest' or a checkpoint folder")
+    resume: str | None = Field(
+        default=None,
+        description="latest | a checkpoint folder; without --config the run's stored config is used, and options "
+        "that would change its recipe are refused",
+    )
     max_steps_this_invocation: int | None = Field(
-        default=None, ge=1, description="stop (after checkpointing) once this many steps ran in this process"
+        default=None,
+        ge=1,
+        description="stop after this many steps in this process (checkpointed; resume later)",
     )
     progress: bool = True
     tensorboard: bool = True
     export: bool = True
     loggers: list[Literal["tensorboard", "mlflow", "wandb", "none"]] | None = Field(
         default=None,
-        description="experiment trackers (none = metrics.jsonl and curves.png only); None = TensorBoard if installed",
+        description="experiment trackers, repeatable (default: tensorboard when installed; metrics.jsonl and "
+        "curves.png are always written, and are all that none writes)",
     )
     experiment: str | None = Field(
         default=None,
         description="MLflow experiment / W&B project (default: MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT, else medst)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_from_preset(cls, data: Any) -> Any:
+        """The model section: the model_preset's ModelConfig, then the older flat keys and ``model_overrides``
+        (config.yaml files of runs written before the model was nested), then the ``model`` fields given."""
+        if not isinstance(data, dict):
+            return data
+        legacy = "model_overrides" in data or any(key in data for key in FLAT_MODEL_FIELDS)
+        if isinstance(data.get("model"), ModelConfig) and not legacy:
+            return data  # already built (e.g. assigning another field re-runs this validator)
+        data = nest_model_options(data)
+        base = ModelConfig.preset(str(data.get("model_preset", "paper"))).model_dump(by_alias=True)
+        data["model"] = ModelConfig.model_validate(_deep_merge(base, data.get("model", {})))
+        return data
 
     @model_validator(mode="after")
     def _one_length(self) -> PretrainConfig:
@@ -155,6 +179,68 @@ class PretrainConfig(BaseModel):
         if self.steps is not None and self.epochs is not None:
             raise ValueError("set only one of steps and epochs")
         return self
+
+
+class RunSummary(BaseModel):
+    """What a finished (or deliberately stopped) run reports (`medst.train.loop.pretrain`); written into the
+    export's config.json under ``summary``."""
+
+    run_dir: Path
+    steps: int = 0
+    total_steps: int = 0
+    epochs: float = 0.0
+    world_size: int = 1
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    studies: int = 0
+    studies_per_s: float = 0.0
+    first_loss: float | None = None
+    last_loss: float | None = None
+    val: dict[str, float] = Field(default_factory=dict)
+    last_checkpoint: Path | None = None
+    export_dir: Path | None = None
+    stopped_early: bool = False
+    #: The signal (SIGINT / SIGTERM) that stopped the run after a checkpoint, 0 when none did (`medst.train.stopping`).
+    stop_signal: int = 0
+    weights_sha256: str = ""
+
+
+# Model fields a training config (and the command line) may still give at the top level, as before the model was
+# nested in the training config.
+FLAT_MODEL_FIELDS = ("lambda1", "lambda2", "compat", "lateral_init", "grad_checkpointing", "gather_negatives")
+
+
+def nest_model_options(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its flat model keys (`FLAT_MODEL_FIELDS`) and dotted ``model_overrides`` moved into a
+    ``model`` mapping of the fields given (a partial ModelConfig), on top of any ``model`` it already has."""
+    data = dict(data)
+    given = data.pop("model", None)
+    model: dict[str, Any] = (
+        given.model_dump(by_alias=True) if isinstance(given, BaseModel) else dict(given or {})
+    )
+    for key in FLAT_MODEL_FIELDS:
+        if key in data:
+            model[key] = data.pop(key)
+    for dotted, value in (data.pop("model_overrides", None) or {}).items():
+        node = model
+        *parents, leaf = str(dotted).split(".")
+        for key in parents:
+            node[key] = node = dict(node.get(key) or {})
+        node[leaf] = value
+    if model or given is not None:
+        data["model"] = model
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (
+            _deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
 
 
 # Fields that may change between a run and its resumption without changing the result (``--resume`` accepts other
@@ -258,11 +344,9 @@ def _merge(layers: list[dict[str, Any]]) -> PretrainConfig:
             merged["epochs"] = None
         if "epochs" in layer and layer["epochs"] is not None:
             merged["steps"] = None
-        if "model_overrides" in layer:
-            layer = {
-                **layer,
-                "model_overrides": {**merged.get("model_overrides", {}), **layer["model_overrides"]},
-            }
+        layer = nest_model_options(layer)
+        if "model" in layer:
+            layer["model"] = _deep_merge(merged.get("model", {}), layer["model"])
         merged.update(layer)
     try:
         return PretrainConfig(**merged)
@@ -297,9 +381,10 @@ def resolve_resumed_config(stored: Path, overrides: dict[str, Any] | None = None
     recipe = _merge([{"preset": base, **PRESETS[base]}, data])
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     config = _merge([recipe.model_dump(), given])
-    old, new = recipe.model_dump(mode="json"), config.model_dump(mode="json")
+    old, new = _flat(recipe.model_dump(mode="json")), _flat(config.model_dump(mode="json"))
     for name in config_differences(recipe, config):
-        option = "--" + name.replace("_", "-")
+        field = name.removeprefix("model.")
+        option = "--" + field.replace("_", "-") if "." not in field else name
         raise UserInputError(
             f"{option} {new[name]} differs from the run's recipe ({name}: {old[name]} in {stored}); "
             f"resume without {option}, or start a new run with a new -o folder"
@@ -315,6 +400,18 @@ def config_to_yaml(config: PretrainConfig) -> str:
 
 
 def config_differences(old: PretrainConfig, new: PretrainConfig) -> list[str]:
-    """Names of fields that differ between two configs and would change a resumed run's result."""
-    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    """Names of fields that differ between two configs and would change a resumed run's result; a field of the
+    model is named with its path (``model.lambda1``, ``model.text.layers``)."""
+    a, b = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
     return sorted(k for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k))
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"lambda1": 1.0}}`` -> ``{"model.lambda1": 1.0}`` (only mappings are opened)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -22,6 +22,7 @@ from medst.executors import EngineName
 from medst.schemas.build import BuildConfig
 from medst.schemas.embed import EmbedConfig
 from medst.schemas.eval import EvalConfig, TaskName
+from medst.schemas.model import ModelConfig
 from medst.schemas.shards import ShardConfig
 from medst.schemas.synth import Release
 from medst.schemas.train import DeviceName, Precision, PretrainConfig
@@ -65,9 +66,9 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
         "--engine": get_args(EngineName),
     },
     "pretrain": {
-        "--lateral-init": _field(PretrainConfig, "lateral_init"),
+        "--lateral-init": _field(ModelConfig, "lateral_init"),
         "--precision": get_args(Precision),
-        "--compat": _field(PretrainConfig, "compat"),
+        "--compat": _field(ModelConfig, "compat"),
         "--device": get_args(DeviceName),
         "--logger": _field(PretrainConfig, "loggers"),
     },

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from medst.errors import UserInputError
-from medst.schemas.train import PRESETS, PretrainConfig, config_differences, config_to_yaml, resolve_config
+from medst.schemas.train import (
+    PRESETS,
+    PretrainConfig,
+    config_differences,
+    config_to_yaml,
+    resolve_config,
+    resolve_resumed_config,
+)
 
 
 def test_paper_preset_is_the_authors_recipe() -> None:
@@ -39,14 +46,14 @@ def test_yaml_file_names_its_base_preset_and_cli_wins(tmp_path: Path) -> None:
     assert cfg.preset == "demo" and cfg.model_preset == "tiny"
     assert cfg.batch_size == 3
     assert cfg.lr == 0.5
-    assert cfg.model_overrides == {"text.max_length": 32, "depth": 1}
+    assert cfg.model.text.max_length == 32 and cfg.model.depth == 1 and cfg.model.width == 64  # tiny's width
 
 
 def test_toml_file(tmp_path: Path) -> None:
     file = tmp_path / "mine.toml"
     file.write_text('preset = "demo"\nseq_len = 3\n[model_overrides]\n"text.max_length" = 48\n')
     cfg = resolve_config(file)
-    assert cfg.preset == "demo" and cfg.seq_len == 3 and cfg.model_overrides == {"text.max_length": 48}
+    assert cfg.preset == "demo" and cfg.seq_len == 3 and cfg.model.text.max_length == 48
 
 
 def test_written_config_round_trips(tmp_path: Path) -> None:
@@ -107,3 +114,41 @@ def test_cli_prints_the_resolved_config(tmp_path: Path) -> None:
     file.write_text(result.output)
     again = resolve_config(file)
     assert again.lr == 0.02 and again.preset == "demo" and again.shards == tmp_path
+
+
+def test_the_model_is_a_section_of_the_config_that_layers_fill_field_by_field(tmp_path: Path) -> None:
+    file = tmp_path / "mine.yaml"
+    file.write_text("preset: demo\nmodel:\n  depth: 1\n  temperatures:\n    local: 0.2\n")
+    cfg = resolve_config(file, {"lambda1": 0.5, "compat": "reference"})  # the command line's flat options
+    assert (cfg.model.depth, cfg.model.width, cfg.model.temperatures.local) == (1, 64, 0.2)
+    assert (
+        cfg.model.temperatures.global_ == 0.07
+        and cfg.model.lambda1 == 0.5
+        and cfg.model.compat == "reference"
+    )
+    written = config_to_yaml(cfg)
+    assert "lambda1" not in written.split("model:")[0]  # one home: under model only
+    assert resolve_config(_write(tmp_path / "again.yaml", written)) == cfg
+    with pytest.raises(UserInputError, match="heads"):
+        resolve_config("demo", {"model_overrides": {"width": 63}})
+
+
+def test_a_run_written_before_the_model_was_nested_loads_and_resumes(tmp_path: Path) -> None:
+    flat = (
+        "preset: demo\nmodel_preset: tiny\nsteps: 5\nepochs: null\nlambda1: 2.0\nlambda2: 0.5\n"
+        "compat: reference\nlateral_init: copy\ngrad_checkpointing: true\ngather_negatives: false\n"
+        "model_overrides:\n  text.max_length: 32\n  depth: 1\n"
+    )
+    stored = _write(tmp_path / "config.yaml", flat)
+    cfg = resolve_resumed_config(stored, {"num_workers": 2})
+    model = cfg.model
+    assert (model.lambda1, model.lambda2, model.compat, model.lateral_init) == (2.0, 0.5, "reference", "copy")
+    assert model.grad_checkpointing and model.text.max_length == 32 and model.depth == 1 and model.width == 64
+    assert cfg.num_workers == 2 and cfg.steps == 5
+    with pytest.raises(UserInputError, match=r"--lambda1 3.0 differs .*model.lambda1: 2.0"):
+        resolve_resumed_config(stored, {"lambda1": 3.0})
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

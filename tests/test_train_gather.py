@@ -142,5 +142,5 @@ def test_gather_negatives_refused_in_reference_mode(tmp_path: Path) -> None:
     config = resolve_config("demo", {**_overrides(tmp_path, tmp_path / "run"), "compat": "reference"})
     with pytest.raises(UserInputError, match="--gather-negatives"):
         model_config_for(config, None)
-    config.compat = "clean"
+    config.model.compat = "clean"
     assert model_config_for(config, None).gather_negatives

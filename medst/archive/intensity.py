@@ -29,7 +29,6 @@ flat, nearly every pixel holds one value and the image is refused (``blank_image
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
@@ -37,8 +36,8 @@ from pydicom import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi, apply_windowing
 
 from medst.errors import ImageDecodeError
+from medst.schemas.common import IntensityPreset as Preset
 
-Preset = Literal["mimic-jpg", "voi"]
 PRESETS: tuple[str, ...] = ("mimic-jpg", "voi")
 
 

@@ -41,32 +41,13 @@ from medst.inference.embed_batches import (
 from medst.inference.encoder import MedSTEncoder
 from medst.inference.sources import ImageJob, ImageSource, image_source
 from medst.inference.texts import clean_for_model
-from medst.schemas.embed import EmbedConfig
+from medst.schemas.embed import EmbedConfig, EmbedSummary
 
 T = TypeVar("T")
 R = TypeVar("R")
 # Batches per `run_jobs` call on an engine: bounds what a streamed (shard) input holds in memory at once.
 _WAVE_BATCHES = 256
 
-
-@dataclass
-class EmbedSummary:
-    """What one `embed` call did."""
-
-    out: Path
-    images: int = 0
-    image_errors: int = 0
-    texts: int = 0
-    text_errors: int = 0
-    image_seconds: float = 0.0
-    errors_by_reason: dict[str, int] = field(default_factory=dict)
-    skipped_files: list[str] = field(default_factory=list)
-    warnings_by_reason: dict[str, int] = field(default_factory=dict)
-    images_flagged: int = 0
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images / self.image_seconds if self.image_seconds > 0 else 0.0
 
 
 @dataclass

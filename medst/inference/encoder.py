@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import torch
 import torch.nn.functional as F
 
+from medst.schemas.common import Precision
+
 if TYPE_CHECKING:
     from medst.model.medst import MedST
 
@@ -101,7 +103,7 @@ class MedSTEncoder:
         tokenizer: Any,
         settings: PreprocessSettings,
         device: torch.device,
-        precision: Literal["auto", "bf16", "fp32"] = "auto",
+        precision: Precision = "auto",
         source: Path | None = None,
         temperature: float = 0.07,
         workers: int = 0,

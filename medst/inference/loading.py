@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from medst.schemas.common import Precision
+
 if TYPE_CHECKING:
     from medst.model.medst import MedST
 
@@ -272,7 +274,7 @@ def load(
     path: str | Path,
     device: str | torch.device | None = None,
     *,
-    precision: Literal["auto", "bf16", "fp32"] = "auto",
+    precision: Precision = "auto",
     checkpoint: str | None = None,
     preset: str | None = None,
     workers: int = 0,

@@ -7,11 +7,11 @@ the model's input size for models trained at another size.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Preset = Literal["mimic-jpg", "voi"]
+from medst.schemas.common import IntensityPreset as Preset
 
 # The paper's geometry: letterbox to 256, crop 224. A model with another input size keeps the same ratio.
 PAPER_LETTERBOX = 256

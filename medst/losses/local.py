@@ -9,11 +9,12 @@ attended word feature ``h_j`` is not re-normalised. ``compat="clean"`` masks pad
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from medst.schemas.common import Compat
 
 #: ``weights(query [N, D], keys [N, T, D], key_mask [N, T] | None) -> [N, T]``, a softmax over ``T``.
 WeightFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
@@ -54,7 +55,7 @@ def local_loss(
     word_attn: WeightFn,
     patch_attn: WeightFn,
     temperature: float = 0.1,
-    compat: Literal["clean", "reference"] = "clean",
+    compat: Compat = "clean",
     detach_weights: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """``(L_word, L_patch)`` of SPEC §3; ``L_local = L_word + L_patch``.

@@ -8,10 +8,10 @@ the padded steps. Both average over all counted steps of all counted windows (th
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
+
+from medst.schemas.common import Compat
 
 _EPS = 1e-7
 
@@ -55,7 +55,7 @@ def temporal_loss(
     sequence_lengths: Tensor,
     seq_len: int = 4,
     temperature: float = 0.1,
-    compat: Literal["clean", "reference"] = "clean",
+    compat: Compat = "clean",
     variance_lambda: float = 0.001,
     max_window: int | None = None,
 ) -> tuple[Tensor, Tensor]:

@@ -14,38 +14,19 @@ if TYPE_CHECKING:
     from medst.model.config import ModelConfig
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
-
-
 def model_config_for(config: PretrainConfig, text_path: Path | None) -> ModelConfig:
-    """The `ModelConfig` of a run: the named model preset, then the run's loss/compat options, then
-    ``model_overrides`` (dotted keys such as ``text.num_layers``)."""
+    """The `ModelConfig` of a run: its ``model`` section, with the temporal loss's T from the run's seq_len and
+    the text encoder read from ``text_path``."""
     from medst.model.config import ModelConfig
 
-    if config.gather_negatives and config.compat == "reference":
+    if config.model.gather_negatives and config.model.compat == "reference":
         raise UserInputError(
             "--gather-negatives is a clean-mode option (the reference recipe uses each GPU's own batch); "
             "drop it or use --compat clean"
         )
-    base = ModelConfig.preset(config.model_preset).model_dump(by_alias=True)
-    base.update(
-        lambda1=config.lambda1,
-        lambda2=config.lambda2,
-        compat=config.compat,
-        lateral_init=config.lateral_init,
-        grad_checkpointing=config.grad_checkpointing,
-        seq_len=max(2, config.seq_len),
-        # The model gathers through the default process group; a world of one has nothing to gather.
-        gather_negatives=config.gather_negatives,
-    )
+    base = config.model.model_dump(by_alias=True)
+    base.update(seq_len=max(2, config.seq_len))
     base["text"]["path"] = str(text_path) if text_path is not None else None
-    for key, value in config.model_overrides.items():
-        _set_dotted(base, key, value)
     try:
         return ModelConfig.model_validate(base)
     except ValueError as err:
@@ -99,7 +80,7 @@ def build_model(config: PretrainConfig, text_path: Path | None) -> MedST:
 
         # Loaded after construction, so a "copy" lateral expert must be copied again from the loaded frontal one.
         try:
-            load_vit_state_dict(model, config.init_image, lateral_init=config.lateral_init)
+            load_vit_state_dict(model, config.init_image, lateral_init=config.model.lateral_init)
         except UserInputError as err:
             raise UserInputError(_init_image_message(config.init_image, err)) from err
     return model

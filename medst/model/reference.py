@@ -16,7 +16,6 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -31,6 +30,7 @@ from medst.model.weights import (
     matches_any,
     read_state_dict,
 )
+from medst.schemas.common import LateralInit
 
 #: Their prefix -> ours (first match wins; the more specific prefixes come first).
 PREFIX_MAP: tuple[tuple[str, str], ...] = (
@@ -133,7 +133,7 @@ def load_reference_checkpoint(
     model: MedST,
     source: Mapping[str, Tensor] | Path | str,
     allow_missing: Iterable[str] = ALLOWED_MISSING,
-    lateral_init: Literal["random", "copy"] | None = None,
+    lateral_init: LateralInit | None = None,
 ) -> LoadReport:
     """Load an MGCA or Med-ST (authors' code) checkpoint into ``model``.
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from medst.errors import UserInputError
 from medst.model.config import TextConfig
+from medst.schemas.common import Compat
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -110,7 +111,7 @@ class TextEncoder(nn.Module):
     def __init__(
         self,
         config: TextConfig,
-        compat: Literal["clean", "reference"] = "clean",
+        compat: Compat = "clean",
         model: nn.Module | None = None,
     ) -> None:
         super().__init__()

@@ -7,7 +7,6 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +14,7 @@ from torch import Tensor, nn
 
 from medst.errors import MedstError, UserInputError
 from medst.model.vit import MoveViT
+from medst.schemas.common import LateralInit
 
 #: Keys of our encoder a timm/DeiT/MGCA state dict does not have: the lateral expert (random or copied).
 LATERAL_EXPERT_KEYS: tuple[str, ...] = ("blocks.*.norm2_l.*", "blocks.*.mlp_l.*")
@@ -169,7 +169,7 @@ def load_vit_state_dict(
     prefix: str = "",
     allow_missing: Iterable[str] = LATERAL_EXPERT_KEYS,
     ignore_unexpected: Iterable[str] = CLASSIFIER_KEYS,
-    lateral_init: Literal["random", "copy"] | None = None,
+    lateral_init: LateralInit | None = None,
 ) -> LoadReport:
     """Load timm/DeiT-layout ViT weights into the MoVE encoder of ``model_or_vit``.
 

@@ -5,6 +5,7 @@ Modules: `trajectories` (the plan: patients, disease trajectories, studies, imag
 `archive` (layout and orchestration: `generate`), `benchmarks`, `preview`.
 """
 
-from medst.synth.archive import SynthSummary, generate
+from medst.schemas.synth import SynthSummary
+from medst.synth.archive import generate
 
 __all__ = ["SynthSummary", "generate"]

@@ -30,14 +30,13 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 import polars as pl
-from pydantic import BaseModel
 
 from medst._version import __version__
 from medst.errors import UserInputError
 from medst.executors import run_jobs, use_engine
 from medst.outputs import OutputDir, claim_output_dir
 from medst.progress import progress as show_progress
-from medst.schemas.synth import SynthConfig
+from medst.schemas.synth import SynthConfig, SynthSummary
 from medst.synth import dicom_writer, tables
 from medst.synth.phantom import render_row
 from medst.synth.reports import compose
@@ -46,19 +45,6 @@ from medst.synth.trajectories import Plan, build_plan
 _MARKER_FILE = "synth.json"
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class SynthSummary(BaseModel):
-    """What `generate` wrote."""
-
-    out: Path
-    patients: int
-    studies: int
-    images: int
-    reports: int
-    bytes: int
-    seconds: float
-    paths: dict[str, Path]
 
 
 def _check_out(config: SynthConfig) -> OutputDir:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from medst._version import __version__
 from medst.errors import UserInputError
-from medst.schemas.train import PretrainConfig
+from medst.schemas.train import PretrainConfig, RunSummary
 from medst.storage import Location
-
-if TYPE_CHECKING:
-    from medst.train.loop import RunSummary
 
 
 def _data_summary(shards: Location) -> dict[str, Any]:
@@ -50,7 +47,7 @@ def model_card(config: PretrainConfig, summary: RunSummary, data: dict[str, Any]
             "Spatial and temporal vision-language pre-training on chest X-rays (Yang et al., ICML 2024): a MoVE ViT",
             "image encoder (frontal + lateral views) and a BERT text encoder with global, local and temporal",
             f"alignment heads. Trained with medst {__version__}, preset `{config.preset}`, model preset "
-            f"`{config.model_preset}`, compat `{config.compat}`.",
+            f"`{config.model_preset}`, compat `{config.model.compat}`.",
             "",
             "## Data",
             f"Shards: `{config.shards.name}` (sequence length T = {config.seq_len}).",
@@ -63,7 +60,7 @@ def model_card(config: PretrainConfig, summary: RunSummary, data: dict[str, Any]
             f"- {length} ({summary.steps} optimizer steps done), {config.batch_size} windows per batch per process, "
             f"{summary.world_size} process(es), gradient accumulation {config.accumulate}, "
             f"clip {config.max_grad_norm}, precision {config.precision}",
-            f"- loss = global + {config.lambda1:g} x local + {config.lambda2:g} x temporal; seed {config.seed}",
+            f"- loss = global + {config.model.lambda1:g} x local + {config.model.lambda2:g} x temporal; seed {config.seed}",
             "",
             "## Training",
             f"- loss: first logged {format_number(summary.first_loss)}, last logged {format_number(summary.last_loss)}",

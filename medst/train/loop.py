@@ -21,14 +21,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 from torch import nn
 
 from medst.batch import Batch
 from medst.errors import UserInputError
 from medst.model.building import build_model, check_init_image, load_tokenizer, model_config_for
 from medst.outputs import check_output_dir, claim_output_dir
-from medst.schemas.train import PretrainConfig, config_differences, config_to_yaml, resolve_config
+from medst.schemas.train import (
+    PretrainConfig,
+    RunSummary,
+    config_differences,
+    config_to_yaml,
+    resolve_config,
+)
 from medst.shards.index import list_entries
 from medst.train import checkpoint as ckpt
 from medst.train.components import (
@@ -50,29 +55,6 @@ from medst.train.optim import WarmupCosineSchedule, build_optimizer
 from medst.train.stopping import StopSignals
 from medst.train.trackers import resolve_trackers
 from medst.train.validation import autocast_for, validate
-
-
-class RunSummary(BaseModel):
-    """What a finished (or deliberately stopped) run reports."""
-
-    run_dir: Path
-    steps: int = 0
-    total_steps: int = 0
-    epochs: float = 0.0
-    world_size: int = 1
-    wall_s: float = 0.0
-    train_s: float = 0.0
-    studies: int = 0
-    studies_per_s: float = 0.0
-    first_loss: float | None = None
-    last_loss: float | None = None
-    val: dict[str, float] = {}
-    last_checkpoint: Path | None = None
-    export_dir: Path | None = None
-    stopped_early: bool = False
-    #: The signal (SIGINT / SIGTERM) that stopped the run after a checkpoint, 0 when none did (`medst.train.stopping`).
-    stop_signal: int = 0
-    weights_sha256: str = ""
 
 
 def weights_digest(model: nn.Module) -> str:
