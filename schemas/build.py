@@ -41,8 +41,8 @@ class BuildConfig(BaseModel):
     )
     reader: str | None = Field(
         default=None,
-        description="archive reader by name: mimic-cxr or generic (medst.archive.readers.READERS); default: the "
-        "first that recognises the archive",
+        description="archive reader: mimic-cxr or generic (medst.archive.readers.READERS); default: the first "
+        "that recognises ARCHIVE",
     )
     image_root: Path | None = Field(
         default=None, description="generic table: image paths are relative to this"
