@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medst.schemas.common import EngineName, IntensityPreset
+from medst.schemas.common import Compat, EngineName, IntensityPreset
 from medst.storage import Location, OptionalLocation
 
 DEFAULT_KEY_SALT = "medst-v1"
@@ -135,7 +135,7 @@ class BuildOptions(BaseModel):
     seq_len: int = Field(ge=1, description="studies per window (T) of the build's sequences.parquet")
     stride: int = Field(ge=1, description="studies between window starts")
     min_len: int = Field(ge=1, description="shortest window kept")
-    compat: Literal["clean", "reference"] = Field(
+    compat: Compat = Field(
         description="how the build made its time steps: clean studies or the authors' reference rows"
     )
     medst_version: str = Field(description="the medst that ran the build")

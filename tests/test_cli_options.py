@@ -41,7 +41,6 @@ RENAMED = {
     ("pretrain", "--logger"): "loggers",
     ("eval", "--task"): "tasks",
     ("eval", "--split"): "retrieval_split",
-    ("embed", "--threads"): "workers",
 }
 # Where the command line spells a default differently from the field's value.
 SPELLED = {

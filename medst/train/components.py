@@ -44,16 +44,16 @@ def compat_mismatch(config: PretrainConfig) -> str | None:
     from medst.schemas.shards import plan_build
 
     build = plan_build(config.shards)
-    if build is None or build.compat == config.compat:
+    if build is None or build.compat == config.model.compat:
         return None
     steps = {
         "clean": "one time step per study",
         "reference": "the authors' time steps, one per frontal image",
     }
     return (
-        f"training with --compat {config.compat} on shards whose timelines were built with --compat "
-        f"{build.compat} ({steps[build.compat]}); for the {config.compat} recipe rebuild them with "
-        f"`medst build-sequences --compat {config.compat}`, or train with --compat {build.compat}"
+        f"training with --compat {config.model.compat} on shards whose timelines were built with --compat "
+        f"{build.compat} ({steps[build.compat]}); for the {config.model.compat} recipe rebuild them with "
+        f"`medst build-sequences --compat {config.model.compat}`, or train with --compat {build.compat}"
     )
 
 
