@@ -126,6 +126,8 @@ def _write_into(
     lateral_only: int,
     extra: dict[str, Any] | None = None,
 ) -> BuildSummary:
+    from medst.sequences.report import write_markdown
+
     images_out = images.sort(["subject_id", "study_id", "dicom_id"]).select(_IMAGE_COLUMNS)
     studies_out = steps.sort(["subject_id", "order"]).select(_STUDY_COLUMNS)
     seq_out = seqs.sort(["subject_id", "window"]).select(
@@ -145,27 +147,20 @@ def _write_into(
         (rejects_out, RejectRecord),
     ):
         validate_frame(df, model)
-    # The manifests are written on a thread of their own while this one counts and draws the report: polars
-    # lets go of the GIL while it compresses, so the Parquet writing and matplotlib (pure Python, one core)
-    # overlap on two cores. Each file's bytes are the same whatever runs beside it.
+    report, summary = _report(
+        config, src, images_out, studies_out, seq_out, rejects_out, steps, warnings, lateral_only, extra
+    )
+    # The manifests are written on a thread of their own while this one draws the report: polars lets go of the
+    # GIL while it encodes and compresses (on one core), and matplotlib is pure Python, so the two overlap on two
+    # cores. All counting is done before, so that this thread needs no polars worker while the writer runs.
+    # Each file's bytes are the same whatever runs beside it.
     manifests = _ManifestWriter(
         tmp,
         (("images", images_out), ("studies", studies_out), ("sequences", seq_out), ("rejects", rejects_out)),
     )
     try:
-        summary = _report_into(
-            tmp,
-            config,
-            src,
-            images_out,
-            studies_out,
-            seq_out,
-            rejects_out,
-            steps,
-            warnings,
-            lateral_only,
-            extra,
-        )
+        (tmp / "build_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_markdown(tmp, report)
     finally:
         manifests.join()
     return summary
@@ -196,8 +191,7 @@ class _ManifestWriter:
             raise self._error
 
 
-def _report_into(
-    tmp: Path,
+def _report(
     config: BuildConfig,
     src: SourceData,
     images_out: pl.DataFrame,
@@ -208,10 +202,8 @@ def _report_into(
     warnings: list[str],
     lateral_only: int,
     extra: dict[str, Any] | None,
-) -> BuildSummary:
-    """Count, check against the data manifest, and write build_report.json, build_report.md and its PNGs."""
-    from medst.sequences.report import write_markdown
-
+) -> tuple[dict[str, Any], BuildSummary]:
+    """build_report.json's dict (counts, the check against the data manifest) and the summary."""
     out = config.out.resolve()
     rej_images = rejects_out.filter(pl.col("item_kind") == "image").height
     rej_reports = rejects_out.filter(pl.col("item_kind") == "report").height
@@ -279,9 +271,7 @@ def _report_into(
         "warnings": warnings,
         **(extra or {}),
     }
-    (tmp / "build_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    write_markdown(tmp, report)
-    return BuildSummary(
+    return report, BuildSummary(
         out=out,
         source=src.kind,
         images=image_acc,
