@@ -146,20 +146,21 @@ def reports_from_files(root: Path, rel_paths: Iterable[str]) -> pl.DataFrame:
 def _read_parse_chunk(
     args: tuple[str, list[str], int],
 ) -> list[tuple[str | None, str, int, bool, bool, str | None]]:
-    from medst.archive.reports import parse_report
+    from medst.archive.reports import parse_report_fields
 
     root, rels, min_tokens = args
+    folder = os.path.join(root, "")  # + a relative path is os.path.join(root, rel), without a call per file
     out: list[tuple[str | None, str, int, bool, bool, str | None]] = []
     for rel in rels:
-        raw, enc = _read_capped(os.path.join(root, rel))
+        raw, enc = _read_capped(folder + rel)
         if raw == TOO_LARGE:
             out.append((TOO_LARGE, "", 0, False, False, None))
             continue
         if enc == BINARY:
             out.append((UNDECODABLE, "", 0, False, False, enc))
             continue
-        p = parse_report(raw, min_tokens)
-        out.append((p.section_used, p.text, p.n_tokens, p.is_empty, p.has_addendum, enc))
+        used, text, n, is_empty, has_addendum, _ = parse_report_fields(raw, min_tokens)
+        out.append((used, text, n, is_empty, has_addendum, enc))
     return out
 
 
