@@ -5,7 +5,8 @@
    prints its wall time and peak RSS against the targets (15 s, 1 GiB on a 2-core machine, issue 16), and as a
    ratio to a bare read of the same files (every report file and table read once, in a child process, measured
    in the same run: the floor no build can beat). With --baseline-python EXE (another checkout's venv python,
-   e.g. /work/main/.venv/bin/python) or --baseline-pythonpath DIR (an older checkout's source) the same build
+   e.g. /work/main/.venv/bin/python) or --baseline-pythonpath DIR (an older checkout's source: its medst/
+   package; cli/ and schemas/ still come from this checkout's editable install) the same build
    also runs with that code, alternating with this one --repeat times (best of each), and the new/old ratios
    are printed: on a shared machine only runs made back to back compare.
 2. Reads the headers of a small real-pixel synthetic archive with 1 and with 2 worker processes and prints
@@ -77,11 +78,19 @@ def _measure(cmd: list[str]) -> None:
     print(json.dumps({"wall": wall, "cpu": cpu, "maxrss_kib": ru.ru_maxrss, "stdout": res.stdout}))
 
 
-def _run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
+def _run_child(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float, float, str]:
     """(wall s, CPU s of it and its children, peak RSS GiB of its largest process, stdout) of `cmd`, measured
-    by a fresh wrapper process so that no earlier child's peak counts."""
+    by a fresh wrapper process so that no earlier child's peak counts. `cwd`: where it runs (``python -m``
+    imports from there first, so a build run inside a checkout would use that checkout's code)."""
     res = subprocess.run(
-        [sys.executable, __file__, "--measure", *cmd], capture_output=True, text=True, check=False, env=env
+        [sys.executable, __file__, "--measure", *cmd],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=cwd,
     )
     if res.returncode != 0:
         print(res.stdout, res.stderr)
@@ -118,12 +127,12 @@ def bench_metadata_build(
     elif baseline is not None:
         old_cmd, old_env = cmd, {**os.environ, "PYTHONPATH": str(baseline)}
     bare_wall, bare_cpu, _, nbytes = _run_child([sys.executable, __file__, "--bare-read", str(archive)])
-    _run_child(cmd)  # warm-up: the OS cache holds every file for both measured builds alike
+    _run_child(cmd, cwd=work)  # warm-up: the OS cache holds every file for both measured builds alike
     old_runs, new_runs = [], []
     for _ in range(max(1, repeat)):  # alternating, so that a busy spell of the machine hits both alike
         if old_cmd is not None:
-            old_runs.append(_run_child(old_cmd, old_env))
-        new_runs.append(_run_child(cmd))
+            old_runs.append(_run_child(old_cmd, old_env, cwd=work))
+        new_runs.append(_run_child(cmd, cwd=work))
     old = _best(old_runs) if old_runs else None
     wall, cpu, peak_gib = _best(new_runs)
     report = json.loads((out / "build_report.json").read_text())
@@ -203,6 +212,7 @@ def main() -> None:
     if args.measure:
         _measure(args.measure)
         return
+    args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     bench_metadata_build(
         args.work,
