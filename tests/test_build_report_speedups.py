@@ -135,6 +135,10 @@ def test_ascii_cleaning_matches_the_regex_tokens(synth_archive: Path) -> None:
         "a__b c-d e+f g\r\nh\x0ci  j",
         "café au lait. b c",
         "Tokens: ONE two; THREE",
+        "UPPER Case.\nNEW\nLINES 4.ZZ Top. A_B",
+        "no dots at all IN THIS ONE",
+        "\u212aelvin SIGN lowers to ascii. 5. x y",  # str.lower makes it ASCII: the byte path after all
+        "\u0130stanbul DOT above. a b",
     ]
     texts += [(folder / r).read_text(encoding="utf-8") for r in rels]
     for text in texts:

@@ -134,10 +134,6 @@ def _write_into(
 ) -> BuildSummary:
     from medst.sequences.report import write_markdown
 
-    root = archive if archive is not None else config.archive
-    assert isinstance(root, Path), "a URL archive is read from its local mirror"
-
-    out = config.out.resolve()
     images_out = images.sort(["subject_id", "study_id", "dicom_id"]).select(_IMAGE_COLUMNS)
     studies_out = steps.sort(["subject_id", "order"]).select(_STUDY_COLUMNS)
     seq_out = seqs.sort(["subject_id", "window"]).select(
@@ -157,14 +153,68 @@ def _write_into(
         (rejects_out, RejectRecord),
     ):
         validate_frame(df, model)
-    for name, df in (
-        ("images", images_out),
-        ("studies", studies_out),
-        ("sequences", seq_out),
-        ("rejects", rejects_out),
-    ):
-        df.write_parquet(tmp / f"{name}.parquet", compression="zstd", statistics=False)
+    report, summary = _report(
+        config, src, images_out, studies_out, seq_out, rejects_out, steps, warnings, lateral_only, extra, archive
+    )
+    # The manifests are written on a thread of their own while this one draws the report: polars lets go of the
+    # GIL while it encodes and compresses (on one core), and matplotlib is pure Python, so the two overlap on two
+    # cores. All counting is done before, so that this thread needs no polars worker while the writer runs.
+    # Each file's bytes are the same whatever runs beside it.
+    manifests = _ManifestWriter(
+        tmp,
+        (("images", images_out), ("studies", studies_out), ("sequences", seq_out), ("rejects", rejects_out)),
+    )
+    try:
+        (tmp / "build_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_markdown(tmp, report)
+    finally:
+        manifests.join()
+    return summary
 
+
+class _ManifestWriter:
+    """The manifests being written as ``NAME.parquet`` into a folder on a thread; `join` waits and re-raises
+    what the writing raised."""
+
+    def __init__(self, folder: Path, frames: tuple[tuple[str, pl.DataFrame], ...]) -> None:
+        import threading
+
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                for name, df in frames:
+                    df.write_parquet(folder / f"{name}.parquet", compression="zstd", statistics=False)
+            except BaseException as err:  # re-raised by `join`, in the caller's thread
+                self._error = err
+
+        self._thread = threading.Thread(target=run, name="medst-manifests", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _report(
+    config: BuildConfig,
+    src: SourceData,
+    images_out: pl.DataFrame,
+    studies_out: pl.DataFrame,
+    seq_out: pl.DataFrame,
+    rejects_out: pl.DataFrame,
+    steps: pl.DataFrame,
+    warnings: list[str],
+    lateral_only: int,
+    extra: dict[str, Any] | None,
+    archive: Path | None = None,
+) -> tuple[dict[str, Any], BuildSummary]:
+    """build_report.json's dict (counts, the check against the data manifest) and the summary. ``archive``: the
+    local mirror of a URL archive (see `write_outputs`)."""
+    root = archive if archive is not None else config.archive
+    assert isinstance(root, Path), "a URL archive is read from its local mirror"
+    out = config.out.resolve()
     rej_images = rejects_out.filter(pl.col("item_kind") == "image").height
     rej_reports = rejects_out.filter(pl.col("item_kind") == "report").height
     reports_used = steps.select("base_study_id").n_unique() if steps.height else 0
@@ -231,9 +281,7 @@ def _write_into(
         "warnings": warnings,
         **(extra or {}),
     }
-    (tmp / "build_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    write_markdown(tmp, report)
-    return BuildSummary(
+    return report, BuildSummary(
         out=out,
         source=src.kind,
         images=image_acc,
