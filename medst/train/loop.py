@@ -33,6 +33,7 @@ from medst.schemas.train import (
     config_differences,
     config_to_yaml,
     resolve_config,
+    with_absolute_paths,
 )
 from medst.shards.index import list_entries
 from medst.train import checkpoint as ckpt
@@ -210,6 +211,8 @@ def _run(
         train_loader.load_state_dict(loaded.data_state)
     else:
         train_loader.set_epoch(0)
+    # Stored with absolute local paths: `--resume latest` may run from another working directory.
+    config = with_absolute_paths(config)
     config_yaml = config_to_yaml(config)
     if info.is_main:
         (run_dir / "config.yaml").write_text(config_yaml)
