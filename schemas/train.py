@@ -8,6 +8,7 @@ comes from the shards' build (``plan.json``). The result is written to ``RUN/con
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from medst.errors import UserInputError
 from medst.schemas.common import Precision
 from medst.schemas.model import ModelConfig
 from medst.schemas.shards import plan_build
-from medst.storage import Location
+from medst.storage import Location, is_url
 
 # The paper's T: the window length of a run whose shards do not record the T they were built with.
 DEFAULT_SEQ_LEN = 4
@@ -372,7 +373,8 @@ def resolve_resumed_config(stored: Path, overrides: dict[str, Any] | None = None
     not carried over from the stored file.
 
     Raises `UserInputError` naming the first option whose value differs from the stored recipe, unless it is one
-    of `RESUMABLE_CHANGES` (paths, logging, checkpoint cadence, workers, device, per-invocation limits).
+    of `RESUMABLE_CHANGES` (paths, logging, checkpoint cadence, workers, device, per-invocation limits), and
+    one naming a relative path of an older stored config that the current directory does not hold.
     """
     data = {k: v for k, v in _load_file(stored).items() if k not in PER_INVOCATION}
     base = str(data.get("preset", "paper"))
@@ -380,6 +382,7 @@ def resolve_resumed_config(stored: Path, overrides: dict[str, Any] | None = None
         raise UserInputError(f"{stored}: unknown preset {base!r}; known presets: {sorted(PRESETS)}")
     recipe = _merge([{"preset": base, **PRESETS[base]}, data])
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _check_stored_relative_paths(stored, data, given)
     config = _merge([recipe.model_dump(), given])
     old, new = _flat(recipe.model_dump(mode="json")), _flat(config.model_dump(mode="json"))
     for name in config_differences(recipe, config):
@@ -392,6 +395,43 @@ def resolve_resumed_config(stored: Path, overrides: dict[str, Any] | None = None
     return config
 
 
+# The command-line spelling of each local path field, for messages about a stored config (``out`` is always given).
+_PATH_OPTIONS = {"shards": "the SHARDS argument", "text_model": "--text-model", "init_image": "--init-image"}
+
+
+def local_paths(config: PretrainConfig) -> dict[str, Path]:
+    """The config's fields that hold a local path (URLs, which are `RemotePath`s, and unset fields left out)."""
+    return {
+        name: value for name in type(config).model_fields if isinstance(value := getattr(config, name), Path)
+    }
+
+
+def _absolute(path: Path) -> Path:
+    # Lexically absolute ("a/../b" -> "CWD/b"); symlinks are kept as the user named them.
+    return Path(os.path.abspath(path))
+
+
+def with_absolute_paths(config: PretrainConfig) -> PretrainConfig:
+    """``config`` with every local path field made absolute against the current directory (URLs unchanged):
+    what a run stores in ``config.yaml``, so that it resumes from any working directory."""
+    return config.model_copy(update={name: _absolute(path) for name, path in local_paths(config).items()})
+
+
+def _check_stored_relative_paths(stored: Path, data: dict[str, Any], given: dict[str, Any]) -> None:
+    """An older run's config.yaml holds paths as typed (relative to a working directory it does not record); they
+    are read from the current directory, and one that is not there is named here instead of failing later."""
+    for name, option in _PATH_OPTIONS.items():
+        value = data.get(name)
+        if name in given or not isinstance(value, str) or is_url(value):
+            continue
+        path = Path(value)
+        if not path.is_absolute() and not path.exists():
+            raise UserInputError(
+                f"{name} {value} (relative, in {stored}) does not exist in the current directory {Path.cwd()}: "
+                f"resume from the directory the run was started in, or give the path again with {option}"
+            )
+
+
 def config_to_yaml(config: PretrainConfig) -> str:
     """The config as YAML text (paths as strings), loadable again with `resolve_config`."""
     import yaml
@@ -402,7 +442,9 @@ def config_to_yaml(config: PretrainConfig) -> str:
 def config_differences(old: PretrainConfig, new: PretrainConfig) -> list[str]:
     """Names of fields that differ between two configs and would change a resumed run's result; a field of the
     model is named with its path (``model.lambda1``, ``model.text.layers``)."""
-    a, b = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    # A path stored absolute and the same path given again relative to the current directory are one recipe.
+    a = _flat(with_absolute_paths(old).model_dump(mode="json"))
+    b = _flat(with_absolute_paths(new).model_dump(mode="json"))
     return sorted(k for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k))
 
 

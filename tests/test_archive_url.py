@@ -126,3 +126,37 @@ def test_a_missing_bucket_or_archive_is_one_line_and_exit_2(s3_archive: str, tmp
         assert "Traceback" not in result.output and url in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
         assert not (tmp_path / "seq").exists()  # nothing written
+
+
+def test_embed_of_an_s3_build_reads_its_images_from_the_bucket(
+    archive: Path, s3_archive: str, tmp_path: Path
+) -> None:
+    import fsspec
+    from test_inference_helpers import build_tiny_export
+
+    export = build_tiny_export(tmp_path / "model")
+    for name, source in (("local", str(archive)), ("remote", s3_archive)):
+        _medst("build-sequences", source, "-o", tmp_path / f"seq_{name}", "-q")
+    studies = pl.read_parquet(tmp_path / "seq_remote" / "studies.parquet")
+    gone = studies.row(0, named=True)
+    # One image deleted from the bucket after the build: its study is an error row, the others embed as before.
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    key = f"{s3_archive.removeprefix('s3://')}/{gone['frontal_path']}"
+    saved = fs.cat_file(key)
+    fs.rm_file(key)
+    try:
+        for name in ("local", "remote"):
+            _medst(
+                "embed", tmp_path / f"seq_{name}", "-o", tmp_path / f"{name}.parquet", "--model", export, "-q"
+            )
+    finally:
+        fs.pipe_file(key, saved)
+    local, remote = (pl.read_parquet(tmp_path / f"{name}.parquet") for name in ("local", "remote"))
+    assert remote["id"].to_list() == local["id"].to_list() == studies["study_id"].to_list()
+    missing = remote.filter(pl.col("id") == gone["study_id"]).row(0, named=True)
+    assert missing["error"] == "unreadable_image" and missing["embedding"] is None
+    assert f"{s3_archive}/{gone['frontal_path']}: no such object" in missing["error_message"]
+    rest_local, rest_remote = (df.filter(pl.col("id") != gone["study_id"]) for df in (local, remote))
+    assert rest_local.height == studies.height - 1 and rest_local["error"].is_null().all()
+    assert rest_remote.equals(rest_local)  # same paths, views and vectors, bit for bit
+    assert "frontal+lateral" in rest_remote["views"].to_list()

@@ -192,3 +192,72 @@ def test_a_requested_tracker_that_is_not_installed_names_its_extra(
     assert result.exit_code == 2
     assert "pip install 'medst[mlflow]'" in result.output
     assert not (tmp_path / "r").exists()  # refused before the run folder is made
+
+
+def _damaged_copy(shards: Path, dest: Path) -> str:
+    """A copy of ``shards`` whose first training shard holds a frontal image that is not an image (its index
+    entry updated, so the shard counts as complete and the run starts); returns the damaged member's name."""
+    import hashlib
+    import io
+    import shutil
+    import tarfile
+
+    shutil.copytree(shards, dest)
+    tar_path = dest / "train-000000.tar"
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    target = next(m.name for m, _ in members if m.name.endswith(".frontal.jpg"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, content in members:
+            content = b"not an image" if info.name == target else content
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    tar_path.write_bytes(buf.getvalue())
+    entry_path = dest / "index" / "train-000000.json"
+    entry = json.loads(entry_path.read_text())
+    entry.update(bytes=tar_path.stat().st_size, sha256=hashlib.sha256(buf.getvalue()).hexdigest())
+    entry_path.write_text(json.dumps(entry))
+    return target
+
+
+def test_a_run_that_crashes_ends_its_tracker_runs_as_failed_and_raises_its_own_error(
+    shards: Path, text_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    pytest.importorskip("wandb", reason="the wandb extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    from medst.schemas.train import resolve_config
+    from medst.shards.members import ShardReadError
+    from medst.train.loop import pretrain
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT", "WANDB_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # offline
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    damaged = tmp_path / "shards"
+    member = _damaged_copy(shards, damaged)
+    run = tmp_path / "run-crash"
+    options = {"shards": damaged, "out": run, "text_model": text_model, "steps": 40, "batch_size": 2,
+               "log_every": 1, "ckpt_every": 1000, "val_every": None, "num_workers": 0, "device": "cpu",
+               "progress": False, "export": False, "loggers": ["mlflow", "wandb", "tensorboard"],
+               "experiment": "crash-test"}  # fmt: skip
+    # 40 steps are several epochs: every shard is read, so the damaged image stops the run.
+    with pytest.raises(ShardReadError) as raised:
+        pretrain(resolve_config("demo", options))
+    assert "train-000000.tar" in str(raised.value) and member in str(raised.value)
+
+    ids = json.loads((run / "trackers.json").read_text())
+    client = MlflowClient(tracking_uri=(run / "mlruns").as_uri())
+    found = client.get_run(ids["mlflow"])
+    assert found.info.status == "FAILED"
+    # It failed mid-training, after logged steps.
+    assert client.get_metric_history(ids["mlflow"], "train/loss")
+    assert found.info.end_time is not None and found.info.end_time >= found.info.start_time
+
+    (folder,) = (run / "wandb").glob(f"offline-run-*-{ids['wandb']}")
+    exits = [r.exit for r in _wandb_records(folder / f"run-{ids['wandb']}.wandb") if r.HasField("exit")]
+    assert [e.exit_code for e in exits] == [1]

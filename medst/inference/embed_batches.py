@@ -11,6 +11,7 @@ with the same torch thread count).
 from __future__ import annotations
 
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from medst.errors import ImageDecodeError
+from medst.errors import ImageDecodeError, UserInputError
 from medst.inference.encoder import MedSTEncoder
 from medst.inference.images import transform_grey
 from medst.inference.sources import ImageJob
+from medst.storage import RemotePath
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class TextBatch:
     lines: list[str]
 
 
-def _prepare(encoder: MedSTEncoder, item: Path | bytes) -> torch.Tensor:
+def _prepare(encoder: MedSTEncoder, item: Path | RemotePath | bytes) -> torch.Tensor:
     if isinstance(item, bytes):
         # Shard members are already intensity-processed and resized by `medst shard`: only the loader transform.
         from medst.shards.members import decode_image as decode_grey
@@ -76,7 +78,26 @@ def _prepare(encoder: MedSTEncoder, item: Path | bytes) -> torch.Tensor:
         except ValueError as err:
             raise ImageDecodeError("unreadable_image", f"stored image does not decode ({err})") from err
         return transform_grey(grey, encoder.settings)
+    if isinstance(item, RemotePath):
+        return _prepare_remote(encoder, item)
     return encoder.prepare_image(item)
+
+
+def _prepare_remote(encoder: MedSTEncoder, url: RemotePath) -> torch.Tensor:
+    """An image in object storage: its bytes fetched once (transient failures retried as `medst.storage` retries
+    them, as `medst shard` fetches the same images), then decoded from a temporary file of the same name by the
+    same code as a local file. A missing object, or one the store keeps failing to serve, is an
+    `ImageDecodeError` (an error row), as a missing local file is."""
+    try:
+        data = url.read_bytes_if_exists()
+    except UserInputError as err:
+        raise ImageDecodeError("unreadable_image", str(err)) from None
+    if data is None:
+        raise ImageDecodeError("unreadable_image", f"{url}: no such object")
+    with tempfile.TemporaryDirectory(prefix="medst-embed-") as tmp:
+        path = Path(tmp) / url.name
+        path.write_bytes(data)
+        return encoder.prepare_image(path)
 
 
 def prepare_job(encoder: MedSTEncoder, job: ImageJob) -> tuple[torch.Tensor | ImageDecodeError, Any]:

@@ -1,7 +1,9 @@
 """What `medst embed` reads: every image of a folder, a glob, a build-sequences manifest or a shard folder.
 
 Each source yields `ImageJob`s lazily (shards are streamed, never held in memory). A job names its frontal image
-(a file, or the stored bytes of a shard member) and optionally its lateral image.
+(a file, an object under an image root URL, or the stored bytes of a shard member) and optionally its lateral
+image. A manifest built from an archive in object storage (``build-sequences s3://...``) records that URL as its
+``image_root``; its images are then fetched one by one when embedded (`medst.inference.embed_batches`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ IMAGE_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".jpg", ".jpeg", ".png", "
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One row of output: ``frontal`` is a file path or stored shard bytes (already intensity-processed)."""
+    """One row of output: ``frontal`` is a file path, an object URL or stored shard bytes (already
+    intensity-processed)."""
 
     id: str
     path: str
-    frontal: Path | bytes
-    lateral: Path | bytes | None = None
+    frontal: Path | RemotePath | bytes
+    lateral: Path | RemotePath | bytes | None = None
     lateral_path: str | None = None
     error: ImageDecodeError | None = None
     view: str | None = None  # of the ``frontal`` image: frontal | lateral | other | unknown
@@ -72,7 +75,8 @@ def _scan(paths: list[Path], root: Path | None, frontal_only: bool = False) -> I
 _VIEW_WARNINGS = {"lateral": "lateral_alone", "other": "view_other", "unknown": "view_unknown"}
 
 
-def _image_root(manifest: Path, override: Path | None) -> Path:
+def _image_root(manifest: Path, override: Path | None) -> Path | RemotePath:
+    """The folder (or, for an archive in object storage, the URL) the manifest's image paths are relative to."""
     if override is not None:
         root = override
     else:
@@ -82,7 +86,12 @@ def _image_root(manifest: Path, override: Path | None) -> Path:
         value = json.loads(report.read_text()).get("image_root")
         if not value:
             raise UserInputError(f"{report} has no 'image_root'; pass --image-root")
-        root = Path(value) if Path(value).is_absolute() else manifest.parent / value
+        recorded = to_location(value)
+        if isinstance(recorded, RemotePath):
+            # Not checked up front (an object store has no folders to ask about): each missing object is an
+            # error row, as a missing local file is.
+            return recorded
+        root = recorded if recorded.is_absolute() else manifest.parent / recorded
     if not root.is_dir():
         raise UserInputError(f"image root {root} is not a folder; pass --image-root")
     return root

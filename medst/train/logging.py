@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class RunLogger:
         self.run_dir = run_dir
         self._bar: Any = None
         self._file: Any = None
+        self._closed = False
         self.trackers: list[Tracker] = []
         if not enabled:
             return
@@ -97,13 +99,24 @@ class RunLogger:
             for tracker in self.trackers:
                 tracker.log_artifact(path)
 
-    def close(self) -> None:
-        if not self.enabled:
+    def close(self, failed: bool = False) -> None:
+        """End the progress bar, the trackers' runs and ``metrics.jsonl``; a second call does nothing.
+
+        ``failed``: training raised. The trackers' runs then end as failed, and a tracker that cannot be closed
+        is reported in a warning line instead of raising, so that the caller's error is the one that propagates."""
+        if not self.enabled or self._closed:
             return
+        self._closed = True
         if self._bar is not None:
             self._bar.close()
         for tracker in self.trackers:
-            tracker.close()
+            if not failed:
+                tracker.close()
+                continue
+            try:
+                tracker.close(failed=True)
+            except Exception as err:  # a tracker's server may be what failed; the training error matters more
+                print(f"warning: could not close the {tracker.name} run: {err}", file=sys.stderr, flush=True)
         self._file.close()
 
 

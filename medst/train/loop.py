@@ -33,6 +33,7 @@ from medst.schemas.train import (
     config_differences,
     config_to_yaml,
     resolve_config,
+    with_absolute_paths,
 )
 from medst.shards.index import list_entries
 from medst.train import checkpoint as ckpt
@@ -122,6 +123,7 @@ def pretrain(config: PretrainConfig, loaders: tuple[Any, Any] | None = None) -> 
 
     SIGINT or SIGTERM during training (on any rank) stops every rank after the same step with a complete
     checkpoint; the summary then says ``stopped_early`` and names the signal in ``stop_signal``.
+    Any other error ends the trackers' runs as failed (MLflow ``FAILED``, W&B exit code 1) and then propagates.
 
     ``loaders``: (train, validation or None) objects with the `TimelineLoader` interface (``batches_per_epoch``,
     ``set_epoch``, iteration, ``state_dict``/``load_state_dict``) to use instead of streaming ``config.shards``
@@ -129,8 +131,14 @@ def pretrain(config: PretrainConfig, loaders: tuple[Any, Any] | None = None) -> 
     """
     info = init_distributed(config.device)
     stopper = StopSignals(info)
+    opened: list[RunLogger] = []  # the run's logger, once `_run` has opened its trackers
     try:
-        return _run(config, info, loaders, stopper)
+        return _run(config, info, loaders, stopper, opened)
+    except BaseException:
+        # Training raised: the tracker runs end as failed (not left "running"), then the error goes on unchanged.
+        for logger in opened:
+            logger.close(failed=True)
+        raise
     finally:
         stopper.restore()
         shutdown(info)
@@ -151,7 +159,11 @@ def _warn(line: str) -> None:
 
 
 def _run(
-    config: PretrainConfig, info: DistInfo, loaders: tuple[Any, Any] | None, stopper: StopSignals
+    config: PretrainConfig,
+    info: DistInfo,
+    loaders: tuple[Any, Any] | None,
+    stopper: StopSignals,
+    opened: list[RunLogger],
 ) -> RunSummary:
     started = time.perf_counter()
     run_dir = config.out
@@ -210,6 +222,8 @@ def _run(
         train_loader.load_state_dict(loaded.data_state)
     else:
         train_loader.set_epoch(0)
+    # Stored with absolute local paths: `--resume latest` may run from another working directory.
+    config = with_absolute_paths(config)
     config_yaml = config_to_yaml(config)
     if info.is_main:
         (run_dir / "config.yaml").write_text(config_yaml)
@@ -227,6 +241,7 @@ def _run(
         train_module = torch.compile(train_module)  # type: ignore[assignment]
 
     logger = RunLogger(run_dir, total_steps, step, info.is_main, config.progress, config.tensorboard, config)
+    opened.append(logger)
     if resume_from is not None:
         logger.message(f"resumed from {resume_from} at step {step}")
     stream = _DataStream(train_loader, epoch)

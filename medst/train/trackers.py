@@ -2,7 +2,8 @@
 
 Each tracker is optional (a pip extra) and honours one small contract: ``log_params(params)`` once,
 ``log_metrics(step, values)`` per logged step (keys like ``train/loss``), ``log_artifact(path)`` for files such as
-``curves.png``, and ``close()``. Only rank 0 creates trackers (`medst.train.logging.RunLogger`).
+``curves.png``, and ``close(failed)``: ``failed=True`` when training raised, which ends the tracker's run with its
+failed status where it has one (MLflow ``FAILED``, W&B exit code 1). Only rank 0 creates trackers (`medst.train.logging.RunLogger`).
 
 - ``tensorboard``: event files in ``RUN/tensorboard`` (the default when TensorBoard is installed).
 - ``mlflow``: a run in ``MLFLOW_TRACKING_URI``, or a local file store ``RUN/mlruns`` when unset (MLflow 3 asks
@@ -85,8 +86,8 @@ class Tracker:
     def log_artifact(self, path: Path) -> None:
         """Attach a file of the run folder (e.g. ``curves.png``)."""
 
-    def close(self) -> None:
-        """Flush and end the tracker's run."""
+    def close(self, failed: bool = False) -> None:
+        """Flush and end the tracker's run; ``failed``: training raised, so the run ends as failed."""
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:
@@ -112,8 +113,8 @@ class TensorBoardTracker(Tracker):
         for key, value in values.items():
             self._writer.add_scalar(key, value, step)
 
-    def close(self) -> None:
-        self._writer.close()
+    def close(self, failed: bool = False) -> None:
+        self._writer.close()  # TensorBoard has no run status: the events so far are kept
 
 
 class MlflowTracker(Tracker):
@@ -176,8 +177,8 @@ class MlflowTracker(Tracker):
     def log_artifact(self, path: Path) -> None:
         self._client.log_artifact(self.run_id, str(path))
 
-    def close(self) -> None:
-        self._client.set_terminated(self.run_id)
+    def close(self, failed: bool = False) -> None:
+        self._client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
 
 def _wandb_has_key() -> bool:
@@ -221,8 +222,8 @@ class WandbTracker(Tracker):
     def log_artifact(self, path: Path) -> None:
         self._run.save(str(path), base_path=str(path.parent), policy="now")
 
-    def close(self) -> None:
-        self._run.finish()
+    def close(self, failed: bool = False) -> None:
+        self._run.finish(exit_code=1 if failed else 0)
 
 
 TRACKERS: dict[str, type[Tracker]] = {
