@@ -8,8 +8,8 @@ import typer
 
 from medst.cli.choices import QUIET_HELP, choice_enum, show_progress, value_of
 from medst.cli.options import field_option, given
-from medst.executors import EngineName
 from medst.schemas.build import BuildConfig
+from medst.schemas.common import EngineName
 
 _FIELDS = BuildConfig.model_fields
 CompatChoice = choice_enum("CompatChoice", _FIELDS["compat"].annotation)
