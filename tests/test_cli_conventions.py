@@ -17,6 +17,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from medst.archive.readers import READERS
 from medst.cli.app import app
 from medst.executors import ENGINES
 from medst.schemas.build import BuildConfig
@@ -151,6 +152,9 @@ def test_show_completion_prints_a_script_and_the_shell_completes_choices() -> No
     assert complete("medst pretrain SHARDS --precision ") == ["auto", "bf16", "fp32"]
     assert complete("medst pretrain SHARDS --config ") == ["demo", "paper"]
     assert complete("medst eval RUN --task ") == [*get_args(TaskName), "all"]
+    # Registries: every engine and every archive reader, in their order.
+    assert complete("medst shard SEQ --engine ") == list(ENGINES)
+    assert complete("medst build-sequences ARCHIVE --reader ") == list(READERS)
 
 
 def _config(*args: str) -> dict[str, Any]:
