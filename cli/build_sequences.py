@@ -6,16 +6,21 @@ from pathlib import Path
 
 import typer
 
+from medst.archive.readers import READERS  # light: the readers' own modules load only when one reads
 from medst.cli.choices import QUIET_HELP, choice_enum, show_progress, value_of
 from medst.cli.options import field_option, given
-from medst.executors import EngineName
 from medst.schemas.build import BuildConfig
+from medst.schemas.common import EngineName
 
 _FIELDS = BuildConfig.model_fields
 CompatChoice = choice_enum("CompatChoice", _FIELDS["compat"].annotation)
 ReadHeaders = choice_enum("ReadHeaders", _FIELDS["read_headers"].annotation)
 CheckFiles = choice_enum("CheckFiles", _FIELDS["check_files"].annotation)
 EngineChoice = choice_enum("EngineChoice", EngineName)
+
+
+def _complete_reader(incomplete: str) -> list[str]:
+    return [name for name in READERS if name.startswith(incomplete)]
 
 
 def _parse_columns(text: str | None) -> dict[str, str] | None:
@@ -35,8 +40,8 @@ def _parse_columns(text: str | None) -> dict[str, str] | None:
 def build_sequences_command(
     archive: str = typer.Argument(
         ...,
-        help="Archive root: a MIMIC-CXR (DICOM or JPG) release or a generic archive; a MIMIC-shaped archive may "
-        "be a URL (s3://bucket/mimic-cxr).",
+        help="Archive root, read by the reader --reader names or else by the first that recognises it; a "
+        "MIMIC-shaped archive may be a URL (s3://bucket/mimic-cxr).",
     ),
     out: Path = typer.Option(
         ...,
@@ -48,7 +53,10 @@ def build_sequences_command(
     table: Path | None = field_option(BuildConfig, "table"),
     columns: str | None = field_option(BuildConfig, "columns"),
     image_root: Path | None = field_option(BuildConfig, "image_root"),
-    reader: str | None = field_option(BuildConfig, "reader"),
+    # A plain string checked by `pick_reader` (its message names the readers), shown and completed as a choice.
+    reader: str | None = field_option(
+        BuildConfig, "reader", metavar="<" + "|".join(READERS) + ">", autocompletion=_complete_reader
+    ),
     seq_len: int | None = field_option(BuildConfig, "seq_len"),
     stride: int | None = field_option(BuildConfig, "stride"),
     min_len: int | None = field_option(BuildConfig, "min_len"),

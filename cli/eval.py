@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         no_plots: bool = typer.Option(False, "--no-plots", help="skip the PNG plots"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
     ) -> None:
-        """Evaluate a model on MS-CXR-T (image, sentence), RSNA zero-shot, COVIDx probe and retrieval."""
+        """Evaluate a model on the benchmarks --task names (all of them by default), with 95% CIs."""
         from medst.eval.report import markdown_table
         from medst.eval.run import evaluate
 

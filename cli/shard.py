@@ -8,7 +8,7 @@ import typer
 
 from medst.cli.choices import QUIET_HELP, choice_enum, value_of
 from medst.cli.options import field_option, given
-from medst.executors import EngineName
+from medst.schemas.common import EngineName
 from medst.schemas.shards import ShardConfig
 
 PresetChoice = choice_enum("PresetChoice", ShardConfig.model_fields["preset"].annotation)

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from medst.errors import UserInputError, WorkerDiedError
-from medst.schemas.common import EngineName
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,7 +36,8 @@ R = TypeVar("R")
 class EngineChoice:
     """The engine a stage runs its jobs on, and the Ray cluster address when it is Ray."""
 
-    name: EngineName = "local"
+    name: str = "local"
+    """A key of `ENGINES`."""
     address: str | None = None
 
 
@@ -50,9 +50,7 @@ def current_engine() -> EngineChoice:
 
 
 @contextlib.contextmanager
-def use_engine(
-    name: EngineName = "local", address: str | None = None, workers: int = 1
-) -> Iterator[EngineChoice]:
+def use_engine(name: str = "local", address: str | None = None, workers: int = 1) -> Iterator[EngineChoice]:
     """Run the jobs started inside this block on engine ``name`` (checked now, so a missing Ray fails early).
 
     For Ray the connection (or a private local Ray with ``workers`` CPUs) is opened here, in the caller's thread,
@@ -89,7 +87,7 @@ def _start_ray(choice: EngineChoice, workers: int) -> bool:
 def check_engine(name: str, address: str | None = None) -> None:
     """Raise `UserInputError` now for an unknown engine, a missing Ray or an address without Ray (before a
     command spends time loading or claiming anything)."""
-    _check(EngineChoice(name, address))  # type: ignore[arg-type]
+    _check(EngineChoice(name, address))
 
 
 def _check(choice: EngineChoice) -> None:
@@ -297,3 +295,5 @@ def _run_ray(run: JobRun) -> None:
 
 
 ENGINES: dict[str, Callable[[JobRun], None]] = {"local": _run_local, "ray": _run_ray}
+"""Engine name -> runner, in the order ``--help`` lists them. The one list of engines: `medst.schemas.common.EngineName`
+(every config's ``engine`` field) and each command's ``--engine`` choices are made from its keys."""

@@ -23,8 +23,8 @@ class BuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     archive: Location = Field(
-        description="archive root (MIMIC-CXR DICOM or JPG release, or the root of a generic table): a folder, or "
-        "the URL of a MIMIC-shaped archive in object storage (s3://bucket/mimic-cxr; see medst.archive.remote)"
+        description="archive root, of a kind a reader in medst.archive.readers.READERS reads: a folder, or the URL "
+        "of a MIMIC-shaped archive in object storage (s3://bucket/mimic-cxr; see medst.archive.remote)"
     )
     out: Path = Field(description="output folder, written atomically")
     reports: Path | None = Field(
@@ -41,8 +41,8 @@ class BuildConfig(BaseModel):
     )
     reader: str | None = Field(
         default=None,
-        description="archive reader: mimic-cxr or generic (medst.archive.readers.READERS); default: the first "
-        "that recognises ARCHIVE",
+        description="archive reader, a name in medst.archive.readers.READERS; default: the first that "
+        "recognises ARCHIVE",
     )
     image_root: Path | None = Field(
         default=None, description="generic table: image paths are relative to this"

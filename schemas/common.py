@@ -3,7 +3,9 @@ so the values a config validates, the CLI lists and a function accepts cannot dr
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from medst.executors import ENGINES
 
 Compat = Literal["clean", "reference"]
 """Which arithmetic: ``reference`` reproduces the authors' code and data rows (SPEC section 6), ``clean`` fixes
@@ -18,5 +20,10 @@ IntensityPreset = Literal["mimic-jpg", "voi"]
 Precision = Literal["auto", "bf16", "fp32"]
 """Arithmetic of the forward pass: ``auto`` is bf16 autocast on CUDA and fp32 on the CPU."""
 
-EngineName = Literal["local", "ray"]
-"""Where a stage's jobs run: local processes or Ray tasks (the same bytes either way)."""
+if TYPE_CHECKING:
+    EngineName = str
+else:
+    # Made from the registry, so an engine added to `ENGINES` is a valid config value and a `--engine` choice
+    # at once; a Literal keeps pydantic's one-line "Input should be ..." message and the JSON schema's enum.
+    EngineName = Literal[tuple(ENGINES)]
+"""Where a stage's jobs run: a name in `medst.executors.ENGINES` (the same bytes on every engine)."""

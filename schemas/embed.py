@@ -45,8 +45,8 @@ class EmbedConfig(BaseModel):
     )
     engine: EngineName = Field(
         default="local",
-        description="where batches run with more than one worker: local processes or Ray tasks (each Ray task "
-        "asks Ray for one CPU and no GPU)",
+        description="the engine batches run on with more than one worker (a Ray task asks Ray for one CPU and "
+        "no GPU)",
     )
     ray_address: str | None = Field(default=None, description="Ray cluster address; None starts a local Ray")
     progress: bool = True

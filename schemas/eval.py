@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,13 +11,9 @@ from medst.schemas.records import Split
 from medst.storage import OptionalLocation
 
 TaskName = Literal["mscxrt-image", "mscxrt-sentence", "rsna-zeroshot", "covidx-probe", "retrieval"]
-ALL_TASKS: tuple[TaskName, ...] = (
-    "mscxrt-image",
-    "mscxrt-sentence",
-    "rsna-zeroshot",
-    "covidx-probe",
-    "retrieval",
-)
+"""The benchmarks of `medst eval`, in the order ``--task all`` runs them; each has one entry in
+`medst.eval.tasks.TASKS`."""
+ALL_TASKS: tuple[TaskName, ...] = get_args(TaskName)
 
 Variant = Literal["reference", "clean", "both"]
 """Protocol variant of a number: the authors' protocol, the corrected one, or one number valid for both."""
@@ -48,9 +44,10 @@ class EvalConfig(BaseModel):
         default=None, description="folder with train.txt, test.txt, train/, test/"
     )
     shards: OptionalLocation = Field(
-        default=None, description="built shards folder (retrieval): a path or a URL (s3://, https://)"
+        default=None,
+        description="built shards folder, for the tasks that read shards: a path or a URL (s3://, https://)",
     )
-    retrieval_split: Split = Field(default="test", description="shard split used for retrieval")
+    retrieval_split: Split = Field(default="test", description="shard split the tasks that read shards use")
     seeds: list[int] = Field(
         default_factory=lambda: [42, 100, 666],
         description="MS-CXR-T image shuffle seeds (comma-separated on the command line)",

@@ -47,7 +47,7 @@ class ShardConfig(BaseModel):
     samples_per_shard: int = Field(default=256, ge=1, description="patient timelines per shard (at most)")
     workers: int = Field(default=1, ge=1, description="worker processes (Ray CPUs with a local --engine ray)")
     engine: EngineName = Field(
-        default="local", description="where shard jobs run: local processes or Ray tasks (same bytes)"
+        default="local", description="the engine shard jobs run on (same bytes on every engine)"
     )
     ray_address: str | None = Field(
         default=None, description="Ray cluster address (default: start a local Ray)"

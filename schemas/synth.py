@@ -43,7 +43,7 @@ class SynthConfig(BaseModel):
         "the output does not change",
     )
     engine: EngineName = Field(
-        default="local", description="where the jobs run: local processes or Ray tasks (same bytes)"
+        default="local", description="the engine the jobs run on (same bytes on every engine)"
     )
     ray_address: str | None = Field(
         default=None, description="Ray cluster address (default: start a local Ray); every node must see OUT"

@@ -4,6 +4,8 @@ synthetic MIMIC archive (`medst synth`) and for a `--table` archive, through the
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -99,6 +101,15 @@ def test_detection_picks_generic_for_a_table(
     assert pick_reader(over).name == "generic"
 
 
+def test_the_registry_is_light_to_import_and_the_cli_lists_it() -> None:
+    # `medst --help` builds the --reader choices from READERS: the readers' own modules must not load with it.
+    code = "import sys, medst.archive.readers; print(sorted(m for m in ('polars', 'pydicom') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    result = CliRunner().invoke(app, ["build-sequences", "--help"])
+    assert result.exit_code == 0 and "--reader <" + "|".join(READERS) + ">" in result.output
+
+
 def test_cli_reads_with_the_detected_or_named_reader(
     mimic_archive: Path, table_archive: Path, tmp_path: Path
 ) -> None:
@@ -132,11 +143,11 @@ def test_cli_reads_with_the_detected_or_named_reader(
     assert result.exit_code == 2 and "--reader generic needs --table" in result.output
     assert "Traceback" not in result.output
     result = runner.invoke(
-        app, ["build-sequences", str(mimic_archive), "-o", str(tmp_path / "y"), "--reader", "chexpert"]
+        app, ["build-sequences", str(mimic_archive), "-o", str(tmp_path / "y"), "--reader", "nosuch"]
     )
     assert (
         result.exit_code == 2
-        and "unknown --reader 'chexpert'; choose one of generic, mimic-cxr" in result.output
+        and f"unknown --reader 'nosuch'; choose one of {', '.join(READERS)}" in result.output
     )
     result = runner.invoke(
         app, ["build-sequences", str(mimic_archive), "-o", str(tmp_path / "z"), "-q", "--reader", "mimic-cxr"]

@@ -17,8 +17,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from medst.archive.readers import READERS
 from medst.cli.app import app
-from medst.executors import EngineName
+from medst.executors import ENGINES
 from medst.schemas.build import BuildConfig
 from medst.schemas.embed import EmbedConfig
 from medst.schemas.eval import EvalConfig, TaskName
@@ -53,17 +54,17 @@ def _literal(tp: Any) -> tuple[str, ...]:
 
 # Every choice option, with the one place its values are declared.
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "synth": {"--release": get_args(Release), "--engine": get_args(EngineName)},
+    "synth": {"--release": get_args(Release), "--engine": tuple(ENGINES)},
     "build-sequences": {
         "--compat": _field(BuildConfig, "compat"),
         "--read-headers": _field(BuildConfig, "read_headers"),
         "--check-files": _field(BuildConfig, "check_files"),
-        "--engine": get_args(EngineName),
+        "--engine": tuple(ENGINES),
     },
     "shard": {
         "--preset": _field(ShardConfig, "preset"),
         "--format": _field(ShardConfig, "format"),
-        "--engine": get_args(EngineName),
+        "--engine": tuple(ENGINES),
     },
     "pretrain": {
         "--lateral-init": _field(ModelConfig, "lateral_init"),
@@ -73,7 +74,7 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
         "--logger": _field(PretrainConfig, "loggers"),
     },
     "eval": {"--task": (*get_args(TaskName), "all"), "--split": _field(EvalConfig, "retrieval_split")},
-    "embed": {"--preset": _field(EmbedConfig, "preset"), "--engine": get_args(EngineName)},
+    "embed": {"--preset": _field(EmbedConfig, "preset"), "--engine": tuple(ENGINES)},
 }
 PROGRESS_COMMANDS = ("synth", "build-sequences", "shard", "pretrain", "eval", "embed", "demo")
 
@@ -151,6 +152,9 @@ def test_show_completion_prints_a_script_and_the_shell_completes_choices() -> No
     assert complete("medst pretrain SHARDS --precision ") == ["auto", "bf16", "fp32"]
     assert complete("medst pretrain SHARDS --config ") == ["demo", "paper"]
     assert complete("medst eval RUN --task ") == [*get_args(TaskName), "all"]
+    # Registries: every engine and every archive reader, in their order.
+    assert complete("medst shard SEQ --engine ") == list(ENGINES)
+    assert complete("medst build-sequences ARCHIVE --reader ") == list(READERS)
 
 
 def _config(*args: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 
 from medst.eval.features import FeatureExtractor
 from medst.eval.run import evaluate
+from medst.eval.tasks import TASKS
 from medst.schemas.eval import ALL_TASKS, EvalConfig
 
 TEXTS = [
@@ -119,7 +120,7 @@ def test_feature_cache_reused_and_invalidated_by_model(
 def test_eval_all_tasks_end_to_end(
     models: tuple[Path, Path], synth_archive: Path, shards: Path | None, tmp_path: Path
 ) -> None:
-    tasks = list(ALL_TASKS) if shards is not None else [t for t in ALL_TASKS if t != "retrieval"]
+    tasks = list(ALL_TASKS) if shards is not None else [t for t in ALL_TASKS if not TASKS[t].needs_shards]
     out = tmp_path / "eval"
     config = EvalConfig(
         run=models[0],

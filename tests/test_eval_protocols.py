@@ -4,7 +4,10 @@ deterministic."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 from medst.eval.covidx import ProbeSettings, standardiser, subsample, train_probe
@@ -82,4 +85,18 @@ def test_every_declared_task_has_a_runner_and_every_runner_a_name() -> None:
     from medst.eval.tasks import TASKS
     from medst.schemas.eval import ALL_TASKS, TaskName
 
-    assert set(TASKS) == set(get_args(TaskName)) == set(ALL_TASKS)
+    assert list(TASKS) == list(get_args(TaskName)) == list(ALL_TASKS)
+
+
+def test_each_task_says_whether_it_reads_shards(tmp_path: Path) -> None:
+    # With no benchmark files and no shards, a task that reads shards asks for --shards, and no other task does.
+    from medst.errors import UserInputError
+    from medst.eval.tasks import TASKS
+    from medst.schemas.eval import EvalConfig
+
+    config = EvalConfig(run=tmp_path, data=tmp_path, out=tmp_path / "eval")
+    assert any(task.needs_shards for task in TASKS.values())
+    for name, task in TASKS.items():
+        with pytest.raises(UserInputError) as err:
+            task.run(config, None, None)  # type: ignore[arg-type]  # stops at the missing files, before any use
+        assert ("--shards" in str(err.value)) == task.needs_shards, (name, str(err.value))

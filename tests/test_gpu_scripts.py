@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from medst.model.medst import LOSS_TERMS
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,13 +54,7 @@ def test_gpu_check_sh_runs_model_and_trainer_parts_on_cpu(tmp_path: Path) -> Non
         assert model["studies_per_step"] == 64 and model["studies_per_s"] > 0
         assert model["inference_studies_per_s"] > 0 and model["first_step_s"] > 0
         assert model["host_syncs_per_step"] == 0  # forward + backward, found by the dispatcher check
-        assert set(model["last_terms"]) == {
-            "global",
-            "local_word",
-            "local_patch",
-            "temporal_fmc",
-            "temporal_rmr",
-        }
+        assert set(model["last_terms"]) == {term.name for term in LOSS_TERMS}
     # The same weights, batch and seed: the two attention paths give the same first loss.
     assert steps["masked"]["loss_first"] == pytest.approx(steps["grouped"]["loss_first"], rel=1e-3)
 

@@ -13,6 +13,7 @@ from medst.errors import MedstError
 from medst.model import MedST, ModelConfig
 from medst.model.dummy import random_batch
 from medst.model.io import load_model, save_model
+from medst.model.medst import LOSS_TERMS, loss_parts
 
 TINY = ModelConfig.preset("tiny", image_size=32, width=32, proj_hidden=64, proj_dim=16)
 
@@ -27,11 +28,12 @@ def test_forward_all_terms_and_every_parameter_gets_a_gradient(compat: str) -> N
     model = _model(compat)
     batch = random_batch(TINY, lengths=(4, 2, 1, 4), lateral_fraction=0.5, max_words=10)
     out = model(batch)
-    assert set(out.terms) == {"global", "local_word", "local_patch", "temporal_fmc", "temporal_rmr"}
+    assert list(out.terms) == [term.name for term in LOSS_TERMS]
     assert all(torch.isfinite(t) for t in out.terms.values()) and torch.isfinite(out.loss)
-    total = out.terms["global"] + out.terms["local_word"] + out.terms["local_patch"]
-    total = total + out.terms["temporal_fmc"] + out.terms["temporal_rmr"]
-    assert torch.allclose(out.loss.detach(), total, atol=1e-5)
+    # The total weights each term by its config field (each 1 here, and a term without one by 1).
+    weights = {t.name: 1.0 if t.weight is None else getattr(model.config, t.weight) for t in LOSS_TERMS}
+    total = sum(weights[name] * term for name, term in out.terms.items())
+    assert torch.allclose(out.loss.detach(), torch.as_tensor(total), atol=1e-5)
     assert set(out.metrics) == {"acc_i2t", "acc_t2i"} and all(0 <= m <= 1 for m in out.metrics.values())
     out.loss.backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -112,6 +114,28 @@ def test_load_refuses_mismatched_config_and_weights(tmp_path: Path) -> None:
         load_model(folder)
     with pytest.raises(MedstError, match="not an exported medst model"):
         load_model(tmp_path / "nowhere")
+
+
+def test_loss_weights_come_from_the_declared_fields_and_the_model_card_writes_them() -> None:
+    from medst.schemas.train import resolve_config
+    from medst.train.export import loss_formula
+
+    model = MedST(TINY.model_copy(update={"lambda1": 0.5, "lambda2": 2.0}))
+    out = model(random_batch(TINY, lengths=(4, 2, 3), max_words=8))
+    t = out.terms
+    expected = (
+        t["global"]
+        + 0.5 * (t["local_word"] + t["local_patch"])
+        + 2.0 * (t["temporal_fmc"] + t["temporal_rmr"])
+    )
+    assert torch.equal(out.loss.detach(), expected)  # the same arithmetic, in the same order
+    # Every term names a weight field the config has, and the terms of one part share it.
+    for part, _weight, names in loss_parts(model.config):
+        assert len({term.weight for term in LOSS_TERMS if term.name in names}) == 1, part
+    assert all(t.weight is None or t.weight in ModelConfig.model_fields for t in LOSS_TERMS)
+    assert all(t.formula and "\n" not in t.formula for t in LOSS_TERMS)
+    config = resolve_config("demo", {"lambda1": 0.5, "lambda2": 2.0, "shards": "s", "out": "o"})
+    assert loss_formula(config) == "global + 0.5 x local + 2 x temporal"
 
 
 def test_gradient_checkpointing_gives_identical_loss_and_gradients() -> None:

@@ -6,7 +6,9 @@ against, how to recognise its archive, and the function that reads it into `Sour
 in detection order: the first whose ``detect`` says yes reads the archive, unless ``--reader`` names one.
 
 Adding a source is one module (``medst/archive/<name>.py`` with its ``read_<name>(config, progress)``) and one
-entry here.
+entry here. The command line lists these names for ``--reader`` (choices, help, completion), so this module stays
+light to import: a reader's module (polars, pydicom) is imported inside its ``detect`` and ``read`` functions, and
+`tests/test_archive_readers.py` checks that importing the registry loads neither.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from medst.archive.generic import read_generic
-from medst.archive.mimic import is_mimic_archive, read_mimic
-from medst.archive.source import SourceData
 from medst.errors import UserInputError
 from medst.schemas.build import BuildConfig
+
+if TYPE_CHECKING:
+    from medst.archive.source import SourceData
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,21 @@ def _read_generic(config: BuildConfig, progress: bool = True) -> SourceData:
         raise UserInputError(
             "--reader generic needs --table FILE --columns patient=...,image=...,time=... (the table of images)"
         )
+    from medst.archive.generic import read_generic
+
     return read_generic(config, progress)
 
 
 def _detect_mimic(root: Path, config: BuildConfig) -> bool:
+    from medst.archive.mimic import is_mimic_archive
+
     return config.table is None and is_mimic_archive(root)
+
+
+def _read_mimic(config: BuildConfig, progress: bool = True) -> SourceData:
+    from medst.archive.mimic import read_mimic
+
+    return read_mimic(config, progress)
 
 
 GENERIC = ArchiveReader(
@@ -86,7 +99,7 @@ MIMIC_CXR = ArchiveReader(
     "not be shared with anyone who has not agreed to the DUA",
     manifests=("mimic-cxr-2.0.0", "mimic-cxr-jpg-2.0.0", "medst-synth"),
     detect=_detect_mimic,
-    read=read_mimic,
+    read=_read_mimic,
 )
 
 READERS: dict[str, ArchiveReader] = {reader.name: reader for reader in (GENERIC, MIMIC_CXR)}

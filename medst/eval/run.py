@@ -48,7 +48,7 @@ def evaluate(config: EvalConfig, encoder: Any | None = None, skip_missing: bool 
     skipped: list[str] = []
     for task in config.tasks:
         try:
-            outputs.append(TASKS[task](config, encoder, extractor))
+            outputs.append(TASKS[task].run(config, encoder, extractor))
         except UserInputError as err:
             if not skip_missing:
                 claimed.release_if_unused()

@@ -1,13 +1,14 @@
 """The benchmark tasks of `medst eval`, by name: each entry finds its files from the config and runs its protocol.
 
-Adding a task is one module with a runner ``(config, encoder, extractor) -> TaskOutput`` (the protocol and its
-file lookup), its name in `medst.schemas.eval.TaskName`, and one entry in `TASKS`. `tests/test_eval_protocols.py`
-checks that every declared name has a runner and every runner a name.
+Adding a task is one module with the protocol, a runner ``(config, encoder, extractor) -> TaskOutput`` here (its
+file lookup), one entry in `TASKS`, and its name in `medst.schemas.eval.TaskName` (the config validates against
+it). `tests/test_eval_protocols.py` checks that every declared name has an entry and every entry a name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,18 @@ from medst.eval.splits import default_manifest_path, load_manifest
 from medst.schemas.eval import EvalConfig
 
 TaskRunner = Callable[[EvalConfig, Any, FeatureExtractor], TaskOutput]
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One benchmark: how it runs, and what it reads."""
+
+    run: TaskRunner
+    """``run(config, encoder, extractor)``: finds its files from the config and runs the protocol; raises
+    `UserInputError` when its files are not found."""
+    needs_shards: bool = False
+    """True when it reads built shards (``--shards``) rather than benchmark files under ``--data``."""
+
 
 MSCXRT_SUBDIRS = ("benchmarks", "ms-cxr-t", "mscxrt", "ms_cxr_t", "MS-CXR-T", "benchmarks/ms-cxr-t")
 RSNA_SUBDIRS = ("rsna", "benchmarks/rsna", "RSNA", "rsna-pneumonia")
@@ -109,10 +122,11 @@ def run_retrieval(config: EvalConfig, encoder: Any, extractor: FeatureExtractor)
     return retrieval.run(img, txt, config.bootstrap, config.bootstrap_seed, config.retrieval_split)
 
 
-TASKS: dict[str, TaskRunner] = {
-    "mscxrt-image": run_mscxrt_image,
-    "mscxrt-sentence": run_mscxrt_sentence,
-    "rsna-zeroshot": run_rsna_zeroshot,
-    "covidx-probe": run_covidx_probe,
-    "retrieval": run_retrieval,
+TASKS: dict[str, EvalTask] = {
+    "mscxrt-image": EvalTask(run_mscxrt_image),
+    "mscxrt-sentence": EvalTask(run_mscxrt_sentence),
+    "rsna-zeroshot": EvalTask(run_rsna_zeroshot),
+    "covidx-probe": EvalTask(run_covidx_probe),
+    "retrieval": EvalTask(run_retrieval, needs_shards=True),
 }
+"""Task name -> task; the names are those of `medst.schemas.eval.TaskName`."""

@@ -42,6 +42,59 @@ class TextFeatures:
     word_mask: Tensor
 
 
+@dataclass(frozen=True)
+class LossTerm:
+    """One term of the Med-ST loss: its name, its weight and the part of the loss it belongs to."""
+
+    name: str
+    """Its key in `MedSTOutput.terms`; the trainer logs it as ``loss_<name>``."""
+    weight: str | None
+    """The `ModelConfig` field that weights its part in the total; None: weight 1."""
+    part: str
+    """The part of the loss it belongs to, as the model card's formula names it; the terms of one part are summed
+    before the part's weight applies."""
+    formula: str
+    """One line: what it measures."""
+
+
+LOSS_TERMS: tuple[LossTerm, ...] = (
+    LossTerm("global", None, "global", "symmetric InfoNCE between study image and report embeddings"),
+    LossTerm(
+        "local_word", "lambda1", "local", "each word against its attended patches, weighted by modality"
+    ),
+    LossTerm(
+        "local_patch", "lambda1", "local", "each patch against its attended words, weighted by modality"
+    ),
+    LossTerm("temporal_fmc", "lambda2", "temporal", "forward mapping classification along each timeline"),
+    LossTerm("temporal_rmr", "lambda2", "temporal", "reverse mapping regression along each timeline"),
+)
+"""Every term `MedST.forward` returns, in order: the total, the logged terms and the model card's formula are
+made from this one list."""
+
+
+def loss_parts(config: ModelConfig) -> list[tuple[str, float | None, list[str]]]:
+    """The loss as ``(part, weight, term names)`` in `LOSS_TERMS` order; ``weight`` None means 1."""
+    parts: dict[str, tuple[float | None, list[str]]] = {}
+    for term in LOSS_TERMS:
+        weight = None if term.weight is None else float(getattr(config, term.weight))
+        parts.setdefault(term.part, (weight, []))[1].append(term.name)
+    return [(part, weight, names) for part, (weight, names) in parts.items()]
+
+
+def weighted_total(terms: dict[str, Tensor], config: ModelConfig) -> Tensor:
+    """``sum over parts of weight x (sum of the part's terms)``, added in `LOSS_TERMS` order."""
+    total: Tensor | None = None
+    for _part, weight, names in loss_parts(config):
+        part = terms[names[0]]
+        for name in names[1:]:
+            part = part + terms[name]
+        if weight is not None:
+            part = weight * part
+        total = part if total is None else total + part
+    assert total is not None, "LOSS_TERMS is empty"
+    return total
+
+
 @dataclass
 class MedSTOutput:
     """``loss`` scalar to optimise; ``terms`` unweighted loss terms (detached); ``metrics`` in-batch retrieval."""
@@ -168,15 +221,15 @@ class MedST(nn.Module):
                 cfg.rmr_variance_lambda,
                 max_window=batch.max_window,
             )
-            loss = l_global + cfg.lambda1 * (l_word + l_patch) + cfg.lambda2 * (fmc + rmr)
+            terms = {
+                "global": l_global,
+                "local_word": l_word,
+                "local_patch": l_patch,
+                "temporal_fmc": fmc,
+                "temporal_rmr": rmr,
+            }
+            loss = weighted_total(terms, cfg)
         i2t, t2i = retrieval_accuracy(u, v)
-        terms = {
-            "global": l_global,
-            "local_word": l_word,
-            "local_patch": l_patch,
-            "temporal_fmc": fmc,
-            "temporal_rmr": rmr,
-        }
         return MedSTOutput(
             loss=loss,
             terms={k: t.detach() for k, t in terms.items()},

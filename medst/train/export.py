@@ -30,6 +30,16 @@ def format_number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
+def loss_formula(config: PretrainConfig) -> str:
+    """The loss as the model card writes it, e.g. ``global + 1 x local + 1 x temporal``, from `LOSS_TERMS`."""
+    from medst.model.medst import loss_parts
+
+    return " + ".join(
+        part if weight is None else f"{weight:g} x {part}"
+        for part, weight, _names in loss_parts(config.model)
+    )
+
+
 def model_card(config: PretrainConfig, summary: RunSummary, data: dict[str, Any]) -> str:
     """A short README: what the model is, what it was trained on, the recipe, and how training went."""
     splits = data.get("splits", {})
@@ -60,7 +70,7 @@ def model_card(config: PretrainConfig, summary: RunSummary, data: dict[str, Any]
             f"- {length} ({summary.steps} optimizer steps done), {config.batch_size} windows per batch per process, "
             f"{summary.world_size} process(es), gradient accumulation {config.accumulate}, "
             f"clip {config.max_grad_norm}, precision {config.precision}",
-            f"- loss = global + {config.model.lambda1:g} x local + {config.model.lambda2:g} x temporal; seed {config.seed}",
+            f"- loss = {loss_formula(config)}; seed {config.seed}",
             "",
             "## Training",
             f"- loss: first logged {format_number(summary.first_loss)}, last logged {format_number(summary.last_loss)}",
