@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import time
 from collections.abc import Callable
@@ -52,6 +53,17 @@ def is_url(text: str) -> bool:
 
 class RemoteStat(NamedTuple):
     st_size: int
+
+
+def _storage_options(scheme: str) -> dict[str, Any]:
+    """Filesystem options that fsspec must see. An S3 endpoint set in the environment (``AWS_ENDPOINT_URL_S3`` or
+    ``AWS_ENDPOINT_URL``, e.g. MinIO or Ceph) is passed explicitly: fsspec caches one filesystem per set of options,
+    so an endpoint that changes within a process would otherwise keep reaching the first one."""
+    if scheme in ("s3", "s3a"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            return {"endpoint_url": endpoint}
+    return {}
 
 
 class RemotePath:
@@ -100,7 +112,7 @@ class RemotePath:
         import fsspec
 
         try:
-            fs, path = fsspec.core.url_to_fs(self.url)
+            fs, path = fsspec.core.url_to_fs(self.url, **_storage_options(self.scheme))
         except (ImportError, ValueError) as err:
             need = _EXTRAS.get(self.scheme)
             hint = f": install {need}" if need else f" ({err})"

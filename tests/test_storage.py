@@ -250,3 +250,22 @@ def test_shard_refuses_an_http_output_in_one_line(shards: Path, base_url: str) -
     proc = medst("shard", shards.parent / "seq", "-o", f"{base_url}/out", "--image-size", "128")
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "URLs are read-only" in lines[0], proc.stderr
+
+
+def test_a_second_s3_endpoint_in_the_same_process_is_the_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsspec keeps one filesystem per set of options: the endpoint from the environment must be one of them, or a
+    process that moves to another S3 server (a test session, a notebook switching stores) keeps reaching the first."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    import fsspec
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "medst-test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for n in (1, 2):  # moto's servers in one process share their buckets: each gets its own
+        with s3_server() as endpoint:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+            fs = fsspec.filesystem("s3", endpoint_url=endpoint, skip_instance_cache=True)
+            fs.mkdir(f"medst-endpoint-{n}")
+            fs.pipe(f"medst-endpoint-{n}/note.txt", f"server {n}".encode())
+            assert RemotePath(f"s3://medst-endpoint-{n}/note.txt").read_bytes() == f"server {n}".encode()
