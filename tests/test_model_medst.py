@@ -136,6 +136,8 @@ def test_loss_weights_come_from_the_declared_fields_and_the_model_card_writes_th
     assert all(t.formula and "\n" not in t.formula for t in LOSS_TERMS)
     config = resolve_config("demo", {"lambda1": 0.5, "lambda2": 2.0, "shards": "s", "out": "o"})
     assert loss_formula(config) == "global + 0.5 x local + 2 x temporal"
+    ablation = resolve_config("demo", {"lambda1": 0.0, "shards": "s", "out": "o"})
+    assert loss_formula(ablation) == "global + 1 x temporal"  # a term weighted 0 was not trained on
 
 
 def test_gradient_checkpointing_gives_identical_loss_and_gradients() -> None:

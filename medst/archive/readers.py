@@ -37,6 +37,8 @@ class ArchiveReader:
     """Where the data comes from (the paper or release to cite), or who it belongs to."""
     access: str
     """The terms a user holds the data under (credentialing, data use agreement, licence)."""
+    expects: str
+    """What it needs to recognise an archive, for the message when no reader does (after "<name> reads ...")."""
     manifests: tuple[str, ...]
     """Names of the data manifests (``data_manifests/<name>.yaml``) an archive of this source is checked against."""
     detect: Callable[[Path, BuildConfig], bool]
@@ -82,6 +84,7 @@ GENERIC = ArchiveReader(
     citation="the user's own archive: cite and credit it as its owners ask",
     access="whatever terms the user's archive is held under (its data use agreement, ethics approval or "
     "licence); medst copies only pseudonymous ids, day offsets, report text and pixels out of it",
+    expects="an archive given as --table FILE --columns patient=...,image=...,time=...",
     manifests=(),
     detect=_detect_generic,
     read=_read_generic,
@@ -97,6 +100,7 @@ MIMIC_CXR = ArchiveReader(
     access="PhysioNet credentialed access: a credentialed PhysioNet account, the required human-subjects "
     "research training, and the signed PhysioNet Credentialed Health Data Use Agreement (DUA); the data may "
     "not be shared with anyone who has not agreed to the DUA",
+    expects="a MIMIC-CXR release (cxr-record-list / metadata CSV / files/ tree)",
     manifests=("mimic-cxr-2.0.0", "mimic-cxr-jpg-2.0.0", "medst-synth"),
     detect=_detect_mimic,
     read=_read_mimic,
@@ -117,7 +121,5 @@ def pick_reader(config: BuildConfig) -> ArchiveReader:
     for reader in READERS.values():
         if reader.detect(config.archive, config):
             return reader
-    raise UserInputError(
-        f"{config.archive} is not a MIMIC-CXR release (no cxr-record-list / metadata CSV / files/ tree); "
-        "describe another archive with --table FILE --columns patient=...,image=...,time=..."
-    )
+    known = "; ".join(f"{reader.name} reads {reader.expects}" for reader in READERS.values())
+    raise UserInputError(f"no archive reader recognises {config.archive} ({known})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,19 +156,21 @@ def encode_texts(encoder: MedSTEncoder, lines: list[str]) -> list[tuple[np.ndarr
 
 
 _LOADED: dict[ModelSpec, MedSTEncoder] = {}
+_LOADING = threading.Lock()  # an engine running jobs on threads must load the model once, not once per thread
 
 
 def _worker_encoder(spec: ModelSpec) -> MedSTEncoder:
     """The model this worker process loaded for ``spec``, loaded on first use (one model kept: Ray reuses its
     worker processes across runs)."""
-    if spec not in _LOADED:
-        from medst.inference.loading import load
+    with _LOADING:
+        if spec not in _LOADED:
+            from medst.inference.loading import load
 
-        _LOADED.clear()
-        if spec.torch_threads is not None and "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(spec.torch_threads)
-        _LOADED[spec] = load(spec.folder, spec.device, preset=spec.preset)
-    return _LOADED[spec]
+            _LOADED.clear()
+            if spec.torch_threads is not None and "OMP_NUM_THREADS" not in os.environ:
+                torch.set_num_threads(spec.torch_threads)
+            _LOADED[spec] = load(spec.folder, spec.device, preset=spec.preset)
+        return _LOADED[spec]
 
 
 def embed_batch_job(batch: ImageBatch | TextBatch) -> list[Any]:

@@ -31,12 +31,14 @@ def format_number(value: float | None) -> str:
 
 
 def loss_formula(config: PretrainConfig) -> str:
-    """The loss as the model card writes it, e.g. ``global + 1 x local + 1 x temporal``, from `LOSS_TERMS`."""
+    """The loss as the model card writes it, e.g. ``global + 1 x local + 1 x temporal``, from `LOSS_TERMS`; a term
+    weighted 0 is not part of what the model was trained on and is left out."""
     from medst.model.medst import loss_parts
 
     return " + ".join(
         part if weight is None else f"{weight:g} x {part}"
         for part, weight, _names in loss_parts(config.model)
+        if weight != 0
     )
 
 
