@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -148,6 +149,30 @@ class JobRun:
     choice: EngineChoice
 
 
+PARENT_POLL_S = 1.0
+"""How often a local worker checks that the process that started it is still alive."""
+
+
+def _worker_start(parent: int, initializer: Callable[[], None] | None) -> None:
+    """First thing in each local worker: watch the parent, then the caller's ``initializer``.
+
+    A pool worker waits for its next job on a queue whose write end it holds itself, so when the parent is killed
+    (``kill -9``, the out-of-memory killer, a node agent) nothing ever wakes it: it would sit in memory forever,
+    and every killed run would leave ``workers`` such processes behind. A daemon thread ends the worker within
+    `PARENT_POLL_S` of the parent's death (the worker is then re-parented, so its parent pid changes)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="medst-parent-watch", daemon=True).start()
+    if initializer is not None:
+        initializer()
+
+
 def _run_local(run: JobRun) -> None:
     """In this process with one worker (or one job); otherwise in worker processes that survive a dead worker.
 
@@ -179,7 +204,8 @@ def _run_local(run: JobRun) -> None:
         pool = ProcessPoolExecutor(
             max_workers=max(1, min(workers, len(todo))),
             mp_context=mp.get_context(run.context),
-            initializer=initializer,
+            initializer=_worker_start,
+            initargs=(os.getpid(), initializer),
         )
         queue = list(reversed(todo))
         running: dict[Future[Any], int] = {}
@@ -239,7 +265,6 @@ def _run_local(run: JobRun) -> None:
 def _close(pool: Any, kill: bool, grace_s: float = 30.0) -> None:
     """Shut a process pool down; with `kill` (or for a worker still alive `grace_s` after shutdown: a stopped
     or stuck one) its processes are killed first, so closing never waits forever."""
-    import os
     import signal
     import time
     from multiprocessing.connection import wait as wait_ready

@@ -4,6 +4,7 @@ bytes, and `embed` on local workers or Ray writes the rows of the in-process run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -234,3 +235,57 @@ def test_embed_address_without_ray_is_one_line(tiny_export: Path, tmp_path: Path
         and "--ray-address is only used with --engine ray" in result.output
     )
     assert not out.exists()
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes started by ``pid``, but multiprocessing's resource tracker (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z" and b"resource_tracker" not in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+@pytest.mark.parametrize("context", [None, "spawn"])  # the default (fork on Linux), and shard's
+def test_local_workers_end_when_their_parent_is_killed(context: str | None) -> None:
+    """`kill -9` of a run must not leave its worker processes behind (they would wait for work forever)."""
+    program = (
+        "import time; from medst.executors import run_jobs; "
+        f"run_jobs(time.sleep, [120.0, 120.0], 2, lambda i, r: None, context={context!r})"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", program])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = _children(driver.pid)
+        assert len(workers) == 2, "the pool did not start its two workers"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [w for w in workers if _alive(w)]
+        assert not left, f"workers {left} outlived their killed parent"
+    finally:
+        driver.kill()
+        for w in workers:  # re-parented once the driver is gone: found by the pids seen before
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
