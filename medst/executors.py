@@ -262,9 +262,10 @@ def _run_local(run: JobRun) -> None:
             )
 
 
-def _close(pool: Any, kill: bool, grace_s: float = 30.0) -> None:
+def _close(pool: Any, kill: bool, grace_s: float = 10.0) -> None:
     """Shut a process pool down; with `kill` (or for a worker still alive `grace_s` after shutdown: a stopped
-    or stuck one) its processes are killed first, so closing never waits forever."""
+    or stuck one; an idle worker that has not exited by then holds nothing) its processes are killed first, so
+    closing never waits forever."""
     import signal
     import time
     from multiprocessing.connection import wait as wait_ready
