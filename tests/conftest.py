@@ -37,3 +37,20 @@ def synth_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate(SynthConfig(out=out, patients=24, seed=0, image_size=256, release="both", benchmarks=True),
              progress=False)
     return out
+
+
+# The files whose tests take longest (`pytest --durations`), started first: `make test` hands whole files to its
+# two workers in collection order, so a long file collected last keeps one worker busy after the other is done.
+LONG_FILES = (
+    "test_gpu_scripts.py",
+    "test_train_multinode.py",
+    "test_executors.py",
+    "test_train_stop.py",
+    "test_reliability_pipeline.py",
+    "test_storage.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: the rest keep their order

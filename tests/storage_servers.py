@@ -80,3 +80,33 @@ def s3_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@contextmanager
+def s3_holding(local: Path, dest: str) -> Iterator[str]:
+    """A fresh local S3 server holding the folder ``local`` at ``dest`` (``bucket/prefix``); yields
+    ``s3://dest``. Meanwhile credentials and the endpoint are in the environment, as a user's would be; the
+    environment is restored afterwards. Skips the test without the test extra (s3fs, moto[server])."""
+    import os
+
+    import pytest
+
+    try:
+        import moto.server  # noqa: F401
+        import s3fs  # noqa: F401 - the optional extra this exercises
+    except ImportError as err:
+        pytest.skip(f"S3 tests need the test extra (s3fs, moto[server]): {err}")
+    saved = dict(os.environ)
+    with s3_server() as endpoint:
+        os.environ.update({"AWS_ACCESS_KEY_ID": "medst-test", "AWS_SECRET_ACCESS_KEY": "medst-test",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})  # fmt: skip
+        try:
+            import fsspec
+
+            fs = fsspec.filesystem("s3", skip_instance_cache=True)
+            fs.mkdir(dest.split("/", 1)[0])
+            fs.put(str(local), dest, recursive=True)
+            yield f"s3://{dest}"
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)

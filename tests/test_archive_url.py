@@ -5,14 +5,13 @@ loopback holds a small `medst synth` archive."""
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
-from storage_servers import s3_server
+from storage_servers import s3_holding
 from typer.testing import CliRunner
 
 from medst.archive import remote
@@ -34,25 +33,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def s3_archive(archive: Path) -> Iterator[str]:
     """The archive uploaded to a bucket of a local S3 server; credentials and endpoint from the environment."""
-    try:
-        import moto.server  # noqa: F401
-        import s3fs  # noqa: F401 - the optional extra this exercises
-    except ImportError as err:
-        pytest.skip(f"S3 tests need the test extra (s3fs, moto[server]): {err}")
-    saved = dict(os.environ)
-    with s3_server() as endpoint:
-        os.environ.update({"AWS_ACCESS_KEY_ID": "medst-test", "AWS_SECRET_ACCESS_KEY": "medst-test",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})  # fmt: skip
-        try:
-            import fsspec
-
-            fs = fsspec.filesystem("s3", skip_instance_cache=True)
-            fs.mkdir(BUCKET)
-            fs.put(str(archive), f"{BUCKET}/mimic-cxr", recursive=True)
-            yield f"s3://{BUCKET}/mimic-cxr"
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+    with s3_holding(archive, f"{BUCKET}/mimic-cxr") as url:
+        yield url
 
 
 def _medst(*args: str | Path) -> str:

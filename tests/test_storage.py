@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from storage_servers import http_server, s3_server
+from storage_servers import http_server, s3_holding, s3_server
 from train_shards import make_tiny_shards
 from typer.testing import CliRunner
 
@@ -185,25 +185,8 @@ def test_missing_shards_or_server_are_one_line_and_exit_2(
 @pytest.fixture(scope="module")
 def s3_shards(shards: Path) -> Iterator[str]:
     """The shards uploaded to a bucket of a local S3 server; credentials and endpoint from the environment."""
-    try:
-        import moto.server  # noqa: F401
-        import s3fs  # noqa: F401 - the optional extra this exercises
-    except ImportError as err:
-        pytest.skip(f"S3 tests need the test extra (s3fs, moto[server]): {err}")
-    saved = dict(os.environ)
-    with s3_server() as endpoint:
-        os.environ.update({"AWS_ACCESS_KEY_ID": "medst-test", "AWS_SECRET_ACCESS_KEY": "medst-test",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})  # fmt: skip
-        try:
-            import fsspec
-
-            fs = fsspec.filesystem("s3", skip_instance_cache=True)
-            fs.mkdir("medst-shards")
-            fs.put(str(shards), "medst-shards/shards", recursive=True)
-            yield "s3://medst-shards/shards"
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+    with s3_holding(shards, "medst-shards/shards") as url:
+        yield url
 
 
 def test_s3_reads_the_same_plan_texts_and_batches(shards: Path, s3_shards: str, text_model: Path) -> None:
