@@ -153,15 +153,20 @@ PARENT_POLL_S = 1.0
 """How often a local worker checks that the process that started it is still alive."""
 
 
-def _worker_start(parent: int, initializer: Callable[[], None] | None) -> None:
+def _worker_start(parent: int | None, initializer: Callable[[], None] | None) -> None:
     """First thing in each local worker: watch the parent, then the caller's ``initializer``.
 
     A pool worker waits for its next job on a queue whose write end it holds itself, so when the parent is killed
     (``kill -9``, the out-of-memory killer, a node agent) nothing ever wakes it: it would sit in memory forever,
     and every killed run would leave ``workers`` such processes behind. A daemon thread ends the worker within
-    `PARENT_POLL_S` of the parent's death (the worker is then re-parented, so its parent pid changes)."""
+    `PARENT_POLL_S` of the parent's death (the worker is then re-parented, so its parent pid changes). ``parent``
+    is the run's process id, passed in so that a parent killed while this worker was still starting is noticed;
+    None (forkserver workers) watches whoever started the worker, the fork server, which ends with the run."""
     import threading
     import time
+
+    if parent is None:
+        parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -205,7 +210,8 @@ def _run_local(run: JobRun) -> None:
             max_workers=max(1, min(workers, len(todo))),
             mp_context=mp.get_context(run.context),
             initializer=_worker_start,
-            initargs=(os.getpid(), initializer),
+            # A fork server, not this process, is the parent of forkserver workers.
+            initargs=(None if run.context == "forkserver" else os.getpid(), initializer),
         )
         queue = list(reversed(todo))
         running: dict[Future[Any], int] = {}
