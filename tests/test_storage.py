@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from storage_servers import http_server, s3_holding, s3_server
-from train_shards import make_tiny_shards
+from train_shards import make_tiny_shards, make_tiny_text_model
 from typer.testing import CliRunner
 
 from medst.cli.app import app
@@ -43,14 +43,7 @@ def base_url(shards: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def text_model(shards: Path) -> Path:
     """One demo text model for the runs compared bitwise (see tests/test_train_loop.py)."""
-    from medst.model.config import ModelConfig
-    from medst.model.text import build_demo_text_model
-
-    text = ModelConfig.preset("tiny").text
-    return build_demo_text_model(
-        training_texts(shards), shards.parent / "text_model", vocab_size=text.vocab_size, hidden=text.hidden,
-        layers=text.layers, heads=text.heads, max_length=text.max_length,
-    )  # fmt: skip
+    return make_tiny_text_model(shards)
 
 
 @pytest.fixture()

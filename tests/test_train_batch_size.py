@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_shards import make_tiny_shards
+from train_shards import make_tiny_shards, make_tiny_text_model
 
 from medst.errors import UserInputError
 from medst.model import MedST, ModelConfig
@@ -88,14 +88,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def text_model(shards: Path) -> Path:
-    from medst.model.text import build_demo_text_model
-    from medst.train.components import training_texts
-
-    text = ModelConfig.preset("tiny").text
-    return build_demo_text_model(
-        training_texts(shards), shards.parent / "text_model", vocab_size=text.vocab_size, hidden=text.hidden,
-        layers=text.layers, heads=text.heads, max_length=text.max_length,
-    )  # fmt: skip
+    return make_tiny_text_model(shards)
 
 
 def _options(shards: Path, text_model: Path, out: Path, **extra: object) -> dict[str, object]:

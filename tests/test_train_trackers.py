@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from train_shards import make_tiny_shards
+from train_shards import make_tiny_shards, make_tiny_text_model
 from typer.testing import CliRunner
 
 from medst.cli.app import app
@@ -24,15 +24,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def text_model(shards: Path) -> Path:
-    from medst.model.config import ModelConfig
-    from medst.model.text import build_demo_text_model
-    from medst.train.components import training_texts
-
-    text = ModelConfig.preset("tiny").text
-    return build_demo_text_model(
-        training_texts(shards), shards.parent / "text_model", vocab_size=text.vocab_size, hidden=text.hidden,
-        layers=text.layers, heads=text.heads, max_length=text.max_length,
-    )  # fmt: skip
+    return make_tiny_text_model(shards)
 
 
 def _pretrain(shards: Path, text_model: Path, out: Path, *extra: str) -> str:

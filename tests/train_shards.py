@@ -72,3 +72,16 @@ def make_tiny_shards(root: Path, patients: int = 12, val_patients: int = 4, seed
     shards = root / "shards"
     write_shards(ShardConfig(seq=seq, out=shards, image_size=128, samples_per_shard=4), progress=False)
     return shards
+
+
+def make_tiny_text_model(shards: Path) -> Path:
+    """The demo BERT of the ``tiny`` model preset, trained on the texts of ``shards``, in ``shards/../text_model``."""
+    from medst.model.config import ModelConfig
+    from medst.model.text import build_demo_text_model
+    from medst.train.components import training_texts
+
+    text = ModelConfig.preset("tiny").text
+    return build_demo_text_model(
+        training_texts(shards), shards.parent / "text_model", vocab_size=text.vocab_size, hidden=text.hidden,
+        layers=text.layers, heads=text.heads, max_length=text.max_length,
+    )  # fmt: skip
